@@ -1,0 +1,62 @@
+"""Integer accumulators of a given width and overflow rule, and the bits a sum needs.
+
+An accumulator of ``acc_bits`` holds [-2^(w-1), 2^(w-1) - 1]. The overflow rules:
+
+    wrap      the result modulo 2^w (two's complement). Wrap arithmetic is associative, so
+              the order of the sum does not matter and only the final value counts.
+    saturate  every partial sum, taken in ascending k, is clamped to the range (a saturating
+              MAC unit). Saturation is not associative: the result depends on that order.
+    raise     ValueError naming the first output index (row-major) and the first k whose
+              ascending partial sum leaves the range.
+
+``signed_bits(v)`` is the two's complement width that holds v: v.bit_length() + 1 for
+v >= 0, (-v - 1).bit_length() + 1 for v < 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refsim.checks import check_bits, check_choice
+
+OVERFLOW_RULES = ("wrap", "saturate", "raise")
+
+
+def acc_limits(acc_bits: int) -> tuple[int, int]:
+    return -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+
+
+def check_acc(acc_bits, overflow):
+    acc_bits = check_bits(acc_bits, name="acc_bits", lo=2, hi=64)
+    overflow = getattr(overflow, "value", overflow)
+    check_choice(overflow, OVERFLOW_RULES, name="overflow")
+    return acc_bits, overflow
+
+
+def wrap_to(v: np.ndarray, acc_bits: int) -> np.ndarray:
+    """v modulo 2^acc_bits into the signed range (int64 in, int64 out; exact for any int64 v)."""
+    v = np.asarray(v, dtype=np.int64)
+    if acc_bits == 64:
+        return v
+    lo = 1 << (acc_bits - 1)
+    return ((v + lo) & ((1 << acc_bits) - 1)) - lo
+
+
+def signed_bits(v) -> np.ndarray:
+    """Element-wise two's complement width of int64 values (1 for 0 and -1)."""
+    v = np.asarray(v, dtype=np.int64)
+    mag = np.where(v < 0, -(v + 1), v).astype(np.uint64)
+    # bit_length of a uint64 via frexp would round above 2^53; count with shifts instead.
+    n = np.zeros(v.shape, dtype=np.int64)
+    for shift in (32, 16, 8, 4, 2, 1):
+        big = mag >= (np.uint64(1) << np.uint64(shift))
+        n = n + big * shift
+        mag = np.where(big, mag >> np.uint64(shift), mag)
+    return n + (mag > 0) + 1
+
+
+def max_signed_bits(v) -> int:
+    v = np.asarray(v, dtype=np.int64)
+    if v.size == 0:
+        return 1
+    return int(max(signed_bits(v.min()), signed_bits(v.max())))

@@ -1,0 +1,61 @@
+"""The ``refsim`` command line: one entry point, one subcommand per capability.
+
+Each subcommand lives in the module that owns the capability and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the
+parsed arguments and returning an exit status). Modules listed here must keep their import
+light: heavy dependencies (torch, matplotlib, cupy) are imported inside the command itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module, attribute) pairs; a module that is missing (a capability not built yet, or an
+# optional dependency absent at import time) is skipped so the rest of the CLI still works.
+SUBCOMMAND_MODULES = [
+    "refsim.demo",
+    "refsim.sdr_cli",
+    "refsim.rptq_cli",
+    "golden.cli",
+    "hwmodel.cli",
+    "cukernels.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from refsim import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="refsim",
+        description="Bit-exact reference simulator and co-design testbench for low-bit LLM quantization.",
+    )
+    parser.add_argument("--version", action="version", version=f"refsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name or (exc.name and name.startswith(exc.name)):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        print(f"refsim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Exact integer GEMM under an accumulator rule, and the accumulator bits a product needs.
+
+    C[m, n] = sum_k A[m, k] * B[k, n]       exact, then the accumulator rule (refsim.accumulate)
+
+Operands are integer arrays whose values fit in 16 bits (int16 or uint16 range). The fast
+path runs the product on float BLAS and is exact by construction: with |A| <= a, |B| <= b,
+each product and every partial sum of a K-chunk is an integer of magnitude at most
+chunk * a * b. The chunk is chosen so that bound is <= 2^24 (float32) or <= 2^53 (float64);
+every integer of that magnitude is representable, so no operation BLAS performs, in any
+order, blocking or with FMA, ever rounds. Chunks are summed in int64.
+
+The scalar specification is ``refsim.scalar.int_gemm_scalar`` (Python ints, ascending k).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from refsim.accumulate import acc_limits, check_acc, max_signed_bits, wrap_to
+from refsim.checks import as_int_array, check_choice, check_range
+
+OPERAND_MIN, OPERAND_MAX = -(1 << 15), (1 << 16) - 1
+FLOAT32_EXACT = 1 << 24
+FLOAT64_EXACT = 1 << 53
+
+
+def _operands(a, b):
+    a = as_int_array(a, name="a")
+    b = as_int_array(b, name="b")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"a and b must be 2-d (M, K) and (K, N), got shapes {a.shape} and {b.shape}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"a is {a.shape} and b is {b.shape}: the inner dimensions (K) differ")
+    check_range(a, OPERAND_MIN, OPERAND_MAX, name="a", what="(operands are up to 16 bits)")
+    check_range(b, OPERAND_MIN, OPERAND_MAX, name="b", what="(operands are up to 16 bits)")
+    return a, b
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, *, backend="blas") -> np.ndarray:
+    """Exact int64 A @ B of checked 16-bit operands (see the module docstring for why it is exact)."""
+    m, k = a.shape
+    n = b.shape[1]
+    out = np.zeros((m, n), dtype=np.int64)
+    amax = int(np.abs(a).max()) if a.size else 0
+    bmax = int(np.abs(b).max()) if b.size else 0
+    if amax == 0 or bmax == 0:
+        return out
+    bound = amax * bmax
+    if backend == "torch" and amax <= 128 and bmax <= 128 and k * bound < (1 << 31):
+        return _torch_int_mm(a, b)
+    if FLOAT32_EXACT // bound >= min(k, 512):
+        dtype, chunk = np.float32, FLOAT32_EXACT // bound
+    else:
+        dtype, chunk = np.float64, FLOAT64_EXACT // bound
+    af = a.astype(dtype)
+    bf = b.astype(dtype)
+    for k0 in range(0, k, chunk):
+        out += np.matmul(af[:, k0:k0 + chunk], bf[k0:k0 + chunk]).astype(np.int64)
+    return out
+
+
+def _torch_int_mm(a, b):
+    """torch._int_mm (int8 x int8 -> int32, exact while K * |a||b| < 2^31; oneDNN on CPU)."""
+    import torch
+
+    m, k = a.shape
+    n = b.shape[1]
+    # _int_mm wants M > 16 and K, N multiples of 8; zero padding leaves the sum unchanged.
+    mp, kp, np_ = max(m, 17), -(-k // 8) * 8, -(-n // 8) * 8
+    ap = np.zeros((mp, kp), dtype=np.int8)
+    bp = np.zeros((kp, np_), dtype=np.int8)
+    ap[:m, :k] = a
+    bp[:k, :n] = b
+    c = torch._int_mm(torch.from_numpy(ap), torch.from_numpy(bp)).numpy()
+    return c[:m, :n].astype(np.int64)
+
+
+@numba.njit(cache=True)
+def _sequential(a, b, rows, cols, lo, hi, mode):
+    """Ascending-k accumulation of the listed outputs. mode 0: saturate; 1: first k out of range."""
+    out = np.empty(rows.shape[0], dtype=np.int64)
+    for t in range(rows.shape[0]):
+        m, n = rows[t], cols[t]
+        acc = 0
+        first = -1
+        for k in range(a.shape[1]):
+            acc += a[m, k] * b[k, n]
+            if acc > hi or acc < lo:
+                if mode == 0:
+                    acc = hi if acc > hi else lo
+                elif first < 0:
+                    first = k
+        out[t] = acc if mode == 0 else first
+    return out
+
+
+def _partial_sum_bounds(a, b, backend):
+    """(P, N): every partial sum, in any order, lies in [-N, P] (sums of positive / negative products)."""
+    ap, an = np.maximum(a, 0), np.maximum(-a, 0)
+    bp, bn = np.maximum(b, 0), np.maximum(-b, 0)
+    pos = exact_matmul(ap, bp, backend=backend) + exact_matmul(an, bn, backend=backend)
+    neg = exact_matmul(ap, bn, backend=backend) + exact_matmul(an, bp, backend=backend)
+    return pos, neg
+
+
+def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="blas") -> np.ndarray:
+    """A (M, K) @ B (K, N) of integers up to 16 bits, under an ``acc_bits`` accumulator (int64 out).
+
+    overflow: ``wrap`` (modulo 2^acc_bits), ``saturate`` (each ascending-k partial sum
+    clamped) or ``raise`` (ValueError naming the first (m, n, k) whose partial sum leaves
+    the range). backend: ``blas`` (float BLAS, exact as the module docstring proves) or
+    ``torch`` (torch._int_mm for int8 operands where int32 cannot overflow; else blas).
+    ``acc_bits_needed`` tells how wide the accumulator had to be.
+    """
+    acc_bits, overflow = check_acc(acc_bits, overflow)
+    check_choice(backend, ("blas", "torch"), name="backend")
+    a, b = _operands(a, b)
+    exact = exact_matmul(a, b, backend=backend)
+    if overflow == "wrap":
+        return wrap_to(exact, acc_bits)
+    lo, hi = acc_limits(acc_bits)
+    pos, neg = _partial_sum_bounds(a, b, backend)
+    rows, cols = np.nonzero((pos > hi) | (-neg < lo))  # row-major order
+    if rows.size == 0:
+        return exact
+    mode = 0 if overflow == "saturate" else 1
+    res = _sequential(a, b, rows.astype(np.int64), cols.astype(np.int64), lo, hi, mode)
+    if overflow == "saturate":
+        exact[rows, cols] = res
+        return exact
+    hit = np.nonzero(res >= 0)[0]
+    if hit.size:
+        t = hit[0]
+        m, n, k = int(rows[t]), int(cols[t]), int(res[t])
+        raise ValueError(
+            f"accumulator overflow at output (m={m}, n={n}), k={k}: the ascending partial sum leaves the "
+            f"{acc_bits}-bit range [{lo}, {hi}] (overflow='raise'; the data needs "
+            f"{acc_bits_needed(a, b).partial} bits)"
+        )
+    return exact
+
+
+class AccBitsNeeded(NamedTuple):
+    """Signed accumulator widths, each sufficient for a different rule.
+
+    final:   bits of the largest final value; enough for a wrap accumulator (wrap is
+             associative, so intermediate overflow cancels).
+    partial: bits of the largest ascending-k partial sum; enough for a saturating or
+             raising accumulator that sums in ascending k.
+    bound:   bits of max(sum of positive products, sum of negative products) per output;
+             enough in any summation order.
+    """
+
+    final: int
+    partial: int
+    bound: int
+
+
+@numba.njit(cache=True)
+def _prefix_extremes(a, b):
+    lo = 0
+    hi = 0
+    for m in range(a.shape[0]):
+        for n in range(b.shape[1]):
+            acc = 0
+            for k in range(a.shape[1]):
+                acc += a[m, k] * b[k, n]
+                if acc > hi:
+                    hi = acc
+                elif acc < lo:
+                    lo = acc
+    return lo, hi
+
+
+def acc_bits_needed(a, b) -> AccBitsNeeded:
+    """The accumulator bits this data needed (see ``AccBitsNeeded``); costs one pass of M*N*K."""
+    a, b = _operands(a, b)
+    exact = exact_matmul(a, b)
+    pos, neg = _partial_sum_bounds(a, b, "blas")
+    lo, hi = _prefix_extremes(a, b)
+    bound = max(max_signed_bits(pos), max_signed_bits(-neg))
+    return AccBitsNeeded(final=max_signed_bits(exact), partial=max_signed_bits(np.array([lo, hi])), bound=bound)
+
+
+def acc_bits_worst_case(k, a_range, b_range) -> int:
+    """Proven bound: signed bits that hold any sum of ``k`` products of a in a_range, b in b_range.
+
+    The extreme products are among the four corner products; the sum of k of them lies in
+    [k * min_product, k * max_product]. (E.g. int16 x int4 symmetric at K = 14336.)
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k={k!r} is not allowed; allowed: a positive integer")
+    corners = [x * y for x in a_range for y in b_range]
+    return max_signed_bits(np.array([int(k) * min(corners), int(k) * max(corners)], dtype=np.int64))

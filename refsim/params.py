@@ -1,0 +1,104 @@
+"""Quantization parameter rules: absmax symmetric, RPTQ min-max, GPTQ min-max.
+
+Each rule is computed in the float format its source computes in, one separately rounded
+operation at a time, so the parameters themselves are bit-exact. Given parameters (ONNX
+style) need no rule: pass them to ``refsim.quantize`` directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refsim.checks import check_bits, normalize_axis
+
+
+def _reduce_all_but(x, axis, fn):
+    x = np.asarray(x)
+    if axis is None:
+        return fn(x)
+    ax = normalize_axis(axis, x.ndim)
+    return fn(x, axis=tuple(i for i in range(x.ndim) if i != ax))
+
+
+def absmax_params(x, *, bits, axis=None) -> np.ndarray:
+    """QRazor base precision: s = fl32(absmax / (2^(b-1) - 1)), per tensor or per channel (``axis``).
+
+    Codes are then q = round(x / s) in the narrow signed range +-(2^(b-1) - 1) (use the
+    ``qrazor`` preset). An all-zero channel has no scale to speak of: it gets s = 1.0, which
+    maps it to code 0 like any other scale would.
+    """
+    bits = check_bits(bits)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"x must be a float array, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x has non-finite values; absmax calibration needs finite data")
+    amax = _reduce_all_but(np.abs(x.astype(np.float32)), axis, np.max).astype(np.float32)
+    s = (amax / np.float32((1 << (bits - 1)) - 1)).astype(np.float32)
+    return np.where(amax == 0, np.float32(1.0), s).astype(np.float32)
+
+
+RPTQ_SCALE_MIN = 1e-4
+RPTQ_SCALE_MAX = 1e4
+
+
+def rptq_params(xmin, xmax, *, bits, dtype=np.float16):
+    """RPTQ min-max asymmetric parameters (DESIGN.md, from the public RPTQ4LLM quantizer).
+
+        s = clamp(fl(fl(xmax - xmin) / 2^k), 1e-4, 1e4)     (2^k, not 2^k - 1)
+        z = round_half_even(fl(fl(xmax + xmin) * fl(-0.5 / s)))
+
+    all in ``dtype`` (fp16, as the public code runs OPT); the clamp bounds are the fp16
+    values nearest 1e-4 and 1e4. Codes use the signed range [-2^(k-1), 2^(k-1) - 1] with
+    the zero point added after rounding; xmax lands on code 2^(k-1) and is clamped. Min and
+    max are not forced to include 0, so z may lie outside the code range.
+    Returns (scale in ``dtype``, zero_point as int32).
+    """
+    bits = check_bits(bits)
+    dt = np.dtype(dtype)
+    lo, hi = np.asarray(xmin), np.asarray(xmax)
+    if lo.shape != hi.shape:
+        raise ValueError(f"xmin and xmax must have the same shape, got {lo.shape} and {hi.shape}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError("xmin and xmax must be finite")
+    if np.any(lo > hi):
+        raise ValueError("xmin must be <= xmax element-wise")
+    lo, hi = lo.astype(dt), hi.astype(dt)
+    with np.errstate(over="ignore"):
+        s = ((hi - lo).astype(dt) / dt.type(1 << bits)).astype(dt)
+        s = np.clip(s, dt.type(RPTQ_SCALE_MIN), dt.type(RPTQ_SCALE_MAX)).astype(dt)
+        neg_half_over_s = (dt.type(-0.5) / s).astype(dt)
+        z = np.rint(((hi + lo).astype(dt) * neg_half_over_s).astype(dt))
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"the RPTQ zero point overflows {dt}: the range is too far from 0 for its width")
+    return s, z.astype(np.int32)
+
+
+def gptq_params(xmin, xmax, *, bits, sym=False):
+    """GPTQ min-max parameters (IST-DASLab ``quant.py`` Quantizer.find_params), float32.
+
+        xmin = min(xmin, 0), xmax = max(xmax, 0)
+        sym:  xmax = max(|xmin|, xmax); xmin = -xmax where xmin < 0   (an all-nonnegative
+              row keeps xmin = 0, as the published code does)
+        xmin = xmax = 0  ->  [-1, +1]
+        s = fl32((xmax - xmin) / maxq),  maxq = 2^bits - 1
+        z = (maxq + 1) / 2 (sym)  or  round_half_even(fl32(-xmin / s))
+    Codes: q = clamp(round(x / s) + z, 0, maxq) (``gptq`` preset); dequant s * (q - z).
+    Returns (scale float32, zero_point int32).
+    """
+    bits = check_bits(bits)
+    maxq = np.float32((1 << bits) - 1)
+    lo = np.minimum(np.asarray(xmin, dtype=np.float32), np.float32(0))
+    hi = np.maximum(np.asarray(xmax, dtype=np.float32), np.float32(0))
+    if sym:
+        hi = np.maximum(np.abs(lo), hi)
+        lo = np.where(lo < 0, -hi, lo)
+    both_zero = (lo == 0) & (hi == 0)
+    lo = np.where(both_zero, np.float32(-1), lo).astype(np.float32)
+    hi = np.where(both_zero, np.float32(1), hi).astype(np.float32)
+    s = ((hi - lo) / maxq).astype(np.float32)
+    if sym:
+        z = np.full(s.shape, (int(maxq) + 1) // 2, dtype=np.int32)
+    else:
+        z = np.rint((-lo / s).astype(np.float32)).astype(np.int32)
+    return s, z
