@@ -97,7 +97,7 @@ def _check_scale(scale, name="scale") -> np.ndarray:
     bad = ~np.isfinite(s) | (s <= 0)
     if bad.any():
         i = tuple(int(j) for j in np.argwhere(bad)[0]) if s.ndim else ()
-        raise ValueError(f"{name}{i if s.ndim else ''} = {s[i]!r} is not allowed; allowed: finite and > 0")
+        raise ValueError(f"{name}{i if s.ndim else ''} = {float(s[i])} is not allowed; allowed: finite and > 0")
     return s
 
 
@@ -116,7 +116,7 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
     nonfinite = ~np.isfinite(x)
     if nonfinite.any() and spec.nonfinite is NonFinite.RAISE:
         i = tuple(int(j) for j in np.argwhere(nonfinite)[0])
-        raise ValueError(f"x{i} = {x[i]!r} is not finite; nonfinite='raise' (set nonfinite='saturate' to map it)")
+        raise ValueError(f"x{i} = {float(x[i])} is not finite; nonfinite='raise' (set nonfinite='saturate' to map it)")
     cdt = COMPUTE_DTYPES[spec.compute_dtype]
     kw = dict(axis=axis, block_size=block_size, clusters=clusters)
     s = broadcast_param(_check_scale(scale), x.shape, name="scale", **kw).astype(cdt)
@@ -137,6 +137,11 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
         if spec.zero_point_stage is ZeroPointStage.BEFORE_ROUND:
             v = (v + z.astype(cdt)).astype(cdt)
         r = round_to_integral(v, spec.rounding)
+        if spec.saturation is Saturation.WRAP:
+            inf = np.isinf(r) & ~nonfinite
+            if inf.any():
+                i = tuple(int(j) for j in np.argwhere(inf)[0])
+                raise ValueError(f"x{i} = {float(x[i])} overflows the {cdt.__name__} compute dtype and cannot be wrapped")
         if spec.zero_point_stage is ZeroPointStage.AFTER_ROUND:
             if spec.saturation is Saturation.WRAP:
                 # Exact: fmod of an integral float is exact, so no value above 2^53 is lost.
@@ -146,10 +151,6 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
     if spec.saturation is Saturation.SATURATE:
         q = np.clip(np.where(nan, 0.0, r), qmin, qmax).astype(np.int64)
     else:
-        inf = np.isinf(r) & ~nonfinite
-        if inf.any():
-            i = tuple(int(j) for j in np.argwhere(inf)[0])
-            raise ValueError(f"x{i} = {x[i]!r} overflows the {cdt.__name__} compute dtype and cannot be wrapped")
         span = 1 << bits
         q = np.fmod(np.where(np.isfinite(r), r, 0.0), float(span)).astype(np.int64)
         q = (q - qmin) % span + qmin

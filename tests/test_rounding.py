@@ -1,0 +1,71 @@
+"""Rounding modes on exact ties and on the floating-point neighbours of every tie."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from refsim.rounding import round_to_integral
+from refsim.scalar import round_rational, round_to_format
+from refsim.spec import Rounding
+
+MODES = [m.value for m in Rounding]
+
+
+def ties_and_neighbours(dtype, limit):
+    k = np.arange(-limit, limit, dtype=np.float64)
+    ties = (k + 0.5).astype(dtype)
+    inf = dtype(np.inf)
+    vals = [ties, np.nextafter(ties, inf), np.nextafter(ties, -inf), k.astype(dtype),
+            np.nextafter(k.astype(dtype), inf), np.nextafter(k.astype(dtype), -inf)]
+    return np.concatenate(vals)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,limit", [(np.float16, 1024), (np.float32, 4096), (np.float64, 4096)])
+def test_every_tie_and_its_neighbours(mode, dtype, limit):
+    v = ties_and_neighbours(dtype, limit)
+    fast = round_to_integral(v, mode)
+    slow = np.array([round_rational(Fraction(float(x)), mode) for x in v], dtype=np.float64)
+    assert np.array_equal(fast, slow)
+
+
+def test_the_classic_trap_of_floor_plus_half():
+    x = np.float32(0.49999997)  # the largest float32 below 0.5: fl(x + 0.5) == 1.0
+    assert round_to_integral(x, "half_up") == 0.0
+    assert round_to_integral(x, "ties_away") == 0.0
+    assert round_to_integral(-x, "ties_away") == 0.0
+
+
+@pytest.mark.parametrize("mode,expect", [
+    ("ties_even", [-2, -2, -0, 0, 2, 2]), ("ties_away", [-3, -2, -1, 1, 2, 3]),
+    ("half_up", [-2, -1, 0, 1, 2, 3]), ("floor", [-3, -2, -1, 0, 1, 2]),
+    ("trunc", [-2, -1, 0, 0, 1, 2]), ("odd", [-3, -1, -1, 1, 1, 3]),
+])
+def test_mode_table_on_half_integers(mode, expect):
+    v = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
+    assert np.array_equal(round_to_integral(v, mode), np.array(expect, dtype=np.float64))
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=50),
+       st.sampled_from(MODES))
+def test_random_values_agree_with_the_rational_twin(xs, mode):
+    v = np.array(xs)
+    fast = round_to_integral(v, mode)
+    slow = np.array([round_rational(Fraction(x), mode) for x in xs], dtype=np.float64)
+    assert np.array_equal(fast, slow)
+
+
+@given(st.fractions(), st.sampled_from(["float32", "float16"]))
+def test_round_to_format_matches_numpy_casts(fr, fmt):
+    """The twin's Fraction -> float rounding agrees with numpy where numpy is correctly rounded."""
+    dt = {"float32": np.float32, "float16": np.float16}[fmt]
+    x = float(fr)  # correctly rounded to float64 first ...
+    if Fraction(x) != fr:
+        return  # ... so compare only exactly representable inputs (no double rounding)
+    with np.errstate(over="ignore"):
+        expect = float(np.asarray(x).astype(dt))
+    got = round_to_format(fr, fmt)
+    assert (got == expect) if np.isfinite(expect) else got == expect
