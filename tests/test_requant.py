@@ -1,0 +1,105 @@
+"""Requantization fast paths against the scalar specification."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import refsim
+from refsim import scalar
+
+i32 = st.integers(-(2**31), 2**31 - 1)
+CORNERS = [-(2**31), -(2**31) + 1, -(2**30), -1, 0, 1, 2**30, 2**31 - 1]
+
+
+@given(st.lists(st.tuples(i32, i32), min_size=1, max_size=50))
+def test_srdhm_equals_scalar(pairs):
+    pairs += [(a, b) for a in CORNERS for b in CORNERS]
+    a, b = np.array(pairs).T
+    got = refsim.saturating_rounding_doubling_high_mul(a, b)
+    assert got.tolist() == [scalar.srdhm_scalar(int(x), int(y)) for x, y in pairs]
+
+
+@given(st.lists(i32, min_size=1, max_size=50), st.integers(0, 31))
+def test_rounding_divide_by_pot_equals_scalar(xs, e):
+    xs += CORNERS
+    got = refsim.rounding_divide_by_pot(np.array(xs), e)
+    assert got.tolist() == [scalar.rounding_divide_by_pot_scalar(x, e) for x in xs]
+
+
+def test_rounding_divide_by_pot_rounds_ties_away_from_zero():
+    assert refsim.rounding_divide_by_pot(np.array([5, -5, 6, -6, 7, -7]), 1).tolist() == [3, -3, 3, -3, 4, -4]
+
+
+@given(st.floats(min_value=0, max_value=2.0**40, allow_nan=False), st.booleans())
+def test_quantize_multiplier_equals_scalar(m, single):
+    assert refsim.quantize_multiplier(m, single_rounding=single) == scalar.quantize_multiplier_scalar(m, single)
+
+
+def test_quantize_multiplier_corner_cases():
+    assert refsim.quantize_multiplier(1.0 - 2.0**-33) == (1 << 30, 1)  # mantissa rounds to 2^31
+    assert refsim.quantize_multiplier(2.0**-40) == (0, 0)  # shift < -31
+    assert refsim.quantize_multiplier(2.0**40, single_rounding=True) == (2**31 - 1, 30)
+    assert refsim.quantize_multiplier(0.0) == (0, 0)
+    with pytest.raises(ValueError, match="real_multiplier"):
+        refsim.quantize_multiplier(-1.0)
+
+
+@given(st.lists(st.integers(-(2**20), 2**20), min_size=1, max_size=40),
+       st.floats(min_value=2.0**-20, max_value=0.99, allow_nan=False), st.booleans())
+def test_multiply_by_quantized_multiplier_equals_scalar(xs, m, single):
+    qm, shift = refsim.quantize_multiplier(m, single_rounding=single)
+    got = refsim.multiply_by_quantized_multiplier(np.array(xs), qm, shift, single_rounding=single)
+    assert got.tolist() == [scalar.multiply_by_quantized_multiplier_scalar(x, qm, shift, single) for x in xs]
+
+
+def test_double_and_single_rounding_disagree_sometimes():
+    rng = np.random.default_rng(0)
+    x = rng.integers(-(2**31), 2**31, size=20000)
+    m = rng.uniform(2.0**-12, 0.999, size=20000)
+    dr = np.array([refsim.multiply_by_quantized_multiplier(xi, *refsim.quantize_multiplier(mi)) for xi, mi in
+                   zip(x[:2000], m[:2000])])
+    sr = np.array([refsim.multiply_by_quantized_multiplier(xi, *refsim.quantize_multiplier(mi, single_rounding=True),
+                                                           single_rounding=True) for xi, mi in zip(x[:2000], m[:2000])])
+    frac = float(np.mean(dr != sr))
+    assert 0.001 < frac < 0.2  # they are different algorithms; both are exact to within one unit
+    assert np.all(np.abs(dr - sr) <= 1)
+
+
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(0, 10**6), st.booleans())
+def test_float_epilogue_equals_scalar(c, m, n, seed, with_bias):
+    rng = np.random.default_rng(seed)
+    isums = rng.integers(-(2**31), 2**31, size=(c, m, n))
+    sa = rng.uniform(1e-4, 1.0, size=c).astype(np.float32)
+    sw = rng.uniform(1e-4, 1.0, size=n).astype(np.float32)
+    bias = rng.normal(size=n).astype(np.float32) if with_bias else None
+    got = refsim.float_epilogue(isums, sa, sw, bias=bias)
+    for i in range(m):
+        for j in range(n):
+            want = scalar.float_epilogue_scalar(isums[:, i, j].tolist(), sa.tolist(), float(sw[j]),
+                                                None if bias is None else float(bias[j]))
+            assert Fraction(float(got[i, j])) == want
+
+
+@pytest.mark.parametrize("requant", ["float", "double_rounding", "single_rounding"])
+def test_requantize_paths(requant):
+    spec = refsim.preset("tflite").replace(requant=requant)
+    acc = np.array([-100000, -1, 0, 1, 99999, 2**31 - 1, -(2**31)])
+    m = 0.00123
+    got = refsim.requantize(acc, m, zero_point=3, bits=8, spec=spec)
+    if requant == "float":
+        y = [float(np.float32(np.float32(a) * np.float32(m))) for a in acc]
+        want = [min(max(scalar.round_rational(Fraction(v), "ties_away") + 3, -128), 127) for v in y]
+    else:
+        single = requant == "single_rounding"
+        qm, sh = scalar.quantize_multiplier_scalar(m, single)
+        want = [min(max(scalar.multiply_by_quantized_multiplier_scalar(int(a), qm, sh, single) + 3, -128), 127)
+                for a in acc]
+    assert got.tolist() == want
+
+
+def test_requantize_refuses_wide_accumulators():
+    with pytest.raises(ValueError, match="acc.*outside the allowed range"):
+        refsim.requantize(np.array([2**31]), 0.5, spec=refsim.preset("tflite"))
