@@ -1,0 +1,1 @@
+"""Cost model: model shapes, memory footprint, traffic, roofline throughput, energy."""
