@@ -96,7 +96,10 @@ def gptq_params(xmin, xmax, *, bits, sym=False):
     both_zero = (lo == 0) & (hi == 0)
     lo = np.where(both_zero, np.float32(-1), lo).astype(np.float32)
     hi = np.where(both_zero, np.float32(1), hi).astype(np.float32)
-    s = ((hi - lo) / maxq).astype(np.float32)
+    s = ((hi - lo).astype(np.float32) / maxq).astype(np.float32)
+    if np.any(s == 0):
+        raise ValueError("xmin/xmax span a range so small that the GPTQ scale underflows float32 to 0 "
+                         "(the published code would produce NaN zero points)")
     if sym:
         z = np.full(s.shape, (int(maxq) + 1) // 2, dtype=np.int32)
     else:
