@@ -25,6 +25,7 @@ from refsim.requant import (
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
+from refsim.sdr import sdr_acc_bits_needed, sdr_decode, sdr_encode, sdr_gemm
 from refsim.spec import (
     PRESETS,
     ComputeDtype,
@@ -47,4 +48,5 @@ __all__ = [
     "acc_bits_needed", "acc_bits_worst_case", "dequantize", "float_epilogue", "gptq_params", "int_gemm",
     "multiply_by_quantized_multiplier", "pack", "preset", "quantize", "quantize_multiplier", "requantize",
     "rounding_divide_by_pot", "rptq_params", "saturating_rounding_doubling_high_mul", "sqnr_db", "unpack",
+    "sdr_acc_bits_needed", "sdr_decode", "sdr_encode", "sdr_gemm",
 ]

@@ -11,6 +11,10 @@ granularity. A value's field holds its ``bits`` low bits (two's complement for s
     int3_planar    per 32 values j (block base 96*(i // 32)):
                    b in {0, 1}: 2j + b  (words 0-1: low 2-bit fields)
                    b = 2:       64 + j  (word 2: high bits)                          kernel friendly
+    sdr_flags4     pos = 4i + b, unsigned shift 0..15     pad to 1 byte              QRazor SDR flags
+    sdr_code4      pos = 4i + b, sign-magnitude: bit 3 = sign, bits 0-2 = |v|        QRazor 4-bit codes
+    sdr_code8      pos = 8i + b, sign-magnitude: bit 7 = sign, bits 0-6 = |v|        QRazor A8 codes
+                   (drawn in docs/sdr.md; sign-magnitude fields hold [-(2^(b-1)-1), 2^(b-1)-1])
 
 int4_word32 ("eight codes per little-endian 32-bit word, value j at bits 4j") is therefore
 the same bit stream as int4_lo_first, and int3_gptq (the GPTQ packer's three words with
@@ -40,6 +44,7 @@ class Layout:
     block_bytes: int  # bytes per padded block
     position: Callable[[np.ndarray, int], np.ndarray]  # (i, b) -> bit position in the stream
     description: str
+    sign_magnitude: bool = False  # field = (v < 0) << (bits - 1) | |v| instead of two's complement
 
     def nbytes(self, count: int) -> int:
         """Bytes that hold ``count`` values, padding included."""
@@ -68,6 +73,14 @@ LAYOUTS: dict[str, Layout] = {
                         "32 values in three 32-bit words, values 10 and 21 straddle words (GPTQ)"),
     "int3_planar": Layout("int3_planar", 3, False, 32, 12, _planar,
                           "per 32 codes: two words of 2-bit low fields, then one word of high bits"),
+    "sdr_flags4": Layout("sdr_flags4", 4, False, 2, 1, _stream(4),
+                         "QRazor SDR flags: 4-bit unsigned shifts, first group in the low nibble"),
+    "sdr_code4": Layout("sdr_code4", 4, True, 2, 1, _stream(4),
+                        "QRazor SDR codes: 4-bit sign-magnitude (bit 3 = sign), first code in the low nibble",
+                        sign_magnitude=True),
+    "sdr_code8": Layout("sdr_code8", 8, True, 1, 1, _stream(8),
+                        "QRazor SDR A8 codes: one byte per code, sign-magnitude (bit 7 = sign)",
+                        sign_magnitude=True),
 }
 
 
@@ -81,6 +94,8 @@ def get_layout(layout) -> Layout:
 
 
 def code_limits(lay: Layout, signed: bool) -> tuple[int, int]:
+    if lay.sign_magnitude:
+        return -((1 << (lay.bits - 1)) - 1), (1 << (lay.bits - 1)) - 1
     return (-(1 << (lay.bits - 1)), (1 << (lay.bits - 1)) - 1) if signed else (0, (1 << lay.bits) - 1)
 
 
@@ -108,6 +123,8 @@ def pack(codes, layout, *, axis=-1, signed=None) -> np.ndarray:
     c = np.moveaxis(c, ax, -1)
     count = c.shape[-1]
     nbytes = lay.nbytes(count)
+    if lay.sign_magnitude:
+        c = np.where(c < 0, -c | (1 << (lay.bits - 1)), c)
     field = (c & ((1 << lay.bits) - 1)).astype(np.uint8)
     bitvals = (field[..., None] >> np.arange(lay.bits, dtype=np.uint8)) & 1  # (..., count, bits)
     stream = np.zeros(c.shape[:-1] + (nbytes * 8,), dtype=np.uint8)
@@ -136,6 +153,9 @@ def unpack(data, layout, count, *, axis=-1, signed=None) -> np.ndarray:
     stream = np.unpackbits(d[..., :need], axis=-1, bitorder="little")
     bits = stream[..., _positions(lay, int(count))].astype(np.int32)  # (..., count, bits)
     field = (bits << np.arange(lay.bits, dtype=np.int32)).sum(axis=-1, dtype=np.int32)
-    if signed:
+    if lay.sign_magnitude:  # a sign bit over a zero magnitude (never written by pack) reads as 0
+        sign = field >> (lay.bits - 1)
+        field = (field & ((1 << (lay.bits - 1)) - 1)) * (1 - 2 * sign)
+    elif signed:
         field = field - ((field >> (lay.bits - 1)) << lay.bits)
     return np.moveaxis(field.astype(np.int32), -1, ax)
