@@ -1,0 +1,344 @@
+"""Host logic of the kernel launchers, in plain numpy: argument checks, padding, layouts, grids.
+
+Everything a launcher decides before a kernel runs lives here, so that it is tested on any
+machine against refsim (tests/test_cukernels_host.py); the launchers in ``cukernels.launch``
+only move arrays to the device and call ``cupy.RawModule`` kernels with what these return.
+
+Cluster-padded K (the layout of W4A4 / W3A3 operands, docs/kernels.md):
+    RPTQ reorders K so that each activation cluster is contiguous: cluster c holds the
+    reordered channels [off[c], off[c+1]) with off = cumsum(sizes). The GEMM kernel consumes
+    K in tiles of ``TILE_K`` = 32 codes that must not straddle clusters, so each cluster is
+    padded to a multiple of 32 codes:  poff[c+1] = poff[c] + ceil(sizes[c] / 32) * 32.
+    Padding codes are 0 in both operands. A padded weight is 0, so the padded activation
+    term contributes nothing: sum_k (a[k] - z_c) * w[k] over the padded range equals the sum
+    over the real range, and the zero-point correction z_c * colsum_c uses real weights only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refsim.checks import as_int_array, check_choice, check_range
+from refsim.layouts import get_layout, pack
+
+TILE_K = 32  # codes per mma.sync m16n8k32 step; also one int3_planar block
+GEMM_BLOCK_M = 64
+GEMM_BLOCK_N = 64
+GEMM_THREADS = 128  # 4 warps, each a 32 x 32 sub-tile
+LOWBIT_LAYOUTS = {4: "int4_lo_first", 3: "int3_planar"}  # activation and weight codes, signed
+WXA16_LAYOUTS = {4: "int4_word32", 3: "int3_planar"}  # GPTQ-style unsigned weight codes
+ZERO_POINT_LIMIT = (1 << 15) - 8  # |z| bound so that a - z stays a 16-bit int_gemm operand
+LN_WARPS_PER_BLOCK = 4
+SDR_ENCODE_THREADS = 128
+SDR_GEMM_BLOCK = (16, 16)
+WXA16_WARPS_PER_BLOCK = 4
+WXA16_MAX_M = 16
+SDR_GROUPS = (16, 32)
+SDR_BASE_BITS = (8, 16)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
+def check_bits_choice(bits, allowed=(3, 4)) -> int:
+    if isinstance(bits, bool) or bits not in allowed:
+        raise ValueError(f"bits={bits!r} is not supported by this kernel; allowed: {', '.join(map(str, allowed))}")
+    return int(bits)
+
+
+def check_positive(value, *, name) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: a positive integer")
+    return int(value)
+
+
+def check_dtype(arr, allowed, *, name):
+    dt = np.dtype(getattr(arr, "dtype", None) or np.asarray(arr).dtype)
+    names = [np.dtype(a).name for a in allowed]
+    if dt.name not in names:
+        raise TypeError(f"{name} must have dtype {' or '.join(names)}, got {dt.name}")
+    return dt
+
+
+def check_shape(arr, shape, *, name):
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(arr.shape)}")
+
+
+# --- clusters ---------------------------------------------------------------------------------
+
+def check_cluster_sizes(sizes) -> np.ndarray:
+    s = as_int_array(sizes, name="cluster_sizes")
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"cluster_sizes must be a non-empty 1-d array, got shape {s.shape}")
+    check_range(s, 1, 1 << 24, name="cluster_sizes", what="(every cluster holds at least one channel)")
+    return s
+
+
+def cluster_sizes_from_ids(cluster_ids) -> np.ndarray:
+    """Sizes of contiguous clusters 0..C-1 from a per-channel id (as after RPTQ reordering)."""
+    c = as_int_array(cluster_ids, name="cluster_ids")
+    if c.ndim != 1 or c.size == 0:
+        raise ValueError("cluster_ids must be a non-empty 1-d array")
+    if np.any(np.diff(c) < 0) or c[0] != 0 or np.any(np.diff(c) > 1):
+        raise ValueError("cluster_ids must be contiguous and ascending 0, 0, .., 1, 1, .. (reorder K first)")
+    return np.bincount(c).astype(np.int64)
+
+
+def cluster_offsets(sizes) -> np.ndarray:
+    """off[c] = first reordered channel of cluster c; off[C] = K."""
+    s = check_cluster_sizes(sizes)
+    return np.concatenate([[0], np.cumsum(s)]).astype(np.int64)
+
+
+def padded_cluster_offsets(sizes, tile=TILE_K) -> np.ndarray:
+    """poff[c] = first padded position of cluster c; poff[C] = K' (each cluster a multiple of ``tile``)."""
+    s = check_cluster_sizes(sizes)
+    return np.concatenate([[0], np.cumsum(-(-s // tile) * tile)]).astype(np.int64)
+
+
+def padded_source_map(sizes, tile=TILE_K) -> tuple[np.ndarray, np.ndarray]:
+    """(src, cid), each (K',): reordered channel held by each padded position (-1 = padding), its cluster."""
+    s = check_cluster_sizes(sizes)
+    off = cluster_offsets(s)
+    poff = padded_cluster_offsets(s, tile)
+    kp = int(poff[-1])
+    src = np.full(kp, -1, dtype=np.int32)
+    cid = np.empty(kp, dtype=np.int32)
+    for c in range(s.size):
+        src[poff[c]:poff[c] + s[c]] = np.arange(off[c], off[c + 1], dtype=np.int32)
+        cid[poff[c]:poff[c + 1]] = c
+    return src, cid
+
+
+def pad_clusters(codes, sizes, tile=TILE_K) -> np.ndarray:
+    """Codes (R, K) in reordered order -> (R, K') with each cluster padded by zero codes."""
+    c = as_int_array(codes, name="codes")
+    s = check_cluster_sizes(sizes)
+    if c.ndim != 2 or c.shape[1] != int(s.sum()):
+        raise ValueError(f"codes must be (rows, K={int(s.sum())}) for these cluster sizes, got {c.shape}")
+    src, _ = padded_source_map(s, tile)
+    out = np.zeros((c.shape[0], src.size), dtype=np.int32)
+    real = src >= 0
+    out[:, real] = c[:, src[real]]
+    return out
+
+
+def packed_row_bytes(kp: int, layout) -> int:
+    return get_layout(layout).nbytes(int(kp))
+
+
+# --- W4A4 / W3A3 GEMM -------------------------------------------------------------------------
+
+def pack_lowbit_operand(codes, sizes, bits) -> np.ndarray:
+    """Signed ``bits``-bit codes (R, K), reordered K -> packed cluster-padded rows (R, row_bytes) uint8."""
+    bits = check_bits_choice(bits)
+    padded = pad_clusters(codes, sizes)
+    return pack(padded, LOWBIT_LAYOUTS[bits], axis=1, signed=True)
+
+
+def weight_colsum(w_codes, sizes) -> np.ndarray:
+    """colsum[c, n] = sum_{k in cluster c} w[n, k] (int32): the activation zero-point correction term."""
+    w = as_int_array(w_codes, name="w_codes")
+    off = cluster_offsets(sizes)
+    if w.ndim != 2 or w.shape[1] != int(off[-1]):
+        raise ValueError(f"w_codes must be (N, K={int(off[-1])}), got {w.shape}")
+    return np.stack([w[:, off[c]:off[c + 1]].sum(axis=1) for c in range(off.size - 1)]).astype(np.int32)
+
+
+def prepare_lowbit_weights(w_codes, sizes, bits) -> dict:
+    """Static weight preparation: packed (N, row_bytes), colsum (C, N) int32, padded offsets (C+1,) int32."""
+    bits = check_bits_choice(bits)
+    w = as_int_array(w_codes, name="w_codes")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    check_range(w, lo, hi, name="w_codes", what=f"(signed {bits}-bit weight codes)")
+    return {
+        "w_packed": pack_lowbit_operand(w, sizes, bits),
+        "w_colsum": weight_colsum(w, sizes),
+        "cluster_offsets": padded_cluster_offsets(sizes).astype(np.int32),
+    }
+
+
+def lowbit_gemm_grid(m: int, n: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(grid, block): one block of GEMM_THREADS per GEMM_BLOCK_M x GEMM_BLOCK_N output tile."""
+    m, n = check_positive(m, name="M"), check_positive(n, name="N")
+    return (ceil_div(n, GEMM_BLOCK_N), ceil_div(m, GEMM_BLOCK_M), 1), (GEMM_THREADS, 1, 1)
+
+
+def check_lowbit_gemm_args(*, a_packed, w_packed, a_zero, w_colsum, cluster_offsets, scale_a, scale_w, bias,
+                           out_isums, out_y, bits):
+    """Validate a W{bits}A{bits} GEMM call before launch; returns (M, N, K', C). Works on any array type."""
+    bits = check_bits_choice(bits)
+    for name, arr, dts in (("a_packed", a_packed, ["uint8"]), ("w_packed", w_packed, ["uint8"]),
+                           ("a_zero", a_zero, ["int32"]), ("w_colsum", w_colsum, ["int32"]),
+                           ("cluster_offsets", cluster_offsets, ["int32"]), ("scale_a", scale_a, ["float32"]),
+                           ("scale_w", scale_w, ["float32"]), ("out_isums", out_isums, ["int32"]),
+                           ("out_y", out_y, ["float32"])):
+        check_dtype(arr, dts, name=name)
+    if bias is not None:
+        check_dtype(bias, ["float32"], name="bias")
+    if a_packed.ndim != 2 or w_packed.ndim != 2:
+        raise ValueError("a_packed and w_packed must be 2-d (rows, packed bytes)")
+    offs = np.asarray(_to_host(cluster_offsets)).astype(np.int64)
+    if offs.ndim != 1 or offs.size < 2 or offs[0] != 0 or np.any(np.diff(offs) <= 0) or np.any(offs % TILE_K):
+        raise ValueError(f"cluster_offsets must be ascending from 0 with every cluster a positive multiple of "
+                         f"{TILE_K} codes (cluster-padded K; see cukernels.host.padded_cluster_offsets)")
+    c, kp = offs.size - 1, int(offs[-1])
+    m, n = a_packed.shape[0], w_packed.shape[0]
+    row = packed_row_bytes(kp, LOWBIT_LAYOUTS[bits])
+    check_shape(a_packed, (m, row), name="a_packed")
+    check_shape(w_packed, (n, row), name="w_packed")
+    check_shape(a_zero, (c,), name="a_zero")
+    check_shape(w_colsum, (c, n), name="w_colsum")
+    check_shape(scale_a, (c,), name="scale_a")
+    check_shape(scale_w, (n,), name="scale_w")
+    if bias is not None:
+        check_shape(bias, (n,), name="bias")
+    check_shape(out_isums, (c, m, n), name="out_isums")
+    check_shape(out_y, (m, n), name="out_y")
+    if m < 1 or n < 1:
+        raise ValueError(f"M={m} and N={n} must be positive")
+    z = np.asarray(_to_host(a_zero)).astype(np.int64)
+    check_range(z, -ZERO_POINT_LIMIT, ZERO_POINT_LIMIT, name="a_zero", what="(zero points this kernel supports)")
+    return m, n, kp, c
+
+
+def _to_host(arr):
+    """numpy view of a small array of any kind (numpy, cupy, torch) for host-side checks."""
+    if hasattr(arr, "get") and not isinstance(arr, np.ndarray):  # cupy
+        return arr.get()
+    if hasattr(arr, "detach"):  # torch
+        return arr.detach().cpu().numpy()
+    return np.asarray(arr)
+
+
+# --- fused LayerNorm + reorder + quantize + pack ----------------------------------------------
+
+LN_COMPUTE_DTYPES = ("float16", "float32")
+
+
+def ln_quant_plan(perm, sizes) -> dict:
+    """What the fused kernel needs: for each padded output position, the original channel and cluster.
+
+    perm: reordered position j takes original channel perm[j] (new[j] = old[perm[j]], DESIGN.md).
+    Returns src_index (K',) int32 (original channel, -1 for padding), cluster_of (K',) int32,
+    cluster_offsets (C+1,) int32 (padded).
+    """
+    p = as_int_array(perm, name="perm")
+    s = check_cluster_sizes(sizes)
+    k = int(s.sum())
+    if p.shape != (k,) or not np.array_equal(np.sort(p), np.arange(k)):
+        raise ValueError(f"perm must be a permutation of 0..{k - 1} (one entry per channel)")
+    src, cid = padded_source_map(s)
+    orig = np.where(src >= 0, p[np.maximum(src, 0)], -1).astype(np.int32)
+    return {"src_index": orig, "cluster_of": cid, "cluster_offsets": padded_cluster_offsets(s).astype(np.int32)}
+
+
+def ln_quant_grid(m: int):
+    m = check_positive(m, name="M")
+    return (ceil_div(m, LN_WARPS_PER_BLOCK), 1, 1), (32 * LN_WARPS_PER_BLOCK, 1, 1)
+
+
+def check_spec_for_ln_kernel(spec) -> str:
+    """The fused kernel implements the rptq dataflow; it accepts a spec only if every other knob matches."""
+    from refsim.spec import preset
+
+    base = preset("rptq")
+    for field in ("scale_op", "rounding", "zero_point_stage", "signed", "narrow", "saturation", "nonfinite"):
+        if getattr(spec, field) != getattr(base, field):
+            raise ValueError(f"spec.{field}={getattr(spec, field)!r} is not supported by the fused LayerNorm "
+                             f"kernel; allowed: {getattr(base, field)!r} (the rptq preset)")
+    return spec.compute_dtype.value
+
+
+# --- SDR --------------------------------------------------------------------------------------
+
+def sdr_code_fields(codes) -> np.ndarray:
+    """Signed SDR codes (|c| <= 7, keep = 3) -> 4-bit sign-magnitude fields: sign << 3 | magnitude."""
+    c = as_int_array(codes, name="codes")
+    check_range(c, -7, 7, name="codes", what="(packed SDR codes are keep=3: sign + 3 magnitude bits)")
+    return ((c < 0).astype(np.int64) << 3) | np.abs(c)
+
+
+def sdr_fields_to_codes(fields) -> np.ndarray:
+    f = as_int_array(fields, name="fields")
+    mag = f & 7
+    return np.where(f & 8, -mag, mag).astype(np.int32)
+
+
+def pack_sdr(codes, flags, *, axis=-1) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, flags) of refsim.sdr_encode -> packed nibble streams (first element in the low nibble).
+
+    Codes: 4-bit sign-magnitude fields; flags: 4-bit shifts; each its own stream packed with
+    refsim's ``int4_lo_first`` bit order as unsigned fields (a ragged byte is zero-padded).
+    """
+    f = as_int_array(flags, name="flags")
+    check_range(f, 0, 15, name="flags", what="(4-bit SDR flags)")
+    return (pack(sdr_code_fields(codes), "int4_lo_first", axis=axis, signed=False),
+            pack(f, "int4_lo_first", axis=axis, signed=False))
+
+
+def check_sdr_args(group_size, base_bits, rounding):
+    if group_size not in SDR_GROUPS:
+        raise ValueError(f"group_size={group_size!r} is not supported by the SDR kernels; allowed: 16, 32")
+    if base_bits not in SDR_BASE_BITS:
+        raise ValueError(f"base_bits={base_bits!r} is not supported; allowed: 8 (int8), 16 (int16)")
+    check_choice(getattr(rounding, "value", rounding), ("half_up", "ties_even"), name="rounding")
+
+
+def sdr_encode_grid(rows: int, k: int, group_size: int):
+    groups = ceil_div(k, group_size)
+    return (ceil_div(check_positive(rows, name="rows") * groups, SDR_ENCODE_THREADS), 1, 1), (SDR_ENCODE_THREADS, 1, 1)
+
+
+def sdr_gemm_grid(m: int, n: int):
+    bx, by = SDR_GEMM_BLOCK
+    return (ceil_div(check_positive(n, name="N"), bx), ceil_div(check_positive(m, name="M"), by), 1), (bx, by, 1)
+
+
+# --- W4A16 / W3A16 ----------------------------------------------------------------------------
+
+def wxa16_padded_k(k: int) -> int:
+    return ceil_div(check_positive(k, name="K"), TILE_K) * TILE_K
+
+
+def prepare_wxa16_weights(w_codes, bits) -> np.ndarray:
+    """Unsigned GPTQ codes (N, K) -> packed rows (N, row_bytes) of K padded to a multiple of 32 with code 0."""
+    bits = check_bits_choice(bits)
+    w = as_int_array(w_codes, name="w_codes")
+    check_range(w, 0, (1 << bits) - 1, name="w_codes", what=f"(unsigned {bits}-bit GPTQ codes)")
+    if w.ndim != 2:
+        raise ValueError(f"w_codes must be 2-d (N, K), got shape {w.shape}")
+    kp = wxa16_padded_k(w.shape[1])
+    padded = np.zeros((w.shape[0], kp), dtype=np.int64)
+    padded[:, :w.shape[1]] = w
+    return pack(padded, WXA16_LAYOUTS[bits], axis=1, signed=False)
+
+
+def check_wxa16_args(*, x, w_packed, scales, zeros, group_size, bits, out):
+    bits = check_bits_choice(bits)
+    check_dtype(x, ["float16"], name="x")
+    check_dtype(w_packed, ["uint8"], name="w_packed")
+    check_dtype(scales, ["float16"], name="scales")
+    check_dtype(zeros, ["int32"], name="zeros")
+    check_dtype(out, ["float32"], name="out")
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-d (M, K), got shape {tuple(x.shape)}")
+    m, k = x.shape
+    if not 1 <= m <= WXA16_MAX_M:
+        raise ValueError(f"M={m} is not supported by the W{bits}A16 kernel; allowed: 1..{WXA16_MAX_M} (GEMV regime)")
+    g = check_positive(group_size, name="group_size")
+    if g % TILE_K:
+        raise ValueError(f"group_size={group_size} is not supported; allowed: a multiple of {TILE_K}")
+    n = w_packed.shape[0]
+    groups = ceil_div(k, g)
+    check_shape(w_packed, (n, packed_row_bytes(wxa16_padded_k(k), WXA16_LAYOUTS[bits])), name="w_packed")
+    check_shape(scales, (n, groups), name="scales")
+    check_shape(zeros, (n, groups), name="zeros")
+    check_shape(out, (m, n), name="out")
+    return m, n, k, groups
+
+
+def wxa16_grid(n: int):
+    return (ceil_div(check_positive(n, name="N"), WXA16_WARPS_PER_BLOCK), 1, 1), (32 * WXA16_WARPS_PER_BLOCK, 1, 1)
