@@ -20,46 +20,76 @@ import numba
 import numpy as np
 
 from refsim.accumulate import acc_limits, check_acc, max_signed_bits, wrap_to
-from refsim.checks import as_int_array, check_choice, check_range
+from refsim.checks import check_choice, check_range
 
 OPERAND_MIN, OPERAND_MAX = -(1 << 15), (1 << 16) - 1
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
 
 
-def _operands(a, b):
-    a = as_int_array(a, name="a")
-    b = as_int_array(b, name="b")
-    if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"a and b must be 2-d (M, K) and (K, N), got shapes {a.shape} and {b.shape}")
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"a is {a.shape} and b is {b.shape}: the inner dimensions (K) differ")
-    check_range(a, OPERAND_MIN, OPERAND_MAX, name="a", what="(operands are up to 16 bits)")
-    check_range(b, OPERAND_MIN, OPERAND_MAX, name="b", what="(operands are up to 16 bits)")
+class Operand(NamedTuple):
+    """A checked integer operand in its own dtype (no int64 copy) and its value range."""
+
+    values: np.ndarray
+    lo: int
+    hi: int
+
+    @property
+    def absmax(self) -> int:
+        return max(-self.lo, self.hi)
+
+
+def _operand(x, name) -> Operand:
+    x = np.asarray(x)
+    if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-d, got shape {x.shape}")
+    lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    if lo < OPERAND_MIN or hi > OPERAND_MAX:
+        check_range(x.astype(np.int64), OPERAND_MIN, OPERAND_MAX, name=name, what="(operands are up to 16 bits)")
+    return Operand(x, lo, hi)
+
+
+def _operands(a, b) -> tuple[Operand, Operand]:
+    a, b = _operand(a, "a"), _operand(b, "b")
+    if a.values.shape[1] != b.values.shape[0]:
+        raise ValueError(f"a is {a.values.shape} and b is {b.values.shape}: the inner dimensions (K) differ")
     return a, b
 
 
-def exact_matmul(a: np.ndarray, b: np.ndarray, *, backend="blas") -> np.ndarray:
-    """Exact int64 A @ B of checked 16-bit operands (see the module docstring for why it is exact)."""
-    m, k = a.shape
-    n = b.shape[1]
-    out = np.zeros((m, n), dtype=np.int64)
-    amax = int(np.abs(a).max()) if a.size else 0
-    bmax = int(np.abs(b).max()) if b.size else 0
-    if amax == 0 or bmax == 0:
-        return out
-    bound = amax * bmax
-    if backend == "torch" and amax <= 128 and bmax <= 128 and k * bound < (1 << 31):
-        return _torch_int_mm(a, b)
+def exact_matmul(a, b, *, backend="auto") -> np.ndarray:
+    """Exact int64 A @ B of 16-bit operands (see the module docstring for why it is exact)."""
+    if not isinstance(a, Operand):
+        a, b = _operands(a, b)
+    m, k = a.values.shape
+    n = b.values.shape[1]
+    bound = a.absmax * b.absmax
+    if bound == 0 or k == 0:
+        return np.zeros((m, n), dtype=np.int64)
+    if backend == "auto":
+        backend = "torch" if _torch_available() else "blas"
+    int8_operands = -128 <= min(a.lo, b.lo) and max(a.hi, b.hi) <= 127
+    if backend == "torch" and int8_operands and k * bound < (1 << 31):
+        return _torch_int_mm(a.values, b.values)
     if FLOAT32_EXACT // bound >= min(k, 512):
         dtype, chunk = np.float32, FLOAT32_EXACT // bound
     else:
         dtype, chunk = np.float64, FLOAT64_EXACT // bound
-    af = a.astype(dtype)
-    bf = b.astype(dtype)
+    af = a.values.astype(dtype)
+    bf = b.values.astype(dtype)
+    if chunk >= k:
+        return np.matmul(af, bf).astype(np.int64)
+    out = np.zeros((m, n), dtype=np.int64)
     for k0 in range(0, k, chunk):
         out += np.matmul(af[:, k0:k0 + chunk], bf[k0:k0 + chunk]).astype(np.int64)
     return out
+
+
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def _torch_int_mm(a, b):
@@ -97,37 +127,44 @@ def _sequential(a, b, rows, cols, lo, hi, mode):
     return out
 
 
-def _partial_sum_bounds(a, b, backend):
+def _partial_sum_bounds(a: Operand, b: Operand, backend):
     """(P, N): every partial sum, in any order, lies in [-N, P] (sums of positive / negative products)."""
-    ap, an = np.maximum(a, 0), np.maximum(-a, 0)
-    bp, bn = np.maximum(b, 0), np.maximum(-b, 0)
+    av, bv = a.values.astype(np.int64), b.values.astype(np.int64)
+    ap, an = np.maximum(av, 0), np.maximum(-av, 0)
+    bp, bn = np.maximum(bv, 0), np.maximum(-bv, 0)
     pos = exact_matmul(ap, bp, backend=backend) + exact_matmul(an, bn, backend=backend)
     neg = exact_matmul(ap, bn, backend=backend) + exact_matmul(an, bp, backend=backend)
     return pos, neg
 
 
-def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="blas") -> np.ndarray:
+def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="auto") -> np.ndarray:
     """A (M, K) @ B (K, N) of integers up to 16 bits, under an ``acc_bits`` accumulator (int64 out).
 
     overflow: ``wrap`` (modulo 2^acc_bits), ``saturate`` (each ascending-k partial sum
     clamped) or ``raise`` (ValueError naming the first (m, n, k) whose partial sum leaves
-    the range). backend: ``blas`` (float BLAS, exact as the module docstring proves) or
-    ``torch`` (torch._int_mm for int8 operands where int32 cannot overflow; else blas).
+    the range). backend: ``blas`` (float BLAS, exact as the module docstring proves),
+    ``torch`` (torch._int_mm, int8 x int8 -> int32, for int8-range operands where int32
+    cannot overflow; otherwise blas) or ``auto`` (torch where it is installed, else blas).
+    Every backend returns the same integers; only the speed differs.
     ``acc_bits_needed`` tells how wide the accumulator had to be.
     """
     acc_bits, overflow = check_acc(acc_bits, overflow)
-    check_choice(backend, ("blas", "torch"), name="backend")
+    check_choice(backend, ("auto", "blas", "torch"), name="backend")
     a, b = _operands(a, b)
     exact = exact_matmul(a, b, backend=backend)
+    lo, hi = acc_limits(acc_bits)
+    k = a.values.shape[1]
+    if k * a.absmax * b.absmax <= hi:  # no partial sum can leave the range: every rule is the identity
+        return exact
     if overflow == "wrap":
         return wrap_to(exact, acc_bits)
-    lo, hi = acc_limits(acc_bits)
     pos, neg = _partial_sum_bounds(a, b, backend)
     rows, cols = np.nonzero((pos > hi) | (-neg < lo))  # row-major order
     if rows.size == 0:
         return exact
     mode = 0 if overflow == "saturate" else 1
-    res = _sequential(a, b, rows.astype(np.int64), cols.astype(np.int64), lo, hi, mode)
+    av, bv = a.values.astype(np.int64), b.values.astype(np.int64)
+    res = _sequential(av, bv, rows.astype(np.int64), cols.astype(np.int64), lo, hi, mode)
     if overflow == "saturate":
         exact[rows, cols] = res
         return exact
@@ -138,7 +175,7 @@ def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="blas") -> np.ndarra
         raise ValueError(
             f"accumulator overflow at output (m={m}, n={n}), k={k}: the ascending partial sum leaves the "
             f"{acc_bits}-bit range [{lo}, {hi}] (overflow='raise'; the data needs "
-            f"{acc_bits_needed(a, b).partial} bits)"
+            f"{acc_bits_needed(av, bv).partial} bits)"
         )
     return exact
 
@@ -180,9 +217,10 @@ def acc_bits_needed(a, b) -> AccBitsNeeded:
     a, b = _operands(a, b)
     exact = exact_matmul(a, b)
     pos, neg = _partial_sum_bounds(a, b, "blas")
-    lo, hi = _prefix_extremes(a, b)
+    lo, hi = _prefix_extremes(a.values.astype(np.int64), b.values.astype(np.int64))
     bound = max(max_signed_bits(pos), max_signed_bits(-neg))
-    return AccBitsNeeded(final=max_signed_bits(exact), partial=max_signed_bits(np.array([lo, hi])), bound=bound)
+    partial = max_signed_bits(np.array([lo, hi]))
+    return AccBitsNeeded(final=max_signed_bits(exact), partial=partial, bound=bound)
 
 
 def acc_bits_worst_case(k, a_range, b_range) -> int:

@@ -115,6 +115,9 @@ def test_torch_backend_agrees():
     a = rng.integers(-128, 128, size=(33, 70))
     b = rng.integers(-128, 128, size=(70, 9))
     assert np.array_equal(refsim.int_gemm(a, b, backend="torch"), a @ b)
+    # +128 and uint8 values do not fit int8: they must not reach torch._int_mm
+    a[0, 0], b[1, 1] = 128, 255
+    assert np.array_equal(refsim.int_gemm(a, b, backend="torch"), a @ b)
 
 
 @pytest.mark.parametrize("kwargs,match", [
