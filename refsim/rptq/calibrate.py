@@ -1,0 +1,187 @@
+"""Calibration on real model code: load an OPT checkpoint with ``transformers`` and collect, with
+forward hooks, the per-channel running min/max at RPTQ's points and GPTQ's input Hessians.
+
+Points per decoder layer (names used everywhere in refsim.rptq):
+    ln1     self_attn_layer_norm output           R1
+    q       q_proj output * head_dim^-0.5          R2 (the tensor the QK^T product quantizes)
+    k       k_proj output                          R2 (clustered jointly with q)
+    v       v_proj output                          R3 (its quantization uses R3's clusters)
+    attn    out_proj input                         R3 (clustered)
+    ln2     final_layer_norm output                R4
+    fc2_in  fc2 input (after ReLU)                 R5
+Hessians (``refsim.rptq.gptq.Hessian``): "qkv" (q/k/v input), "out", "fc1", "fc2".
+torch and transformers are imported here, so import this module only when they are needed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+from refsim.rptq.gptq import Hessian
+
+SUPPORTED_MODEL_TYPES = ("opt",)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def check_model_dir(path) -> None:
+    """A clear error for a missing directory, config or weights, and for unsupported models."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"MODEL_DIR {path!r} is not a directory")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"MODEL_DIR {path!r} has no config.json (save_pretrained writes one)")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in WEIGHT_FILES):
+        raise FileNotFoundError(f"MODEL_DIR {path!r} has no weights; expected one of {', '.join(WEIGHT_FILES)}")
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path)
+    check_config(cfg)
+
+
+def check_config(cfg) -> None:
+    mt = getattr(cfg, "model_type", None)
+    if mt not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"model_type={mt!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)} "
+                         "(pre-LayerNorm OPT decoders)")
+    if not cfg.do_layer_norm_before:
+        raise ValueError("do_layer_norm_before=False (OPT-350m's post-LayerNorm layout) is not supported; "
+                         "supported: pre-LayerNorm OPT (125m, 1.3b, 2.7b, 6.7b, 13b, 30b, 66b, 175b)")
+    if cfg.activation_function != "relu":
+        raise ValueError(f"activation_function={cfg.activation_function!r} is not supported; supported: 'relu'")
+    if not getattr(cfg, "enable_bias", True) or not getattr(cfg, "layer_norm_elementwise_affine", True):
+        raise ValueError("OPT without linear biases or LayerNorm affine parameters is not supported")
+
+
+def load_opt(path):
+    """OPTForCausalLM from a local directory (the same path a user takes with a real checkpoint), float32, eager."""
+    check_model_dir(path)
+    from transformers import OPTForCausalLM
+
+    model = OPTForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    return model
+
+
+def decoder_layers(model):
+    return model.model.decoder.layers
+
+
+def layer_arrays(layer) -> dict:
+    """One OPTDecoderLayer's float32 arrays in refsim.rptq.reorder's naming (original order)."""
+    a = layer.self_attn
+    mods = {"ln1": layer.self_attn_layer_norm, "ln2": layer.final_layer_norm, "q": a.q_proj, "k": a.k_proj,
+            "v": a.v_proj, "out": a.out_proj, "fc1": layer.fc1, "fc2": layer.fc2}
+    return {f"{n}.{p}": getattr(m, p).detach().float().numpy().copy() for n, m in mods.items()
+            for p in ("weight", "bias")}
+
+
+class _MinMax:
+    def __init__(self):
+        self.lo = None
+        self.hi = None
+
+    def add(self, t):
+        t = t.detach().float().reshape(-1, t.shape[-1])
+        if not torch.isfinite(t).all():
+            raise ValueError("calibration produced NaN or Inf activations")
+        lo, hi = t.min(dim=0).values, t.max(dim=0).values
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+
+    def result(self):
+        return self.lo.numpy().astype(np.float32), self.hi.numpy().astype(np.float32)
+
+
+class Calibration:
+    """Hooks on every decoder layer; ``run(batches)``; then ``stats[i][point] = (min, max)``,
+    ``hessians[i][name]`` (torch) and ``inputs[i]`` (the first ``keep_inputs`` sequences entering layer i)."""
+
+    def __init__(self, model, *, hessians=True, keep_inputs=1):
+        self.model = model
+        self.layers = decoder_layers(model)
+        self.minmax = [{p: _MinMax() for p in ("ln1", "q", "k", "v", "attn", "ln2", "fc2_in")} for _ in self.layers]
+        self.want_h = hessians
+        self.h = [dict() for _ in self.layers]
+        self.keep_inputs = keep_inputs
+        self.inputs = [[] for _ in self.layers]
+        self.handles = []
+
+    def _hess(self, i, name, x):
+        if not self.want_h:
+            return
+        if name not in self.h[i]:
+            self.h[i][name] = Hessian(x.shape[-1])
+        self.h[i][name].add_batch(x.detach())
+
+    def attach(self):
+        for i, layer in enumerate(self.layers):
+            mm = self.minmax[i]
+            a = layer.self_attn
+            scaling = a.scaling
+
+            def hook(point, fn=None, mm=mm):
+                return lambda mod, inp, out: mm[point].add(out if fn is None else fn(out))
+
+            def pre(point, hname, i=i, mm=mm):
+                def f(mod, inp):
+                    if point:
+                        mm[point].add(inp[0])
+                    self._hess(i, hname, inp[0])
+                return f
+
+            def layer_in(mod, args, i=i):
+                kept = sum(x.shape[0] for x in self.inputs[i])
+                if kept < self.keep_inputs:
+                    self.inputs[i].append(args[0].detach()[: self.keep_inputs - kept].float().numpy().copy())
+
+            self.handles += [
+                layer.register_forward_pre_hook(layer_in),
+                layer.self_attn_layer_norm.register_forward_hook(hook("ln1")),
+                a.q_proj.register_forward_pre_hook(pre(None, "qkv")),
+                a.q_proj.register_forward_hook(hook("q", lambda o, s=scaling: o * s)),
+                a.k_proj.register_forward_hook(hook("k")),
+                a.v_proj.register_forward_hook(hook("v")),
+                a.out_proj.register_forward_pre_hook(pre("attn", "out")),
+                layer.final_layer_norm.register_forward_hook(hook("ln2")),
+                layer.fc1.register_forward_pre_hook(pre(None, "fc1")),
+                layer.fc2.register_forward_pre_hook(pre("fc2_in", "fc2")),
+            ]
+        return self
+
+    def detach(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    @torch.no_grad()
+    def run(self, token_ids, *, batch_size=1, progress=True):
+        ids = np.asarray(token_ids)
+        if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ValueError(f"the calibration set is empty or not (sequences, tokens): shape {ids.shape}")
+        self.attach()
+        try:
+            n = ids.shape[0]
+            for b0 in range(0, n, batch_size):
+                self.model(input_ids=torch.from_numpy(ids[b0:b0 + batch_size].astype(np.int64)), use_cache=False)
+                if progress:
+                    print(f"\rcalibrate: {min(b0 + batch_size, n)}/{n} sequences", end="", file=sys.stderr, flush=True)
+            if progress:
+                print(file=sys.stderr)
+        finally:
+            self.detach()
+        return self
+
+    @property
+    def stats(self):
+        return [{p: m.result() for p, m in mm.items()} for mm in self.minmax]
+
+    @property
+    def hessians(self):
+        return [{k: v.h for k, v in h.items()} for h in self.h]
+
+    def layer_inputs(self, i):
+        return np.concatenate(self.inputs[i], axis=0) if self.inputs[i] else None

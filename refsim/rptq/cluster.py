@@ -1,0 +1,149 @@
+"""Channel clustering and reorder permutations (RPTQ, arXiv 2304.01089, Sec. 3.2).
+
+Features per channel are [max, min] of its calibration values (Q and K jointly:
+[q_max, k_max, q_min, k_min]); scikit-learn ``KMeans(n_clusters, n_init=10, random_state=seed)``
+labels them. Everything after the labels is defined here, not by the clustering library:
+
+    cluster order   ascending by the cluster's largest channel maximum (the max of the max
+                    features), then its smallest channel minimum, then its lowest channel index
+    permutation     clusters in that order, channels ascending within a cluster;
+                    new[j] = old[perm[j]]
+    cluster ids     ``ids_new[j]`` is the cluster of new position j (non-decreasing, contiguous);
+                    ``ids_old[perm] = ids_new`` places the same ids on the original channel order
+
+Per head (R2, R3), each head's channels are clustered on their own; the permutation keeps
+every channel inside its head, and cluster ids are numbered head after head.
+Empty clusters (k-means on fewer distinct points than clusters) are dropped: the recorded
+sizes say how many clusters each head really has.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Reorder(NamedTuple):
+    """A recorded reorder: perm (new[j] = old[perm[j]]), ids_new (cluster of new position j), sizes."""
+
+    perm: np.ndarray
+    ids_new: np.ndarray
+    sizes: np.ndarray
+
+    @property
+    def ids_old(self) -> np.ndarray:
+        """Cluster ids on the original channel order (the logical layout)."""
+        out = np.empty_like(self.ids_new)
+        out[self.perm] = self.ids_new
+        return out
+
+    @property
+    def inverse(self) -> np.ndarray:
+        inv = np.empty_like(self.perm)
+        inv[self.perm] = np.arange(self.perm.size)
+        return inv
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.sizes.size)
+
+
+def _check_clusters(n_clusters, channels, name):
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
+        raise ValueError(f"{name}={n_clusters!r} is not allowed; allowed: a positive integer")
+    if n_clusters > channels:
+        raise ValueError(f"{name}={n_clusters} is more than the {channels} channels it clusters; "
+                         f"allowed: 1..{channels}")
+    return int(n_clusters)
+
+
+def kmeans_labels(features, n_clusters, *, seed=0) -> np.ndarray:
+    """Raw k-means labels of the rows of ``features`` (channels x features), scikit-learn, seeded."""
+    from sklearn.cluster import KMeans
+
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be 2-d (channels, features), got shape {f.shape}")
+    if not np.all(np.isfinite(f)):
+        raise ValueError("features must be finite (a channel min/max is NaN or Inf)")
+    n_clusters = _check_clusters(n_clusters, f.shape[0], "n_clusters")
+    if n_clusters == 1:
+        return np.zeros(f.shape[0], dtype=np.int64)
+    import warnings
+
+    with warnings.catch_warnings():
+        # fewer distinct points than clusters: handled below by dropping empty clusters
+        warnings.simplefilter("ignore")
+        km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(f)
+    return km.labels_.astype(np.int64)
+
+
+def order_from_labels(labels, fmax, fmin) -> Reorder:
+    """The deterministic permutation of one group of channels from raw labels (see module docstring)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    fmax = np.asarray(fmax, dtype=np.float64)
+    fmin = np.asarray(fmin, dtype=np.float64)
+    keys = []
+    for lab in np.unique(labels):
+        ch = np.nonzero(labels == lab)[0]  # ascending
+        keys.append((float(fmax[ch].max()), float(fmin[ch].min()), int(ch[0]), ch))
+    keys.sort(key=lambda t: t[:3])
+    perm = np.concatenate([k[3] for k in keys]).astype(np.int64)
+    sizes = np.array([k[3].size for k in keys], dtype=np.int64)
+    ids_new = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+    return Reorder(perm, ids_new, sizes)
+
+
+def reorder_index(xmax, xmin, n_clusters, *, seed=0, n_heads=None, joint=None) -> Reorder:
+    """Cluster channels on [max, min] and return the recorded ``Reorder``.
+
+    xmax, xmin: per-channel maxima and minima (C,). ``joint=(xmax2, xmin2)`` adds a second
+    tensor's statistics (Q/K jointly: features [q_max, k_max, q_min, k_min]).
+    ``n_heads``: cluster each of the n_heads equal slices on its own with ``n_clusters`` each.
+    """
+    xmax = np.asarray(xmax, dtype=np.float64).reshape(-1)
+    xmin = np.asarray(xmin, dtype=np.float64).reshape(-1)
+    if xmax.shape != xmin.shape:
+        raise ValueError(f"xmax and xmin must have the same shape, got {xmax.shape} and {xmin.shape}")
+    cols_max, cols_min = [xmax], [xmin]
+    if joint is not None:
+        jmax, jmin = (np.asarray(a, dtype=np.float64).reshape(-1) for a in joint)
+        if jmax.shape != xmax.shape or jmin.shape != xmax.shape:
+            raise ValueError("joint statistics must have the same shape as xmax")
+        cols_max.append(jmax)
+        cols_min.append(jmin)
+    features = np.stack(cols_max + cols_min, axis=1)
+    fmax = np.max(np.stack(cols_max, axis=1), axis=1)
+    fmin = np.min(np.stack(cols_min, axis=1), axis=1)
+    channels = xmax.size
+    heads = 1 if n_heads is None else int(n_heads)
+    if heads < 1 or channels % heads:
+        raise ValueError(f"n_heads={n_heads!r} is not allowed; allowed: a positive divisor of {channels}")
+    d = channels // heads
+    _check_clusters(n_clusters, d, "n_clusters" if heads == 1 else "n_clusters (per head)")
+    perms, ids, sizes = [], [], []
+    offset = 0
+    for h in range(heads):
+        sl = slice(h * d, (h + 1) * d)
+        labels = kmeans_labels(features[sl], n_clusters, seed=seed)
+        r = order_from_labels(labels, fmax[sl], fmin[sl])
+        perms.append(r.perm + h * d)
+        ids.append(r.ids_new + offset)
+        sizes.append(r.sizes)
+        offset += r.n_clusters
+    return Reorder(np.concatenate(perms), np.concatenate(ids), np.concatenate(sizes))
+
+
+def cluster_minmax(xmin, xmax, ids, n_clusters):
+    """Per-cluster (min of mins, max of maxes); ids give each channel's cluster (any layout)."""
+    xmin = np.asarray(xmin, dtype=np.float64)
+    xmax = np.asarray(xmax, dtype=np.float64)
+    ids = np.asarray(ids, dtype=np.int64)
+    lo = np.full(n_clusters, np.inf)
+    hi = np.full(n_clusters, -np.inf)
+    np.minimum.at(lo, ids, xmin)
+    np.maximum.at(hi, ids, xmax)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError("a cluster has no channels")
+    return lo, hi

@@ -1,0 +1,97 @@
+"""Applying the recorded permutations to an OPT layer, as RPTQ deploys them (its Figure 3).
+
+Convention: new[j] = old[perm[j]] (``refsim.rptq.cluster``). A layer is a dict of float32
+numpy arrays in the original channel order:
+
+    ln1.weight, ln1.bias, ln2.weight, ln2.bias          LayerNorm gamma, beta (hidden,)
+    {q,k,v,out,fc1,fc2}.weight (out, in), .bias (out,)  torch nn.Linear layout
+
+Where each permutation goes:
+    R1: LayerNorm-1 gamma/beta (the LayerNorm writes permuted addresses), q/k/v input columns
+    R2: q and k output rows and biases (one permutation for both, within each head)
+    R3: v output rows and bias, out_proj input columns
+    R4: LayerNorm-2 gamma/beta, fc1 input columns
+    R5: fc1 output rows and bias, fc2 input columns
+Never reordered: the residual stream, out_proj and fc2 outputs, attention scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refsim.rptq.block import LINEAR_IN, LINEAR_OUT, LINEARS, POINTS, REORDERS
+from refsim.rptq.cluster import Reorder
+
+LAYER_KEYS = ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias") + tuple(
+    f"{lin}.{p}" for lin in LINEARS for p in ("weight", "bias"))
+
+
+def identity_reorder(channels: int, n_heads=None) -> Reorder:
+    """No reordering and one cluster (per head when n_heads is given): per-tensor (per-head) parameters."""
+    heads = 1 if n_heads is None else int(n_heads)
+    d = channels // heads
+    return Reorder(np.arange(channels, dtype=np.int64), np.repeat(np.arange(heads, dtype=np.int64), d),
+                   np.full(heads, d, dtype=np.int64))
+
+
+def check_layer(layer: dict) -> None:
+    missing = [k for k in LAYER_KEYS if k not in layer]
+    if missing:
+        raise ValueError(f"layer is missing arrays {missing}; a layer needs {list(LAYER_KEYS)}")
+
+
+def check_reorders(reorders: dict, hidden: int, ffn: int) -> None:
+    sizes = {"R1": hidden, "R2": hidden, "R3": hidden, "R4": hidden, "R5": ffn}
+    for r, n in sizes.items():
+        if r not in reorders:
+            raise ValueError(f"reorders is missing {r}; needed: {list(REORDERS)}")
+        p = np.asarray(reorders[r].perm)
+        if p.shape != (n,) or not np.array_equal(np.sort(p), np.arange(n)):
+            raise ValueError(f"{r}.perm is not a permutation of {n} channels")
+
+
+def permute_layer(layer: dict, reorders: dict) -> dict:
+    """The layer's arrays in the physical (reordered) layout."""
+    check_layer(layer)
+    hidden = layer["ln1.weight"].shape[0]
+    ffn = layer["fc1.weight"].shape[0]
+    check_reorders(reorders, hidden, ffn)
+    p = {r: reorders[r].perm for r in REORDERS}
+    out = {}
+    for ln, r in (("ln1", "R1"), ("ln2", "R4")):
+        out[f"{ln}.weight"] = np.asarray(layer[f"{ln}.weight"], np.float32)[p[r]]
+        out[f"{ln}.bias"] = np.asarray(layer[f"{ln}.bias"], np.float32)[p[r]]
+    for lin in LINEARS:
+        w = np.asarray(layer[f"{lin}.weight"], np.float32)[:, p[LINEAR_IN[lin]]]
+        b = np.asarray(layer[f"{lin}.bias"], np.float32)
+        rout = LINEAR_OUT[lin]
+        if rout:
+            w, b = w[p[rout]], b[p[rout]]
+        out[f"{lin}.weight"], out[f"{lin}.bias"] = np.ascontiguousarray(w), b
+    return out
+
+
+def permute_stats(stats: dict, reorders: dict) -> dict:
+    """Per-channel calibration ranges {point: (min, max)} in the physical layout, as block arrays."""
+    out = {}
+    for point, r in POINTS.items():
+        if point not in stats:
+            raise ValueError(f"stats is missing the point {point!r}; needed: {list(POINTS)}")
+        lo, hi = stats[point]
+        out[f"stat.{point}.min"] = np.asarray(lo, np.float32)[reorders[r].perm]
+        out[f"stat.{point}.max"] = np.asarray(hi, np.float32)[reorders[r].perm]
+    return out
+
+
+def reorder_arrays(reorders: dict) -> dict:
+    out = {}
+    for r in REORDERS:
+        out[f"{r}.perm"] = np.asarray(reorders[r].perm, np.int64)
+        out[f"{r}.ids"] = np.asarray(reorders[r].ids_new, np.int64)
+        out[f"{r}.sizes"] = np.asarray(reorders[r].sizes, np.int64)
+    return out
+
+
+def permute_hessian(h, perm):
+    """H of the permuted input channels: H'[i, j] = H[perm[i], perm[j]]."""
+    return h[np.ix_(perm, perm)] if isinstance(h, np.ndarray) else h[perm][:, perm]
