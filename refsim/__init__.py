@@ -6,13 +6,13 @@ Public API (a contract; docs/numerics.md documents every knob):
     quantize, dequantize                  per tensor / axis / block / cluster
     absmax_params, rptq_params, gptq_params
     pack, unpack, LAYOUTS                 int4_lo_first, int4_word32, int3_gptq, int3_planar, int3_stream
-    int_gemm, acc_bits_needed, acc_bits_worst_case
+    int_gemm, cluster_int_gemm, acc_bits_needed, acc_bits_worst_case
     quantize_multiplier, multiply_by_quantized_multiplier, saturating_rounding_doubling_high_mul,
     rounding_divide_by_pot, float_epilogue, requantize
     sqnr_db
 """
 
-from refsim.gemm import AccBitsNeeded, acc_bits_needed, acc_bits_worst_case, int_gemm
+from refsim.gemm import AccBitsNeeded, acc_bits_needed, acc_bits_worst_case, cluster_int_gemm, int_gemm
 from refsim.layouts import LAYOUTS, pack, unpack
 from refsim.metrics import sqnr_db
 from refsim.params import absmax_params, gptq_params, rptq_params
@@ -45,7 +45,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AccBitsNeeded", "ComputeDtype", "LAYOUTS", "NonFinite", "NumericsSpec", "Overflow", "PRESETS",
     "Requant", "Rounding", "Saturation", "ScaleOp", "ZeroPointStage", "__version__", "absmax_params",
-    "acc_bits_needed", "acc_bits_worst_case", "dequantize", "float_epilogue", "gptq_params", "int_gemm",
+    "acc_bits_needed", "acc_bits_worst_case", "cluster_int_gemm", "dequantize", "float_epilogue", "gptq_params",
+    "int_gemm",
     "multiply_by_quantized_multiplier", "pack", "preset", "quantize", "quantize_multiplier", "requantize",
     "rounding_divide_by_pot", "rptq_params", "saturating_rounding_doubling_high_mul", "sqnr_db", "unpack",
     "sdr_acc_bits_needed", "sdr_decode", "sdr_encode", "sdr_gemm",

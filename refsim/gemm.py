@@ -233,3 +233,47 @@ def acc_bits_worst_case(k, a_range, b_range) -> int:
         raise ValueError(f"k={k!r} is not allowed; allowed: a positive integer")
     corners = [x * y for x in a_range for y in b_range]
     return max_signed_bits(np.array([int(k) * min(corners), int(k) * max(corners)], dtype=np.int64))
+
+
+def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, acc_bits=32, overflow="wrap",
+                     backend="auto") -> np.ndarray:
+    """Per-cluster integer sums with exact zero-point correction (RPTQ's W·A GEMM), int64 (C, M, N).
+
+        isum[c, m, n] = sum over k with clusters[k] == c, ascending, of
+                        (a[m, k] - a_zero[c]) * (b[k, n] - b_zero[c, n])
+
+    ``a`` (M, K) are activation codes with one zero point per cluster (``a_zero`` of shape (C,)
+    or a scalar); ``b`` (K, N) are weight codes with zero points per output column (N,), per
+    (cluster, column) (C, N) as RPTQ's per-output-row x per-input-cluster weights, or a scalar.
+    Each cluster's sum is an ``int_gemm`` under the accumulator rule. The corrected operands
+    must fit in 16 bits (they do for 3/4/8-bit codes with their zero points). The float
+    epilogue (``refsim.float_epilogue``) turns the sums into outputs.
+    """
+    from refsim.checks import as_int_array
+
+    a = as_int_array(a_codes, name="a_codes")
+    b = as_int_array(b_codes, name="b_codes")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"a_codes (M, K) and b_codes (K, N) must agree on K, got {a.shape} and {b.shape}")
+    c = as_int_array(clusters, name="clusters")
+    if c.shape != (a.shape[1],):
+        raise ValueError(f"clusters must have shape ({a.shape[1]},) (one id per K channel), got {c.shape}")
+    n_clusters = int(c.max()) + 1 if c.size else 0
+    check_range(c, 0, max(n_clusters - 1, 0), name="clusters")
+    za = np.broadcast_to(as_int_array(a_zero, name="a_zero").reshape(-1), (n_clusters,)) \
+        if np.size(a_zero) == 1 else as_int_array(a_zero, name="a_zero")
+    if za.shape != (n_clusters,):
+        raise ValueError(f"a_zero must be a scalar or have shape ({n_clusters},) (one per cluster), got {za.shape}")
+    zb = as_int_array(b_zero, name="b_zero")
+    n = b.shape[1]
+    if zb.ndim == 0 or zb.size == 1:
+        zb = np.full((n_clusters, n), int(zb.reshape(-1)[0]) if zb.size else 0, dtype=np.int64)
+    elif zb.shape == (n,):
+        zb = np.broadcast_to(zb, (n_clusters, n))
+    elif zb.shape != (n_clusters, n):
+        raise ValueError(f"b_zero must be a scalar, ({n},) or ({n_clusters}, {n}), got {zb.shape}")
+    out = np.zeros((n_clusters, a.shape[0], n), dtype=np.int64)
+    for k in range(n_clusters):
+        idx = np.nonzero(c == k)[0]
+        out[k] = int_gemm(a[:, idx] - za[k], b[idx] - zb[k], acc_bits=acc_bits, overflow=overflow, backend=backend)
+    return out

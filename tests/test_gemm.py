@@ -137,3 +137,25 @@ def test_bad_operands():
         refsim.int_gemm(np.array([[0, 70000]]), np.ones((2, 1), int))
     with pytest.raises(TypeError, match="b must be an integer array"):
         refsim.int_gemm(np.ones((2, 2), int), np.ones((2, 2)))
+
+
+@given(data=st.data())
+def test_cluster_int_gemm_equals_per_cluster_scalar_sums(data):
+    m, k, n = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 12)), data.draw(st.integers(1, 4))
+    n_clusters = data.draw(st.integers(1, min(k, 4)))
+    ids = np.array(data.draw(st.permutations(list(range(n_clusters)) + data.draw(
+        st.lists(st.integers(0, n_clusters - 1), min_size=k - n_clusters, max_size=k - n_clusters)))))
+    a = int_matrix(data.draw, (m, k), -8, 7)
+    b = int_matrix(data.draw, (k, n), 0, 15)
+    za = np.array(data.draw(st.lists(st.integers(-20, 20), min_size=n_clusters, max_size=n_clusters)))
+    zb = int_matrix(data.draw, (n_clusters, n), 0, 15)
+    got = refsim.cluster_int_gemm(a, za, b, zb, ids)
+    for c in range(n_clusters):
+        for i in range(m):
+            for j in range(n):
+                want = sum((int(a[i, t]) - int(za[c])) * (int(b[t, j]) - int(zb[c, j]))
+                           for t in range(k) if ids[t] == c)
+                assert got[c, i, j] == want
+    # the clusters' sums add up to the whole corrected product when zero points are shared
+    whole = refsim.cluster_int_gemm(a, np.full(n_clusters, 3), b, 8, ids).sum(axis=0)
+    assert np.array_equal(whole, (a - 3) @ (b - 8))
