@@ -1,0 +1,33 @@
+"""The command line: help works and the demo runs end to end."""
+
+import subprocess
+import sys
+
+from refsim.cli import main
+
+
+def test_help_lists_the_subcommands(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "refsim.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "usage: refsim" in out.stdout
+
+
+def test_demo_runs_and_reports(tmp_path, capsys):
+    rc = main(["demo", "--tokens", "32", "--hidden", "64", "--clusters", "4", "--out", str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "per-cluster (4 clusters)" in out and "output SQNR" in out and "round trip exact" in out
+
+
+def test_demo_rejects_bad_clusters(capsys):
+    rc = main(["demo", "--hidden", "16", "--clusters", "17"])
+    assert rc == 2
+    assert "--clusters=17 is not allowed" in capsys.readouterr().err
