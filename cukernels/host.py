@@ -288,8 +288,9 @@ def check_sdr_args(group_size, base_bits, rounding):
 
 
 def sdr_encode_grid(rows: int, k: int, group_size: int):
-    groups = ceil_div(k, group_size)
-    return (ceil_div(check_positive(rows, name="rows") * groups, SDR_ENCODE_THREADS), 1, 1), (SDR_ENCODE_THREADS, 1, 1)
+    """One thread per (row, pair of groups): a pair shares one flag byte, so no two threads write one byte."""
+    pairs = ceil_div(ceil_div(check_positive(k, name="K"), group_size), 2)
+    return (ceil_div(check_positive(rows, name="rows") * pairs, SDR_ENCODE_THREADS), 1, 1), (SDR_ENCODE_THREADS, 1, 1)
 
 
 def sdr_gemm_grid(m: int, n: int):
@@ -342,3 +343,23 @@ def check_wxa16_args(*, x, w_packed, scales, zeros, group_size, bits, out):
 
 def wxa16_grid(n: int):
     return (ceil_div(check_positive(n, name="N"), WXA16_WARPS_PER_BLOCK), 1, 1), (32 * WXA16_WARPS_PER_BLOCK, 1, 1)
+
+
+# --- device row layout ------------------------------------------------------------------------
+
+def plan_rows(shape, strides, itemsize, ptr, align) -> tuple[bool, int]:
+    """(needs_copy, row stride in elements) for a 2-d input handed to a kernel that loads ``align`` bytes.
+
+    A kernel reads row r at ptr + r * stride with unit stride along the row; it can take a
+    strided, offset view as it is when the elements of a row are adjacent and both the start
+    and the row stride are multiples of ``align`` bytes. Otherwise the launcher copies the
+    input into a fresh contiguous array (whose row bytes the layouts keep aligned).
+    """
+    if len(shape) != 2:
+        raise ValueError(f"expected a 2-d array, got shape {tuple(shape)}")
+    rows, cols = shape
+    unit = cols <= 1 or strides[1] == itemsize
+    row_ok = rows <= 1 or (strides[0] > 0 and strides[0] % itemsize == 0 and strides[0] % align == 0)
+    if unit and row_ok and ptr % align == 0:
+        return False, (strides[0] // itemsize if rows > 1 else cols)
+    return True, cols

@@ -1,0 +1,220 @@
+"""Thin CuPy launchers: validate with ``cukernels.host``, move arrays to the device, launch.
+
+Each launcher takes the keyword arguments of its harness target (``cukernels.harness``), so
+``harness.validate(cukernels.launch.lowbit_gemm, "lowbit_gemm", xp="cupy")`` runs it. Inputs
+may be numpy arrays, cupy arrays or torch CUDA tensors (taken zero-copy through
+``__cuda_array_interface__``), including strided and offset views; output buffers must be
+C-contiguous device arrays (or None: the launcher allocates them). Unsupported shapes, dtypes
+or layouts raise before launch. cupy is imported here only, lazily: ``import cukernels``
+works without it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from cukernels import host
+from cukernels.compile import KERNEL_DIR
+
+RAWMODULE_OPTIONS = ("--fmad=false", "-std=c++17", f"-I{KERNEL_DIR}")
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise RuntimeError("cukernels launchers need cupy and a CUDA device (pip install cupy-cuda12x)") from exc
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def module(name: str):
+    """The cupy.RawModule of ``cukernels/<name>.cu`` (compiled by NVRTC once per process)."""
+    cp = _cupy()
+    source = (KERNEL_DIR / f"{name}.cu").read_text()
+    return cp.RawModule(code=source, options=RAWMODULE_OPTIONS)
+
+
+def _device(a, name):
+    cp = _cupy()
+    if a is None:
+        raise ValueError(f"{name} is required")
+    return cp.asarray(a)
+
+
+def _rows(a, name, align):
+    """A 2-d device array and its row stride (elements), copied only when the kernel cannot read it as is."""
+    cp = _cupy()
+    d = _device(a, name)
+    copy, ld = host.plan_rows(d.shape, d.strides, d.itemsize, d.data.ptr, align)
+    if copy:
+        d = cp.ascontiguousarray(d)
+        copy, ld = host.plan_rows(d.shape, d.strides, d.itemsize, d.data.ptr, align)
+        if copy:
+            raise ValueError(f"{name}: rows of {d.shape[1]} x {d.itemsize} bytes cannot be {align}-byte aligned")
+    return d, ld
+
+
+def _vector(a, name):
+    return _cupy().ascontiguousarray(_device(a, name))
+
+
+def _out(buf, shape, dtype, name):
+    cp = _cupy()
+    if buf is None:
+        return cp.empty(shape, dtype=dtype)
+    if isinstance(buf, np.ndarray):
+        raise TypeError(f"{name} must be a device array (cupy or torch CUDA), got a numpy array")
+    d = cp.asarray(buf)
+    if d.dtype != np.dtype(dtype) or tuple(d.shape) != tuple(shape) or not d.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array of shape {tuple(shape)}, "
+                         f"got {d.dtype} {tuple(d.shape)} (contiguous: {d.flags.c_contiguous})")
+    return d
+
+
+def lowbit_gemm(*, a_packed, w_packed, a_zero, w_colsum, cluster_offsets, scale_a, scale_w, bias=None,
+                out_isums=None, out_y=None, bits):
+    """W4A4 / W3A3 GEMM (lowbit_gemm.cu); returns (isums (C, M, N) int32, y (M, N) float32)."""
+    cp = _cupy()
+    c = len(cluster_offsets) - 1
+    m, n = a_packed.shape[0], w_packed.shape[0]
+    out_isums = _out(out_isums, (c, m, n), np.int32, "out_isums")
+    out_y = _out(out_y, (m, n), np.float32, "out_y")
+    host.check_lowbit_gemm_args(a_packed=a_packed, w_packed=w_packed, a_zero=a_zero, w_colsum=w_colsum,
+                                cluster_offsets=cluster_offsets, scale_a=scale_a, scale_w=scale_w, bias=bias,
+                                out_isums=out_isums, out_y=out_y, bits=bits)
+    a, lda = _rows(a_packed, "a_packed", 4)
+    w, ldw = _rows(w_packed, "w_packed", 4)
+    grid, block = host.lowbit_gemm_grid(m, n)
+    kern = module("lowbit_gemm").get_function("lowbit_gemm_w4a4" if bits == 4 else "lowbit_gemm_w3a3")
+    bias_d = _vector(bias, "bias") if bias is not None else None
+    kern(grid, block, (a, np.int64(lda), w, np.int64(ldw), _vector(a_zero, "a_zero"),
+                       cp.ascontiguousarray(_device(w_colsum, "w_colsum")), _vector(cluster_offsets, "cluster_offsets"),
+                       np.int32(c), _vector(scale_a, "scale_a"), _vector(scale_w, "scale_w"),
+                       bias_d if bias_d is not None else np.uint64(0), out_isums, out_y, np.int32(m), np.int32(n)))
+    return out_isums, out_y
+
+
+def ln_quant(*, x, gamma, beta, eps, src_index, cluster_of, scale, zero, bits, compute_dtype="float16",
+             out_packed=None, out_nonfinite=None):
+    """Fused LayerNorm + reorder + per-cluster quantization + packing (ln_quant.cu).
+
+    Returns (packed (M, row_bytes) uint8, nonfinite (M,) int32); raises ValueError naming the
+    rows whose LayerNorm output was not finite (never a silent code).
+    """
+    cp = _cupy()
+    bits = host.check_bits_choice(bits)
+    host.check_dtype(x, ["float32"], name="x")
+    if compute_dtype not in host.LN_COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype={compute_dtype!r} is not allowed; allowed: 'float16', 'float32'")
+    m, h = x.shape
+    for name, arr in (("gamma", gamma), ("beta", beta)):
+        host.check_dtype(arr, ["float32"], name=name)
+        host.check_shape(arr, (h,), name=name)
+    kp = len(src_index)
+    if kp % host.TILE_K or len(cluster_of) != kp:
+        raise ValueError(f"src_index and cluster_of must have the same length, a multiple of {host.TILE_K} "
+                         "(see cukernels.host.ln_quant_plan)")
+    src = np.asarray(host._to_host(src_index))
+    if src.max() >= h or src.min() < -1:
+        raise ValueError(f"src_index must hold channels 0..{h - 1} or -1 (padding)")
+    c = len(scale)
+    host.check_shape(zero, (c,), name="zero")
+    host.check_dtype(scale, ["float32"], name="scale")
+    host.check_dtype(zero, ["int32"], name="zero")
+    row = host.packed_row_bytes(kp, host.LOWBIT_LAYOUTS[bits])
+    out_packed = _out(out_packed, (m, row), np.uint8, "out_packed")
+    out_nonfinite = _out(out_nonfinite, (m,), np.int32, "out_nonfinite")
+    xd, ldx = _rows(x, "x", 4)
+    grid, block = host.ln_quant_grid(m)
+    kern = module("ln_quant").get_function("ln_quant_int4" if bits == 4 else "ln_quant_int3")
+    kern(grid, block, (xd, np.int64(ldx), _vector(gamma, "gamma"), _vector(beta, "beta"), np.float32(eps),
+                       _vector(src_index, "src_index"), _vector(cluster_of, "cluster_of"), _vector(scale, "scale"),
+                       _vector(zero, "zero"), np.int32(compute_dtype == "float16"), out_packed, np.int64(row),
+                       out_nonfinite, np.int32(m), np.int32(h), np.int32(kp)))
+    bad = cp.flatnonzero(out_nonfinite).get()
+    if bad.size:
+        raise ValueError(f"LayerNorm output is not finite in rows {bad[:10].tolist()}; nonfinite='raise'")
+    return out_packed, out_nonfinite
+
+
+def sdr_encode(*, x, group_size, base_bits, rounding="half_up", out_codes=None, out_flags=None):
+    """SDR encode (sdr.cu) along the last axis: packed codes (M, ceil(K/2)), flags (M, ceil(G/2)) uint8."""
+    cp = _cupy()
+    host.check_sdr_args(group_size, base_bits, rounding)
+    dt = host.check_dtype(x, ["int16", "int8"], name="x")
+    if dt == np.int8 and base_bits != 8:
+        raise ValueError(f"base_bits={base_bits} does not fit int8 input; allowed with int8: 8")
+    m, k = x.shape
+    groups = host.ceil_div(k, group_size)
+    out_codes = _out(out_codes, (m, host.ceil_div(k, 2)), np.uint8, "out_codes")
+    out_flags = _out(out_flags, (m, host.ceil_div(groups, 2)), np.uint8, "out_flags")
+    xd, ldx = _rows(x, "x", 1)
+    err = cp.zeros(1, dtype=np.int32)
+    grid, block = host.sdr_encode_grid(m, k, group_size)
+    kern = module("sdr").get_function("sdr_encode_i16" if dt == np.int16 else "sdr_encode_i8")
+    kern(grid, block, (xd, np.int64(ldx), np.int32(m), np.int32(k), np.int32(group_size), np.int32(base_bits),
+                       np.int32(rounding == "ties_even"), out_codes, np.int64(out_codes.shape[1]), out_flags,
+                       np.int64(out_flags.shape[1]), err))
+    if int(err.get()[0]):
+        lim = (1 << (base_bits - 1)) - 1
+        raise ValueError(f"x has values outside the symmetric base range [-{lim}, {lim}] of base_bits={base_bits}")
+    return out_codes, out_flags
+
+
+def sdr_gemm(*, a_codes, a_flags, w_codes, w_flags, k, group_size, acc_bits=64, overflow="wrap", out=None):
+    """SDR decompression-free GEMM (sdr.cu): packed A (M, K) and weight rows (N, K); int64 (M, N)."""
+    if overflow != "wrap":
+        raise ValueError(f"overflow={overflow!r} is not supported by the SDR GEMM kernel; allowed: 'wrap'")
+    host.check_sdr_args(group_size, 16, "half_up")
+    acc_bits = int(acc_bits)
+    if not 2 <= acc_bits <= 64:
+        raise ValueError(f"acc_bits={acc_bits!r} is not allowed; allowed: 2..64")
+    k = host.check_positive(k, name="k")
+    groups = host.ceil_div(k, group_size)
+    m, n = a_codes.shape[0], w_codes.shape[0]
+    for name, arr, shape in (("a_codes", a_codes, (m, host.ceil_div(k, 2))),
+                             ("a_flags", a_flags, (m, host.ceil_div(groups, 2))),
+                             ("w_codes", w_codes, (n, host.ceil_div(k, 2))),
+                             ("w_flags", w_flags, (n, host.ceil_div(groups, 2)))):
+        host.check_dtype(arr, ["uint8"], name=name)
+        host.check_shape(arr, shape, name=name)
+    out = _out(out, (m, n), np.int64, "out")
+    ad, lda = _rows(a_codes, "a_codes", 1)
+    afd, ldaf = _rows(a_flags, "a_flags", 1)
+    wd, ldw = _rows(w_codes, "w_codes", 1)
+    wfd, ldwf = _rows(w_flags, "w_flags", 1)
+    grid, block = host.sdr_gemm_grid(m, n)
+    module("sdr").get_function("sdr_gemm")(
+        grid, block, (ad, np.int64(lda), afd, np.int64(ldaf), wd, np.int64(ldw), wfd, np.int64(ldwf), np.int32(m),
+                      np.int32(n), np.int32(k), np.int32(group_size), np.int32(acc_bits), out))
+    return out
+
+
+def wxa16(*, x, w_packed, scales, zeros, group_size, bits, out=None):
+    """W4A16 / W3A16 GEMV (wxa16.cu), M <= 16: float32 (M, N)."""
+    m, k = x.shape
+    n = w_packed.shape[0]
+    out = _out(out, (m, n), np.float32, "out")
+    host.check_wxa16_args(x=x, w_packed=w_packed, scales=scales, zeros=zeros, group_size=group_size, bits=bits,
+                          out=out)
+    xd, ldx = _rows(x, "x", 2)
+    wd, ldw = _rows(w_packed, "w_packed", 16 if bits == 4 else 4)
+    sd, lds = _rows(scales, "scales", 2)
+    zd, ldz = _rows(zeros, "zeros", 4)
+    grid, block = host.wxa16_grid(n)
+    kern = module("wxa16").get_function("wxa16_w4" if bits == 4 else "wxa16_w3")
+    kern(grid, block, (xd, np.int64(ldx), wd, np.int64(ldw), sd, np.int64(lds), zd, np.int64(ldz),
+                       np.int32(group_size), out, np.int32(m), np.int32(n), np.int32(k)))
+    return out
+
+
+KERNELS = {
+    "lowbit_gemm": (lowbit_gemm, "lowbit_gemm"),
+    "ln_quant": (ln_quant, "ln_quant"),
+    "sdr_encode": (sdr_encode, "sdr_encode"),
+    "sdr_gemm": (sdr_gemm, "sdr_gemm"),
+    "wxa16": (wxa16, "wxa16"),
+}
