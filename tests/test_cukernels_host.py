@@ -1,0 +1,301 @@
+"""Host logic of the launchers (padding, layouts, maps, grids, checks) and the reference wrappers, on CPU.
+
+What a launcher hands to a kernel is checked against refsim: packed operands unpack through
+refsim.unpack to the right codes, per-cluster K offsets and source maps are right, grids
+cover every output. The reference wrappers are checked against scalar twins written from
+their formulas.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cukernels import host, reference
+from refsim.layouts import unpack
+from refsim.requant import float_epilogue
+
+sizes_st = st.lists(st.integers(1, 80), min_size=1, max_size=6).map(tuple)
+
+
+@given(sizes=sizes_st)
+def test_padded_offsets_and_source_map(sizes):
+    poff = host.padded_cluster_offsets(sizes)
+    off = host.cluster_offsets(sizes)
+    src, cid = host.padded_source_map(sizes)
+    for c, s in enumerate(sizes):
+        width = poff[c + 1] - poff[c]
+        assert width % host.TILE_K == 0 and s <= width < s + host.TILE_K
+        assert list(src[poff[c]:poff[c] + s]) == list(range(off[c], off[c + 1]))
+        assert np.all(src[poff[c] + s:poff[c + 1]] == -1)
+        assert np.all(cid[poff[c]:poff[c + 1]] == c)
+    # Every real channel appears exactly once.
+    assert sorted(src[src >= 0].tolist()) == list(range(sum(sizes)))
+
+
+@given(sizes=sizes_st, bits=st.sampled_from([3, 4]), rows=st.integers(1, 5), seed=st.integers(0, 2 ** 32 - 1))
+def test_packed_operand_unpacks_to_the_codes(sizes, bits, rows, seed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-(1 << (bits - 1)), (1 << (bits - 1)) - 1, size=(rows, sum(sizes)), endpoint=True)
+    packed = host.pack_lowbit_operand(codes, sizes, bits)
+    kp = int(host.padded_cluster_offsets(sizes)[-1])
+    assert packed.shape == (rows, host.packed_row_bytes(kp, host.LOWBIT_LAYOUTS[bits]))
+    assert packed.shape[1] % 4 == 0  # the kernels load 32-bit words
+    got = unpack(packed, host.LOWBIT_LAYOUTS[bits], kp, axis=1, signed=True)
+    src, _ = host.padded_source_map(sizes)
+    assert np.array_equal(got[:, src >= 0], codes[:, src[src >= 0]])
+    assert np.array_equal(got[:, src < 0], np.zeros_like(got[:, src < 0]))
+
+
+@given(sizes=sizes_st, seed=st.integers(0, 2 ** 32 - 1))
+def test_weight_colsum_matches_scalar_sums(sizes, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-8, 7, size=(3, sum(sizes)), endpoint=True)
+    colsum = host.weight_colsum(w, sizes)
+    start = 0
+    for c, s in enumerate(sizes):
+        for n in range(3):
+            assert colsum[c, n] == sum(int(v) for v in w[n, start:start + s])
+        start += s
+
+
+@given(sizes=sizes_st, seed=st.integers(0, 2 ** 32 - 1))
+def test_ln_plan_maps_padded_positions_to_original_channels(sizes, seed):
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(sum(sizes))
+    plan = host.ln_quant_plan(perm, sizes)
+    src, cid = host.padded_source_map(sizes)
+    assert np.array_equal(plan["cluster_of"], cid)
+    assert np.array_equal(plan["src_index"][src >= 0], perm[src[src >= 0]])
+    assert np.all(plan["src_index"][src < 0] == -1)
+
+
+def test_ln_plan_refuses_a_non_permutation():
+    with pytest.raises(ValueError, match="perm must be a permutation"):
+        host.ln_quant_plan([0, 0, 1], [3])
+
+
+@given(m=st.integers(1, 5000), n=st.integers(1, 5000))
+def test_grids_cover_every_output(m, n):
+    grid, block = host.lowbit_gemm_grid(m, n)
+    assert grid[0] * host.GEMM_BLOCK_N >= n > (grid[0] - 1) * host.GEMM_BLOCK_N
+    assert grid[1] * host.GEMM_BLOCK_M >= m > (grid[1] - 1) * host.GEMM_BLOCK_M
+    assert block == (host.GEMM_THREADS, 1, 1)
+    g, b = host.ln_quant_grid(m)
+    assert g[0] * host.LN_WARPS_PER_BLOCK >= m and b[0] == 32 * host.LN_WARPS_PER_BLOCK
+    g, b = host.wxa16_grid(n)
+    assert g[0] * host.WXA16_WARPS_PER_BLOCK >= n
+    g, b = host.sdr_gemm_grid(m, n)
+    assert g[0] * b[0] >= n and g[1] * b[1] >= m
+
+
+@given(rows=st.integers(1, 100), k=st.integers(1, 2000), gs=st.sampled_from(host.SDR_GROUPS))
+def test_sdr_encode_grid_has_one_thread_per_group_pair(rows, k, gs):
+    grid, block = host.sdr_encode_grid(rows, k, gs)
+    groups = (k + gs - 1) // gs
+    pairs = (groups + 1) // 2
+    assert grid[0] * block[0] >= rows * pairs > (grid[0] - 1) * block[0]
+
+
+def test_plan_rows_takes_aligned_views_and_copies_the_rest():
+    a = np.zeros((4, 64), dtype=np.uint8)
+    assert host.plan_rows(a.shape, a.strides, 1, 256, 4) == (False, 64)
+    assert host.plan_rows((4, 60), (70, 1), 1, 256, 4) == (True, 60)  # row stride not a multiple of 4
+    assert host.plan_rows((4, 60), (72, 1), 1, 257, 4) == (True, 60)  # misaligned start
+    assert host.plan_rows((4, 60), (72, 1), 1, 260, 4) == (False, 72)  # a strided, aligned view
+    assert host.plan_rows((4, 8), (16, 2), 1, 0, 1) == (True, 8)  # non-unit stride along the row
+    assert host.plan_rows((3, 10), (80, 4), 4, 0, 4) == (False, 20)
+
+
+def _lowbit_args(m=3, n=5, sizes=(7, 40), bits=4):
+    rng = np.random.default_rng(0)
+    a = rng.integers(-8, 7, size=(m, sum(sizes)), endpoint=True)
+    w = rng.integers(-8, 7, size=(n, sum(sizes)), endpoint=True)
+    prep = host.prepare_lowbit_weights(w, sizes, bits)
+    c = len(sizes)
+    return dict(a_packed=host.pack_lowbit_operand(a, sizes, bits), w_packed=prep["w_packed"],
+                a_zero=np.zeros(c, np.int32), w_colsum=prep["w_colsum"], cluster_offsets=prep["cluster_offsets"],
+                scale_a=np.ones(c, np.float32), scale_w=np.ones(n, np.float32), bias=None,
+                out_isums=np.zeros((c, m, n), np.int32), out_y=np.zeros((m, n), np.float32), bits=bits)
+
+
+def test_lowbit_checks_accept_a_good_call_and_name_what_is_wrong():
+    assert host.check_lowbit_gemm_args(**_lowbit_args()) == (3, 5, 96, 2)
+    bad = _lowbit_args()
+    bad["a_zero"] = np.array([0, 40000], np.int32)
+    with pytest.raises(ValueError, match=r"a_zero\(1,\) = 40000 is outside"):
+        host.check_lowbit_gemm_args(**bad)
+    bad = _lowbit_args()
+    bad["scale_a"] = bad["scale_a"].astype(np.float64)
+    with pytest.raises(TypeError, match="scale_a must have dtype float32"):
+        host.check_lowbit_gemm_args(**bad)
+    bad = _lowbit_args()
+    bad["cluster_offsets"] = np.array([0, 7, 47], np.int32)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        host.check_lowbit_gemm_args(**bad)
+    bad = _lowbit_args()
+    bad["bits"] = 2
+    with pytest.raises(ValueError, match="bits=2 is not supported.*allowed: 3, 4"):
+        host.check_lowbit_gemm_args(**bad)
+    bad = _lowbit_args()
+    bad["w_packed"] = bad["w_packed"][:, :-4]
+    with pytest.raises(ValueError, match="w_packed must have shape"):
+        host.check_lowbit_gemm_args(**bad)
+
+
+def test_ln_kernel_accepts_only_the_rptq_dataflow():
+    from refsim.spec import preset
+
+    assert host.check_spec_for_ln_kernel(preset("rptq")) == "float16"
+    assert host.check_spec_for_ln_kernel(preset("rptq").replace(compute_dtype="float32")) == "float32"
+    with pytest.raises(ValueError, match="spec.rounding=.*not supported.*ties_even"):
+        host.check_spec_for_ln_kernel(preset("tflite"))
+
+
+def test_wxa16_checks():
+    x = np.zeros((17, 64), np.float16)
+    w = host.prepare_wxa16_weights(np.zeros((3, 64), np.int64), 4)
+    kw = dict(w_packed=w, scales=np.ones((3, 1), np.float16), zeros=np.zeros((3, 1), np.int32), group_size=64,
+              bits=4, out=np.zeros((17, 3), np.float32))
+    with pytest.raises(ValueError, match="M=17 is not supported.*1..16"):
+        host.check_wxa16_args(x=x, **kw)
+    kw["group_size"] = 48
+    with pytest.raises(ValueError, match="group_size=48 is not supported"):
+        host.check_wxa16_args(x=x[:2], **{**kw, "out": np.zeros((2, 3), np.float32)})
+    with pytest.raises(TypeError, match="x must have dtype float16"):
+        host.check_wxa16_args(x=x[:2].astype(np.float32), **{**kw, "group_size": 64,
+                                                               "out": np.zeros((2, 3), np.float32)})
+
+
+@given(k=st.integers(1, 100), bits=st.sampled_from([3, 4]), seed=st.integers(0, 2 ** 32 - 1))
+def test_wxa16_weights_unpack_to_the_codes(k, bits, seed):
+    w = np.random.default_rng(seed).integers(0, (1 << bits) - 1, size=(2, k), endpoint=True)
+    packed = host.prepare_wxa16_weights(w, bits)
+    kp = host.wxa16_padded_k(k)
+    got = unpack(packed, host.WXA16_LAYOUTS[bits], kp, axis=1, signed=False)
+    assert np.array_equal(got[:, :k], w) and np.all(got[:, k:] == 0)
+    assert packed.shape[1] % (16 if bits == 4 else 4) == 0  # the kernel's load width
+
+
+@given(seed=st.integers(0, 2 ** 32 - 1), k=st.integers(1, 70), gs=st.sampled_from([16, 32]),
+       base=st.sampled_from([8, 16]))
+def test_sdr_packing_round_trips_through_refsim_unpack(seed, k, gs, base):
+    from refsim.sdr import sdr_encode
+
+    hi = (1 << (base - 1)) - 1
+    x = np.random.default_rng(seed).integers(-hi, hi, size=(3, k), endpoint=True)
+    codes, flags = sdr_encode(x, group_size=gs, base_bits=base)
+    pc, pf = host.pack_sdr(codes, flags)
+    fields = unpack(pc, "int4_lo_first", k, axis=1, signed=False)
+    assert np.array_equal(host.sdr_fields_to_codes(fields), codes)
+    assert np.array_equal(unpack(pf, "int4_lo_first", flags.shape[1], axis=1, signed=False), flags)
+    assert np.all((fields & 8) == (codes < 0) * 8)  # magnitude 0 keeps sign 0
+
+
+# --- reference wrappers against scalar twins --------------------------------------------------
+
+def _lowbit_scalar(a, z, w, sizes, sa, sw, bias):
+    """The formula, one output at a time: Python ints, numpy float32 scalars (no FMA)."""
+    f32 = np.float32
+    m, n = a.shape[0], w.shape[0]
+    isums = np.zeros((len(sizes), m, n), dtype=np.int64)
+    y = np.zeros((m, n), dtype=np.float32)
+    for i in range(m):
+        for j in range(n):
+            acc = f32(0)
+            k0 = 0
+            for c, s in enumerate(sizes):
+                v = sum((int(a[i, k]) - int(z[c])) * int(w[j, k]) for k in range(k0, k0 + s))
+                v = (v + (1 << 31)) % (1 << 32) - (1 << 31)
+                isums[c, i, j] = v
+                acc = f32(acc + f32(f32(f32(v) * sa[c]) * sw[j]))
+                k0 += s
+            y[i, j] = acc if bias is None else f32(acc + bias[j])
+    return isums, y
+
+
+@given(sizes=st.lists(st.integers(1, 20), min_size=1, max_size=4).map(tuple), m=st.integers(1, 4),
+       n=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1), bias=st.booleans(), big_z=st.booleans())
+def test_lowbit_reference_matches_scalar_twin(sizes, m, n, seed, bias, big_z):
+    rng = np.random.default_rng(seed)
+    k = sum(sizes)
+    a = rng.integers(-8, 7, size=(m, k), endpoint=True)
+    w = rng.integers(-8, 7, size=(n, k), endpoint=True)
+    lim = host.ZERO_POINT_LIMIT if big_z else 20
+    z = rng.integers(-lim, lim, size=len(sizes), endpoint=True)
+    sa = rng.uniform(1e-3, 2, len(sizes)).astype(np.float32)
+    sw = rng.uniform(1e-3, 2, n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    isums, y = reference.lowbit_gemm_reference(a, z, w, sizes, sa, sw, b)
+    ei, ey = _lowbit_scalar(a, z, w, sizes, sa, sw, b)
+    assert np.array_equal(isums.astype(np.int64), ei)
+    assert np.array_equal(y.view(np.uint32), ey.view(np.uint32))
+    assert np.array_equal(y.view(np.uint32), float_epilogue(isums, sa, sw, bias=b).view(np.uint32))
+
+
+def _layernorm_scalar(x, gamma, beta, eps):
+    """One row at a time, one lane at a time, in the order the kernel docstring states."""
+    f32 = np.float32
+    out = np.zeros_like(x)
+    h = x.shape[1]
+
+    def warp_sum(vals):
+        lanes = [f32(0)] * 32
+        for i, v in enumerate(vals):
+            lanes[i % 32] = f32(lanes[i % 32] + v)
+        for d in (16, 8, 4, 2, 1):
+            lanes = [f32(lanes[lane] + lanes[lane ^ d]) for lane in range(32)]
+        assert len({float(v) for v in lanes}) == 1  # every lane holds the same sum
+        return lanes[0]
+
+    for r in range(x.shape[0]):
+        mean = f32(warp_sum(x[r]) / f32(h))
+        d = [f32(v - mean) for v in x[r]]
+        var = f32(warp_sum([f32(e * e) for e in d]) / f32(h))
+        rstd = f32(f32(1) / np.sqrt(f32(var + f32(eps))))
+        out[r] = [f32(f32(f32(e * rstd) * gamma[i]) + beta[i]) for i, e in enumerate(d)]
+    return out
+
+
+@given(m=st.integers(1, 3), h=st.integers(1, 100), seed=st.integers(0, 2 ** 32 - 1))
+def test_layernorm_order_matches_scalar_twin(m, h, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, h)) * rng.uniform(0.01, 100)).astype(np.float32)
+    g = rng.uniform(-2, 2, h).astype(np.float32)
+    b = rng.uniform(-1, 1, h).astype(np.float32)
+    got = reference.layernorm_warp_order(x, g, b, 1e-5)
+    assert np.array_equal(got.view(np.uint32), _layernorm_scalar(x, g, b, 1e-5).view(np.uint32))
+
+
+def test_ln_quant_reference_saturates_and_refuses_nan():
+    from refsim.spec import preset
+
+    x = np.array([[0.0, 1.0, 2.0, 1000.0]], np.float32)
+    codes = reference.ln_quant_reference(x, np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5, [3, 0, 1, 2],
+                                         [1, 3], np.array([0.01, 0.01], np.float32), np.array([0, 0], np.int32),
+                                         bits=4, spec=preset("rptq"))
+    assert codes[0, 0] == 7 and codes[0, 1] == -8
+    x[0, 1] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        reference.ln_quant_reference(x, np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5, [3, 0, 1, 2],
+                                     [1, 3], np.array([0.01, 0.01], np.float32), np.array([0, 0], np.int32),
+                                     bits=4, spec=preset("rptq"))
+
+
+@given(m=st.integers(1, 4), n=st.integers(1, 4), k=st.integers(1, 300), seed=st.integers(0, 2 ** 32 - 1))
+def test_wxa16_bound_holds_for_float32_summation(m, n, k, seed):
+    """Sequential float32 sums (the worst order for rounding error) stay within the stated bound."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(0, 15, size=(n, k), endpoint=True)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    g = 32
+    s = rng.uniform(0.01, 1, (n, -(-k // g))).astype(np.float16)
+    z = rng.integers(0, 15, size=s.shape, endpoint=True).astype(np.int32)
+    y, bound = reference.wxa16_reference(x, w, s, z, group_size=g)
+    wd = ((w - np.repeat(z, g, axis=1)[:, :k]).astype(np.float32) * np.repeat(s, g, axis=1)[:, :k].astype(np.float32))
+    for i in range(m):
+        for j in range(n):
+            acc = np.float32(0)
+            for kk in range(k):
+                acc = np.float32(acc + np.float32(np.float32(x[i, kk]) * wd[j, kk]))
+            assert abs(float(acc) - y[i, j]) <= bound[i, j]
