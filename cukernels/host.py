@@ -54,7 +54,8 @@ def check_positive(value, *, name) -> int:
 
 
 def check_dtype(arr, allowed, *, name):
-    dt = np.dtype(getattr(arr, "dtype", None) or np.asarray(arr).dtype)
+    dt = getattr(arr, "dtype", None)  # numpy, cupy and torch arrays (torch.float32 -> float32)
+    dt = np.dtype(str(dt).replace("torch.", "")) if dt is not None else np.asarray(arr).dtype
     names = [np.dtype(a).name for a in allowed]
     if dt.name not in names:
         raise TypeError(f"{name} must have dtype {' or '.join(names)}, got {dt.name}")

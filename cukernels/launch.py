@@ -74,17 +74,28 @@ def _out(buf, shape, dtype, name):
     return d
 
 
+class _Shape:
+    """Stands in for an output that is not written, for the shape and dtype checks."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+
+
 def lowbit_gemm(*, a_packed, w_packed, a_zero, w_colsum, cluster_offsets, scale_a, scale_w, bias=None,
-                out_isums=None, out_y=None, bits):
-    """W4A4 / W3A3 GEMM (lowbit_gemm.cu); returns (isums (C, M, N) int32, y (M, N) float32)."""
+                out_isums=None, out_y=None, bits, write_isums=True):
+    """W4A4 / W3A3 GEMM (lowbit_gemm.cu); returns (isums (C, M, N) int32, y (M, N) float32).
+
+    ``write_isums=False`` skips the per-cluster sums (isums is then None): y only, as in inference.
+    """
     cp = _cupy()
     c = len(cluster_offsets) - 1
     m, n = a_packed.shape[0], w_packed.shape[0]
-    out_isums = _out(out_isums, (c, m, n), np.int32, "out_isums")
+    out_isums = _out(out_isums, (c, m, n), np.int32, "out_isums") if write_isums else None
     out_y = _out(out_y, (m, n), np.float32, "out_y")
     host.check_lowbit_gemm_args(a_packed=a_packed, w_packed=w_packed, a_zero=a_zero, w_colsum=w_colsum,
                                 cluster_offsets=cluster_offsets, scale_a=scale_a, scale_w=scale_w, bias=bias,
-                                out_isums=out_isums, out_y=out_y, bits=bits)
+                                out_isums=out_isums if write_isums else _Shape((c, m, n), np.int32),
+                                out_y=out_y, bits=bits)
     a, lda = _rows(a_packed, "a_packed", 4)
     w, ldw = _rows(w_packed, "w_packed", 4)
     grid, block = host.lowbit_gemm_grid(m, n)
@@ -93,7 +104,8 @@ def lowbit_gemm(*, a_packed, w_packed, a_zero, w_colsum, cluster_offsets, scale_
     kern(grid, block, (a, np.int64(lda), w, np.int64(ldw), _vector(a_zero, "a_zero"),
                        cp.ascontiguousarray(_device(w_colsum, "w_colsum")), _vector(cluster_offsets, "cluster_offsets"),
                        np.int32(c), _vector(scale_a, "scale_a"), _vector(scale_w, "scale_w"),
-                       bias_d if bias_d is not None else np.uint64(0), out_isums, out_y, np.int32(m), np.int32(n)))
+                       bias_d if bias_d is not None else np.uint64(0),
+                       out_isums if out_isums is not None else np.uint64(0), out_y, np.int32(m), np.int32(n)))
     return out_isums, out_y
 
 

@@ -116,7 +116,7 @@ __device__ void lowbit_gemm(const u8 *__restrict__ A, i64 lda, const u8 *__restr
                     const int n = n0 + wn + 8 * j + 2 * t + (e % 2);
                     if (m < M && n < N) {
                         const int isum = (int)((u32)acc[i][j][e] - z * (u32)w_colsum[(i64)c * N + n]);
-                        out_isums[((i64)c * M + m) * N + n] = isum;
+                        if (out_isums) out_isums[((i64)c * M + m) * N + n] = isum;  // null: y only
                         yacc[i][j][e] =
                             __fadd_rn(yacc[i][j][e], __fmul_rn(__fmul_rn(__int2float_rn(isum), sa), scale_w[n]));
                     }

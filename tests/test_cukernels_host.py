@@ -299,3 +299,10 @@ def test_wxa16_bound_holds_for_float32_summation(m, n, k, seed):
             for kk in range(k):
                 acc = np.float32(acc + np.float32(np.float32(x[i, kk]) * wd[j, kk]))
             assert abs(float(acc) - y[i, j]) <= bound[i, j]
+
+
+def test_dtype_check_reads_torch_dtypes():
+    torch = pytest.importorskip("torch")
+    assert host.check_dtype(torch.zeros(2, dtype=torch.float16), ["float16"], name="x") == np.float16
+    with pytest.raises(TypeError, match="x must have dtype uint8, got int32"):
+        host.check_dtype(torch.zeros(2, dtype=torch.int32), ["uint8"], name="x")
