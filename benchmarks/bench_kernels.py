@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import sys
 from pathlib import Path
 
@@ -119,10 +120,10 @@ def main(argv=None) -> int:
         for mm in (1, 16):
             x = cp.asarray(rng.standard_normal((mm, kk)).astype(np.float16))
             out = cp.empty((mm, nn), cp.float32)
-            t = timed(lambda x=x, out=out: launch.wxa16(x=x, w_packed=wp, scales=scales, zeros=zeros,
-                                                        group_size=g, bits=bits, out=out), args.repeat)
+            t = timed(functools.partial(launch.wxa16, x=x, w_packed=wp, scales=scales, zeros=zeros,
+                                        group_size=g, bits=bits, out=out), args.repeat)
             xt = torch.randn(mm, kk, dtype=torch.float16, device="cuda")
-            t16 = timed(lambda xt=xt: xt @ w16, args.repeat)
+            t16 = timed(functools.partial(torch.matmul, xt, w16), args.repeat)
             moved = wp.nbytes + scales.nbytes + zeros.nbytes + x.nbytes + out.nbytes
             print(f"W{bits}A16 M={mm} {kk}x{nn}: {t * 1e6:.1f} us, {t16 / t:.2f}x torch fp16 ({t16 * 1e6:.1f} us), "
                   f"{moved / t / 1e12:.2f} TB/s = {moved / t / bw:.2f} of copy bandwidth"
