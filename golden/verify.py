@@ -1,0 +1,211 @@
+"""``refsim verify DIR``: checksums, schema, hex == npy, then every stage re-derived.
+
+Order of the checks (each reported, stage by stage):
+
+    1. manifest.json exists, is JSON, has a known ``schema_version`` and validates against
+       golden/manifest.schema.json
+    2. every stage's .npy and .hex exist and match their SHA-256 in the manifest
+    3. every .npy has the manifest's dtype and shape; every .hex holds the same words
+    4. the derived stages equal what the preset computes from the input stages, the recorded
+       numerics specs and the recorded config (``np.array_equal``, dtype included)
+
+A bundle whose manifest is missing, unreadable or of an unknown schema version is refused at
+once with a message naming the file; later failures are collected so the report shows all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden import hexio
+from golden.bundle import MANIFEST, SUPPORTED_SCHEMA_VERSIONS, sha256_file
+from golden.presets import get_preset
+from refsim.spec import NumericsSpec
+
+SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be read at all (the message names the file)."""
+
+
+@dataclass
+class Check:
+    stage: str
+    what: str
+    ok: bool
+    detail: str = ""
+
+    def __str__(self):
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.stage:<18} {self.what:<10} {self.detail}".rstrip()
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    preset: str = ""
+    checks: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list:
+        return [c for c in self.checks if not c.ok]
+
+    def add(self, stage, what, ok, detail=""):
+        self.checks.append(Check(stage, what, bool(ok), detail))
+
+    def __str__(self):
+        lines = [f"bundle {self.path} (preset {self.preset})"] + [str(c) for c in self.checks]
+        lines.append(f"{'OK' if self.ok else 'FAILED'}: {len(self.checks) - len(self.failures)} of "
+                     f"{len(self.checks)} checks pass")
+        return "\n".join(lines)
+
+
+def load_manifest(path) -> dict:
+    """The manifest of bundle ``path``, checked for schema version and against the JSON Schema."""
+    path = Path(os.fspath(path))
+    mf = path / MANIFEST
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle directory")
+    if not mf.is_file():
+        raise BundleError(f"{mf}: missing (a bundle has a manifest.json)")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{mf}: not valid JSON ({exc})") from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise BundleError(f"{mf}: schema_version {version!r} is not supported; allowed: "
+                          f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}")
+    errors = schema_errors(manifest)
+    if errors:
+        raise BundleError(f"{mf}: does not match {SCHEMA_FILE.name}: " + "; ".join(errors[:5]))
+    return manifest
+
+
+def schema_errors(manifest: dict) -> list[str]:
+    try:
+        import jsonschema
+    except ImportError:  # the `golden` extra; the Makefile installs it
+        raise BundleError("verify needs the jsonschema package (pip install 'refsim[golden]')") from None
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+            for e in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.path)))]
+
+
+def load_stage(path: Path, entry: dict) -> np.ndarray:
+    return np.load(path / entry["npy"], allow_pickle=False)
+
+
+def verify_bundle(path) -> VerifyReport:
+    """Check bundle ``path`` (see the module docstring); ``report.ok`` is True when all checks pass."""
+    path = Path(os.fspath(path))
+    manifest = load_manifest(path)
+    report = VerifyReport(path=path, preset=manifest["preset"])
+    report.add("manifest", "schema", True, f"schema_version {manifest['schema_version']}")
+    arrays: dict[str, np.ndarray] = {}
+    for e in manifest["stages"]:
+        name = e["name"]
+        files_ok = True
+        for kind in ("npy", "hex"):
+            f = path / e[kind]
+            if not f.is_file():
+                report.add(name, kind, False, f"{f}: missing")
+                files_ok = False
+                continue
+            digest = sha256_file(f)
+            good = digest == e["sha256"][kind]
+            files_ok &= good
+            report.add(name, kind, good, "sha256 ok" if good else
+                       f"{f}: sha256 {digest[:16]}... does not match the manifest's {e['sha256'][kind][:16]}...")
+        if not files_ok:
+            continue
+        try:
+            a = load_stage(path, e)
+        except ValueError as exc:
+            report.add(name, "npy", False, f"{path / e['npy']}: unreadable ({exc})")
+            continue
+        if a.dtype.str != e["dtype"] or list(a.shape) != e["shape"]:
+            report.add(name, "npy", False, f"{path / e['npy']}: {a.dtype.str} {list(a.shape)}, manifest says "
+                       f"{e['dtype']} {e['shape']}")
+            continue
+        arrays[name] = a
+        try:
+            words = hexio.read_hex(path / e["hex"], word_bits=e["word_bits"])
+            want = hexio.words_from_array(a, e["word_bits"], name=name, sign_magnitude=e["layout"] == "sign_magnitude")
+            same = words.shape == want.shape and np.array_equal(words, want.astype(np.uint64))
+            report.add(name, "hex==npy", same, "" if same else f"{path / e['hex']}: words differ from {e['npy']}")
+        except ValueError as exc:
+            report.add(name, "hex==npy", False, str(exc))
+    _rederive(manifest, arrays, report)
+    return report
+
+
+def _rederive(manifest, arrays, report) -> None:
+    try:
+        preset = get_preset(manifest["preset"])
+        specs = {role: NumericsSpec.from_dict(d) for role, d in manifest["specs"].items()}
+    except (ValueError, TypeError) as exc:
+        report.add("derive", "setup", False, str(exc))
+        return
+    entries = {e["name"]: e for e in manifest["stages"]}
+    inputs = [n for n, e in entries.items() if e["role"] == "input"]
+    missing = [n for n in inputs if n not in arrays]
+    if missing:
+        report.add("derive", "inputs", False, f"cannot re-derive: input stages {missing} failed their checks")
+        return
+    try:
+        derived = preset.derive({n: arrays[n] for n in inputs}, specs, manifest["config"])
+    except (ValueError, TypeError) as exc:
+        report.add("derive", "run", False, f"the preset refused the recorded inputs: {exc}")
+        return
+    names = {s.name for s in derived}
+    for n, e in entries.items():
+        if e["role"] == "derived" and n not in names:
+            report.add(n, "derive", False, "the preset no longer computes this stage")
+    for s in derived:
+        e = entries.get(s.name)
+        if e is None:
+            report.add(s.name, "derive", False, "computed by the preset but absent from the manifest")
+            continue
+        if s.name not in arrays:
+            report.add(s.name, "derive", False, "stored stage failed its file checks")
+            continue
+        meta = {"word_bits": s.word_bits, "signed": s.signed, "layout": s.layout}
+        bad_meta = {k: (e[k], v) for k, v in meta.items() if e[k] != v}
+        stored = arrays[s.name]
+        same = same_bits(stored, s.array)
+        if same and not bad_meta:
+            report.add(s.name, "derive", True, "re-derived bit for bit")
+        elif bad_meta:
+            report.add(s.name, "derive", False, f"manifest fields differ from the preset: {bad_meta}")
+        else:
+            diff = _first_difference(stored, s.array)
+            report.add(s.name, "derive", False, f"re-derived values differ: {diff}")
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """Integers as they are; floats as their bit patterns (so -0.0 != 0.0 and NaN == same NaN)."""
+    return a.view(f"u{a.dtype.itemsize}") if a.dtype.kind == "f" else a
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-exact equality: same dtype, same shape, same bits in every element."""
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b))
+
+
+def _first_difference(stored, fresh) -> str:
+    if stored.shape != fresh.shape or stored.dtype != fresh.dtype:
+        return f"stored {stored.dtype} {stored.shape}, re-derived {fresh.dtype} {fresh.shape}"
+    idx = np.argwhere(_bits(stored) != _bits(fresh))
+    i = tuple(int(j) for j in idx[0])
+    return f"{len(idx)} elements, first at {i}: stored {stored[i]!r}, re-derived {fresh[i]!r}"
