@@ -37,8 +37,9 @@ reuse the same buffers, so this is one layer's working set, not L of them)
     act_q          b*s*q_dim*a      the query projection output
     act_kv_new     b*s*2*kv_dim*kv  the layer's fresh key/value projection outputs, at cache precision
     act_attn_out   b*s*h*16         the out_proj / o_proj output, fp16, added into the residual
-    act_ffn        b*s*f*a          the FFN intermediate (fc1 -> ReLU, requantized in the epilogue);
-                                    gated MLPs hold gate and up outputs: 2*f
+    act_ffn        b*s*f*a          the FFN intermediate (fc1 -> ReLU, requantized in the GEMM
+                                    epilogue; gated MLPs run gate and up as one GEMM whose epilogue
+                                    stores SiLU(gate) * up, one f-wide tensor)
     act_ffn_out    b*s*h*16         the fc2 / down_proj output, fp16, added into the residual
   i.e. the layer input and the output of every linear layer, each at the precision it is stored in.
   With ``activations="all"`` the inputs that are not linear outputs are added too:
@@ -78,7 +79,7 @@ MEANINGS = {
     "act_q": "query projection output",
     "act_kv_new": "the layer's fresh K/V projection outputs at cache precision",
     "act_attn_out": "out_proj output (fp16, added into the residual)",
-    "act_ffn": "FFN intermediate (fc1 output after ReLU, or gate and up outputs)",
+    "act_ffn": "FFN intermediate (fc1 output after ReLU, or SiLU(gate) * up)",
     "act_ffn_out": "fc2/down output (fp16, added into the residual)",
     "act_ln": "LayerNorm outputs (only with activations='all')",
     "act_context": "attention context, out_proj input (only with activations='all')",
@@ -103,11 +104,20 @@ def _eff(bits, group):
     return bits + np.where(group > 0, SDR_FLAG_BITS / np.maximum(group, 1), 0.0)
 
 
-def _pairs_per_row(f, in_features: int):
-    """Weight (scale, zero) pairs per output row: per input cluster, per group, or one."""
+def _pairs_per_row(f, in_features: int, head_clusters_total=None):
+    """Weight (scale, zero) pairs per output row: per input cluster, per group, or one.
+
+    With per-cluster weights (``w_clusters > 0``) the input clusters of out_proj are RPTQ's R3
+    clusters, ``head_clusters`` per head (``head_clusters_total`` = n_heads * head_clusters)."""
     clusters, group = f["w_clusters"], f["w_group"]
+    if head_clusters_total is not None:
+        clusters = np.where(clusters > 0, np.maximum(head_clusters_total, 1), 0.0)
     per_group = np.ceil(in_features / np.maximum(group, 1))
     return np.where(clusters > 0, clusters, np.where(group > 0, per_group, 1.0))
+
+
+def _is_attn_out(name: str) -> bool:
+    return name in ("out_proj", "o_proj")
 
 
 def memory_parts(shape: ModelShape, f: dict[str, Any], batch, seq, *, activations: str = "linear_outputs",
@@ -129,9 +139,10 @@ def memory_parts(shape: ModelShape, f: dict[str, Any], batch, seq, *, activation
     w_eff = _eff(f["w_bits"], f["w_sdr_group"])
     linear = 0.0
     params = 0.0
-    for _name, out_f, in_f in shape.layer_linears():
+    for name, out_f, in_f in shape.layer_linears():
         linear = linear + out_f * in_f * w_eff
-        params = params + out_f * _pairs_per_row(f, in_f) * pair_bits
+        hc = shape.n_heads * f["head_clusters"] if _is_attn_out(name) else None
+        params = params + out_f * _pairs_per_row(f, in_f, hc) * pair_bits
     linear = L * linear
     w_params = np.where(wq, L * params, 0.0)
 
@@ -173,13 +184,12 @@ def memory_parts(shape: ModelShape, f: dict[str, Any], batch, seq, *, activation
     a_eff = _eff(f["a_bits"], f["a_sdr_group"])
     ln_eff = _eff(f["ln_bits"], f["a_sdr_group"])
     tokens = b * s
-    n_ffn = 2 if shape.gated else 1
     parts_act = {
         "act_residual": tokens * h * FP16,
         "act_q": tokens * shape.q_dim * a_eff,
         "act_kv_new": tokens * 2 * shape.kv_dim * kv_eff,
         "act_attn_out": tokens * h * FP16,
-        "act_ffn": tokens * n_ffn * shape.ffn * a_eff,
+        "act_ffn": tokens * shape.ffn * a_eff,
         "act_ffn_out": tokens * h * FP16,
     }
     if activations == "all":

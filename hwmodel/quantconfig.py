@@ -123,7 +123,7 @@ def stack(configs) -> dict[str, np.ndarray]:
 
 # ---- presets --------------------------------------------------------------------------------------
 def rptq(w: float, a: float, kv: float | None = None, *, only_kv: bool = False, clusters: int = 32,
-         head_clusters: int = 4, name: str | None = None) -> QuantConfig:
+         head_clusters: int = 4, weights_per_cluster: bool = False, name: str | None = None) -> QuantConfig:
     """RPTQ configuration as Table 3 of arXiv 2304.01089 counts it.
 
     Every weight tensor is stored at ``w`` bits, the embedding tables and the output layer included
@@ -131,6 +131,8 @@ def rptq(w: float, a: float, kv: float | None = None, *, only_kv: bool = False, 
     fp16 zero point per output row (per embedding row). Activations: q, attention context and FFN
     intermediate at ``a`` bits, LayerNorm outputs at max(8, a), K/V at ``a`` bits (``kv`` overrides).
     ``only_kv``: only the K/V cache is quantized (``W4A4KV``); all other activations stay fp16.
+    ``weights_per_cluster``: one weight (scale, zero) pair per output row *and input cluster*, as the
+    public code's ``set_ic_cluster_counts`` does (Table 3 does not count these; see docs/costmodel.md).
     """
     kv = a if kv is None else kv
     act = FP16 if only_kv or a >= 16 else a
@@ -140,24 +142,30 @@ def rptq(w: float, a: float, kv: float | None = None, *, only_kv: bool = False, 
     return QuantConfig(
         name=label, method="rptq" if (w < 16 or a < 16) else "none", w_bits=w, embed_bits=w, lm_head_bits=w,
         a_bits=act, ln_bits=ln, kv_bits=kv, w_scale_bits=FP16 if w < 16 else 0,
-        w_zero_bits=FP16 if w < 16 else 0,
+        w_zero_bits=FP16 if w < 16 else 0, w_clusters=clusters if (weights_per_cluster and quant_act) else 0,
         clusters=clusters if quant_act else 0, head_clusters=head_clusters if (quant_act or kv < 16) else 0)
 
 
-def qrazor(kv4: bool = False, *, group: int = 16, keep: int = 3, name: str | None = None) -> QuantConfig:
-    """QRazor (arXiv 2501.13331): SDR razoring of int8 weights and int16 activations to 1 + ``keep`` bits.
+def qrazor(kv4: bool = False, *, group: int = 16, w: int = 4, a: int = 4, kv: int | None = None,
+           name: str | None = None) -> QuantConfig:
+    """QRazor (arXiv 2501.13331): SDR razoring of int8 weights and int16 activations.
 
     Weights: int8 absmax per output channel (one fp16 scale per row, symmetric: no zero point), then
-    razored per group of ``group`` input elements: (1 + keep) + 4/group bits. Activations (all GEMM
-    inputs and q): int16 absmax per tensor, razored the same way. KV cache: int8 absmax per tensor, or
-    razored to 4 bits + flags with ``kv4``. Embeddings and the output layer stay fp16.
+    razored to ``w`` bits (1 sign + w-1 magnitude bits) per group of ``group`` input elements, plus a
+    4-bit flag per group: w + 4/group bits. Activations (all GEMM inputs and q): int16 absmax per
+    tensor, razored the same way to ``a`` bits. KV cache: int8 absmax per tensor, or razored to 4 bits
+    + flags with ``kv4`` (``kv`` sets another width). A width of 8 (weights, KV) or 16 (activations)
+    is the base precision, without razoring or flags. Embeddings and the output layer stay fp16.
     """
-    bits = 1 + keep
+    kv = (4 if kv4 else 8) if kv is None else kv
+    for label, v, base in (("w", w, 8), ("a", a, 16), ("kv", kv, 8)):
+        if not (2 <= v <= min(8, base) or v == base):
+            raise ValueError(f"qrazor {label} bits must be 2..8 (razored) or {base} (base precision), got {v}")
     return QuantConfig(
-        name=name or ("qrazor-W4A4KV4" if kv4 else "qrazor-W4A4"), method="qrazor", w_bits=bits,
-        embed_bits=FP16, lm_head_bits=FP16, a_bits=bits, ln_bits=bits, kv_bits=bits if kv4 else 8,
-        w_scale_bits=FP16, w_zero_bits=0, w_sdr_group=group, a_sdr_group=group,
-        kv_sdr_group=group if kv4 else 0)
+        name=name or ("qrazor-W4A4KV4" if kv4 else "qrazor-W4A4"), method="qrazor", w_bits=w,
+        embed_bits=FP16, lm_head_bits=FP16, a_bits=a, ln_bits=a, kv_bits=kv,
+        w_scale_bits=FP16, w_zero_bits=0, w_sdr_group=group if w < 8 else 0,
+        a_sdr_group=group if a < 16 else 0, kv_sdr_group=group if kv < 8 else 0)
 
 
 def gptq(w: float, *, group: int = 0, name: str | None = None) -> QuantConfig:
