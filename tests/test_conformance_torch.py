@@ -292,3 +292,39 @@ def test_saturation_beyond_the_code_range():
         _, _, qmin, qmax = DTYPES[dtype]
         for z in (qmin, qmax):
             assert np.array_equal(refsim_codes(x, 1.0, z, dtype), torch_per_tensor(x, 1.0, z, dtype)), (dtype, z)
+
+
+def fused_codes_vectorized(x, s, z, qmin, qmax):
+    """The fix proposed in docs/conformance.md for a fused zero-point stage, vectorized:
+    fl32(x * r + z) with one rounding, via an exact float64 product, TwoSum and rounding to odd."""
+    x = np.asarray(x, dtype=np.float32)
+    r = np.float32(1.0) / np.float32(s)
+    p = x.astype(np.float64) * np.float64(r)  # exact: 24 + 24 significant bits
+    zf = np.float64(z)
+    t = p + zf
+    bb = t - p
+    err = (p - (t - bb)) + (zf - bb)  # TwoSum: t + err == p + z exactly
+    odd = np.frexp(t)[0] * 2.0**53 % 2 == 1
+    t = np.where((err != 0) & ~odd, np.nextafter(t, np.where(err > 0, np.inf, -np.inf)), t)  # round to odd
+    v = np.minimum(t.astype(np.float32), INT32_FLOAT_MAX)  # float64 -> float32 after rounding to odd: exact
+    return np.clip(np.rint(v.astype(np.float64)), qmin, qmax).astype(np.int64)
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [torch.qint8, torch.quint8], ids=str)
+def test_proposed_fused_stage_matches_torch_per_tensor_int8_at_scale(dtype):
+    """Evidence for the proposed ``before_round_fused`` stage: on ties, cancelled ties, their float32
+    neighbours and Gaussian values, for 40 random (scale, zero point) pairs, it equals torch exactly."""
+    _, _, qmin, qmax = DTYPES[dtype]
+    rng = np.random.default_rng(2026)
+    for _ in range(40):
+        s = np.float32(np.exp(rng.uniform(-12.0, 2.0)))
+        z = int(rng.integers(qmin, qmax, endpoint=True))
+        k = np.arange(-200, 200, dtype=np.float64) + 0.5
+        x = np.concatenate([rng.standard_normal(1000) * 100 * s, k * s, (k - z) * s]).astype(np.float32)
+        x = np.concatenate([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))])
+        assert np.array_equal(fused_codes_vectorized(x, s, z, qmin, qmax), torch_per_tensor(x, s, z, dtype)), (s, z)
+    x, s, z = FMA_CASE
+    # fl32(fma) = 0.50000012 rounds to 1 (in range for both dtypes), as torch computes it
+    assert fused_codes_vectorized(np.array([x]), s, z, qmin, qmax).tolist() == [1] == torch_per_tensor(
+        np.array([x]), s, z, dtype).tolist()
