@@ -52,8 +52,10 @@ def layernorm_warp_order(x, gamma, beta, eps) -> np.ndarray:
         rstd  = 1 / sqrt(var + eps)                                 (each op correctly rounded)
         y     = ((x - mean) * rstd) * gamma + beta                  (separate mul, mul, add; no FMA)
 
-    Not refsim's LayerNorm: the order of a parallel reduction is the kernel's choice, and this
-    states it so that the kernel can be checked bit for bit.
+    Not refsim's LayerNorm (``refsim.rptq.block.layer_norm`` is float64 over sorted values, an
+    order-free definition no warp-parallel float32 kernel matches cheaply): the order of a
+    parallel reduction is the kernel's choice, and this states it so that the kernel can be
+    checked bit for bit.
     """
     x = np.asarray(x)
     if x.dtype != np.float32 or x.ndim != 2:
