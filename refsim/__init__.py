@@ -10,12 +10,15 @@ Public API (a contract; docs/numerics.md documents every knob):
     quantize_multiplier, multiply_by_quantized_multiplier, saturating_rounding_doubling_high_mul,
     rounding_divide_by_pot, float_epilogue, requantize
     sqnr_db
+    sdr_encode, sdr_decode, sdr_gemm, sdr_acc_bits_needed     QRazor SDR (docs/sdr.md)
+    qrazor_config, qrazor_matmul, accumulator_question        the QRazor path and accumulator analysis
 """
 
 from refsim.gemm import AccBitsNeeded, acc_bits_needed, acc_bits_worst_case, cluster_int_gemm, int_gemm
 from refsim.layouts import LAYOUTS, pack, unpack
 from refsim.metrics import sqnr_db
 from refsim.params import absmax_params, gptq_params, rptq_params
+from refsim.qrazor import accumulator_question, qrazor_config, qrazor_matmul
 from refsim.quantize import dequantize, quantize
 from refsim.requant import (
     float_epilogue,
@@ -49,5 +52,6 @@ __all__ = [
     "int_gemm",
     "multiply_by_quantized_multiplier", "pack", "preset", "quantize", "quantize_multiplier", "requantize",
     "rounding_divide_by_pot", "rptq_params", "saturating_rounding_doubling_high_mul", "sqnr_db", "unpack",
-    "sdr_acc_bits_needed", "sdr_decode", "sdr_encode", "sdr_gemm",
+    "accumulator_question", "qrazor_config", "qrazor_matmul", "sdr_acc_bits_needed", "sdr_decode", "sdr_encode",
+    "sdr_gemm",
 ]
