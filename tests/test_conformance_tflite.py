@@ -371,3 +371,27 @@ def test_requantize_tflite_preset_matches_tflite_output_stage(acc, m, zp):
     expect_s = _arr([min(max(tflite_mbqm_single(a, qs, ss) + zp, -128), 127) for a in acc])
     got_s = refsim.requantize(_arr(acc), m, zero_point=zp, bits=8, signed=True, spec=single)
     assert np.array_equal(got_s.astype(np.int64), expect_s)
+
+
+# --- the tflite preset's quantize ------------------------------------------------------------------
+
+def tflite_reference_quantize(x, scale, zero_point, qmin, qmax):
+    """TFLite reference_ops AffineQuantize: unclamped = int32(TfLiteRound(val / float(scale))) + zero_point,
+    then clamp to [qmin, qmax]. val / scale is a float32 division; TfLiteRound is std::round (ties away)."""
+    out = []
+    for v in np.asarray(x, dtype=np.float32).tolist():
+        q = np.float32(v) / np.float32(scale)  # float32 quotient, correctly rounded
+        out.append(min(max(tflite_round(Fraction(float(q))) + zero_point, qmin), qmax))
+    return _arr(out)
+
+
+@settings(max_examples=60)
+@given(st.lists(st.one_of(st.floats(-300, 300, width=32), st.sampled_from([0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.0])),
+                min_size=1, max_size=40),
+       st.floats(min_value=2.0**-10, max_value=4.0, width=32), st.integers(-128, 127))
+def test_tflite_preset_quantize_matches_reference_affine_quantize(xs, s, zp):
+    s = np.float32(s)
+    k = np.arange(-8, 8, dtype=np.float32)
+    x = np.concatenate([np.asarray(xs, dtype=np.float32), ((k + np.float32(0.5)) * s).astype(np.float32)])
+    got = refsim.quantize(x, s, zp, bits=8, signed=True, spec=refsim.preset("tflite"))
+    assert np.array_equal(got.astype(np.int64), tflite_reference_quantize(x, s, zp, -128, 127))

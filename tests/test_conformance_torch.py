@@ -328,3 +328,26 @@ def test_proposed_fused_stage_matches_torch_per_tensor_int8_at_scale(dtype):
     # fl32(fma) = 0.50000012 rounds to 1 (in range for both dtypes), as torch computes it
     assert fused_codes_vectorized(np.array([x]), s, z, qmin, qmax).tolist() == [1] == torch_per_tensor(
         np.array([x]), s, z, dtype).tolist()
+
+
+# --- dequantize --------------------------------------------------------------------------------------
+
+@settings(max_examples=30)
+@given(st.sampled_from([torch.qint8, torch.quint8]), hnp.arrays(np.float32, st.integers(1, 40), elements=elements),
+       st.integers(1, 5), st.data())
+def test_dequantize_matches_torch(dtype, x, rows, data):
+    """Tensor.dequantize(): (q - z) * s in float32 (q - z exact), so one correctly rounded product:
+    bit equality with refsim.dequantize, per tensor and per channel."""
+    _, _, qmin, qmax = DTYPES[dtype]
+    s = np.float32(data.draw(scales, label="scale"))
+    z = data.draw(st.integers(qmin, qmax), label="zero_point")
+    q = _quiet(torch.quantize_per_tensor, torch.from_numpy(x), float(s), z, dtype)
+    got = refsim.dequantize(q.int_repr().numpy().astype(np.int64), s, z)
+    assert np.array_equal(got.view(np.int32), q.dequantize().numpy().view(np.int32))
+    xs = np.resize(x, (rows, x.size)).astype(np.float32)
+    sc = np.asarray(data.draw(st.lists(scales, min_size=rows, max_size=rows), label="scales"), dtype=np.float32)
+    zc = np.asarray(data.draw(st.lists(st.integers(qmin, qmax), min_size=rows, max_size=rows), label="zps"))
+    qc = _quiet(torch.quantize_per_channel, torch.from_numpy(xs), torch.from_numpy(sc.astype(np.float64)),
+                torch.from_numpy(zc), 0, dtype)
+    got_c = refsim.dequantize(qc.int_repr().numpy().astype(np.int64), sc, zc, axis=0)
+    assert np.array_equal(got_c.view(np.int32), qc.dequantize().numpy().view(np.int32))
