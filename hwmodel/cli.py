@@ -50,6 +50,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="store_true", help="run the co-design sweep (errors measured by refsim)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address for the sweep (default: a new local cluster; 'inline': no Dask)")
+    p.add_argument("--grid", choices=("default", "small"), default="default",
+                   help="sweep grid: default (264 points) or small (12 points, a quick look)")
     p.add_argument("--workers", type=_positive_int("workers"), default=2, help="local-cluster workers (default 2)")
     p.add_argument("--calib", metavar="NPZ", help="calibration tensors x, w, k (default: synthetic, seed 0)")
     p.add_argument("--list", action="store_true", help="list known models, hardware and configurations")
@@ -82,8 +84,8 @@ def _list() -> str:
 
 def run(args) -> int:
     from .calib import load_calibration, synthetic_calibration
+    from .footprint import memory
     from .hardware import get_hardware
-    from .memory import memory
     from .report import layer_rows, summary_rows, table, to_csv, to_json
     from .shapes import get_shape
     from .traffic import STAGES, layer_table, throughput
@@ -109,10 +111,11 @@ def run(args) -> int:
 
     sweep = None
     if args.sweep or args.plot:
-        from .sweep import run_sweep
+        from .sweep import GRIDS, run_sweep
 
         calib = load_calibration(args.calib) if args.calib else synthetic_calibration(0)
         sweep = run_sweep(shape, hw, batch=args.batch, seq=args.seq, calib=calib, scheduler=args.scheduler,
+                          points=GRIDS[args.grid](),
                           n_workers=args.workers, progress=not (args.json or args.csv))
 
     if args.json:

@@ -15,9 +15,9 @@ import os
 
 import numpy as np
 
+from .footprint import GIB, memory
 from .hardware import Hardware
-from .memory import GIB, memory
-from .traffic import cost_ops, build_ops
+from .traffic import build_ops, cost_ops
 
 COMPONENT_COLORS = {"weights": "#4C72B0", "KV cache": "#DD8452", "activations": "#55A868"}
 
@@ -44,7 +44,7 @@ def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
     fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches) + 1, 4.8), sharey=False, squeeze=False)
     n_cfg, n_seq = len(configs), len(seqs)
     width = 0.8 / n_seq
-    for ax, b in zip(axes[0], batches):
+    for ax, b in zip(axes[0], batches, strict=True):
         for j, s in enumerate(seqs):
             ms = [memory(model, c, batch=b, seq=s) for c in configs]
             x = np.arange(n_cfg) + (j - (n_seq - 1) / 2) * width
@@ -54,7 +54,7 @@ def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
                 ax.bar(x, vals, width * 0.92, bottom=bottom, color=COMPONENT_COLORS[comp],
                        edgecolor="white", linewidth=0.4, label=comp if j == 0 else None)
                 bottom += np.array(vals)
-            for xi, tot in zip(x, bottom):
+            for xi, tot in zip(x, bottom, strict=True):
                 ax.text(xi, tot, f"{s // 1024}k", ha="center", va="bottom", fontsize=6, rotation=90)
         ax.axhline(hw.capacity / GIB, color="crimson", ls="--", lw=1,
                    label=f"{hw.name} capacity {hw.capacity / GIB:.0f} GiB")
@@ -75,7 +75,7 @@ def plot_savings(model, configs, batches, seqs, path: str, baseline: str = "W16A
     plt = _plt()
     grid = [(b, s) for b in sorted(set(batches)) for s in sorted(set(seqs))]
     base = np.array([memory(model, baseline, batch=b, seq=s).total for b, s in grid])
-    sav = np.array([[1 - memory(model, c, batch=b, seq=s).total / bt for (b, s), bt in zip(grid, base)]
+    sav = np.array([[1 - memory(model, c, batch=b, seq=s).total / bt for (b, s), bt in zip(grid, base, strict=True)]
                     for c in configs]) * 100
     fig, ax = plt.subplots(figsize=(1.0 * len(grid) + 3, 0.45 * len(configs) + 1.8))
     im = ax.imshow(sav, cmap="viridis", vmin=0, vmax=100, aspect="auto")

@@ -7,8 +7,8 @@ import io
 import json
 import math
 
+from .footprint import GB, GIB, MemoryReport
 from .hardware import Hardware
-from .memory import GB, GIB, MemoryReport
 
 
 def fmt_si(x: float, unit: str = "") -> str:
@@ -23,10 +23,13 @@ def fmt_si(x: float, unit: str = "") -> str:
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
-    cols = list(zip(header, *rows))
+    cols = list(zip(header, *rows, strict=True))
     widths = [max(len(str(c)) for c in col) for col in cols]
+
     def line(r):
-        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        cells = zip(r, widths, strict=True)
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(cells))
+
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 

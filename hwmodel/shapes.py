@@ -12,7 +12,7 @@ and :func:`get_shape` accepts any of these (or a ``ModelShape``).
 
 Parameter counts match ``sum(p.numel() for p in model.parameters())`` of the ``transformers`` model,
 which counts a tied embedding / output layer once (``tie_word_embeddings``). Whether the output layer
-is *stored* once or twice is a deployment question answered in :mod:`hwmodel.memory`.
+is *stored* once or twice is a deployment question answered in :mod:`hwmodel.footprint`.
 
 Sources of the built-in table: the ``config.json`` files published with each model
 (facebook/opt-*, meta-llama/Llama-2-*-hf, meta-llama/Meta-Llama-3-*, mistralai/Mistral-7B-v0.1) and,

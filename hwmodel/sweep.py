@@ -3,7 +3,7 @@
 A design point is a method (``rptq`` or ``qrazor``) with weight, activation and KV-cache bits and the
 method's knob (RPTQ cluster count, QRazor SDR group size). For every point the sweep computes
 
-* costs, vectorized over all points at once (:mod:`hwmodel.memory`, :mod:`hwmodel.traffic`):
+* costs, vectorized over all points at once (:mod:`hwmodel.footprint`, :mod:`hwmodel.traffic`):
   total memory (GiB) at the given batch and sequence, decode and prefill throughput (tokens/s) and
   decode energy per token (J) on the given hardware;
 * errors, with ``refsim`` on calibration tensors (:func:`hwmodel.errors.measure_error`), spread over a
@@ -27,8 +27,8 @@ import numpy as np
 
 from .calib import Calibration, synthetic_calibration
 from .errors import measure_error
+from .footprint import GIB, memory_parts
 from .hardware import get_hardware
-from .memory import GIB, memory_parts
 from .quantconfig import QuantConfig, qrazor, rptq, stack
 from .shapes import get_shape
 from .traffic import stage_totals
@@ -52,6 +52,15 @@ def default_grid(*, w_bits=(3, 4, 8), a_bits=(3, 4, 8, 16), kv_bits=(3, 4, 8, 16
             for g in groups:
                 pts.append({"method": "qrazor", "w_bits": w, "a_bits": a, "kv_bits": kv, "group": g})
     return pts
+
+
+def small_grid() -> list[dict]:
+    """A 12-point grid for a quick look (and the tests): 3/4/8-bit RPTQ and QRazor corners."""
+    return (default_grid(w_bits=(3, 4), a_bits=(4, 8), kv_bits=(4,), clusters=(1, 16), methods=("rptq",))
+            + default_grid(w_bits=(4,), a_bits=(4, 8), kv_bits=(4,), groups=(16, 128), methods=("qrazor",)))
+
+
+GRIDS = {"default": default_grid, "small": small_grid}
 
 
 def point_config(p: dict) -> QuantConfig:
@@ -177,7 +186,7 @@ def run_sweep(model, hw, *, batch: int, seq: int, points: list[dict] | None = No
     costs = compute_costs(points, shape, hw, batch=batch, seq=seq)
     errors = compute_errors(points, calib, scheduler=scheduler, n_workers=n_workers, progress=progress)
     rows = []
-    for i, (p, e) in enumerate(zip(points, errors)):
+    for i, (p, e) in enumerate(zip(points, errors, strict=True)):
         row = {"label": point_label(p), **p}
         row.setdefault("clusters", 0)
         row.setdefault("group", 0)
@@ -187,7 +196,7 @@ def run_sweep(model, hw, *, batch: int, seq: int, points: list[dict] | None = No
     neg_sqnr = -np.array([r["sqnr_db"] for r in rows])
     mem = np.array([r["memory_gib"] for r in rows])
     energy = np.array([r["decode_energy_per_token_j"] for r in rows])
-    for r, pm, pe in zip(rows, pareto_mask(mem, neg_sqnr), pareto_mask(energy, neg_sqnr)):
+    for r, pm, pe in zip(rows, pareto_mask(mem, neg_sqnr), pareto_mask(energy, neg_sqnr), strict=True):
         r["pareto_memory"] = bool(pm)
         r["pareto_energy"] = bool(pe)
     return SweepResult(shape.name, hw.name, int(batch), int(seq), calib.source, rows)

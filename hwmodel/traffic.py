@@ -52,8 +52,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .energy import VECTOR_OP_PJ, mac_pj
+from .footprint import _eff, _is_attn_out, _pairs_per_row
 from .hardware import Hardware, get_hardware
-from .memory import _eff, _is_attn_out, _pairs_per_row
 from .quantconfig import FP16, parse_config
 from .shapes import ModelShape, get_shape
 
