@@ -1,4 +1,4 @@
-"""Shared test configuration: hypothesis profiles and the GPU skip."""
+"""Shared test configuration: hypothesis profiles (GPU tests skip themselves without a device)."""
 
 import os
 
