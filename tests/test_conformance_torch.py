@@ -234,7 +234,8 @@ def test_fused_multiply_add_case_is_what_torch_int8_computes():
     assert fbgemm_quantize_legacy(xs, s, z, -128, 127, fused=True).tolist() == [1] * 9
     assert torch_per_tensor(xs, s, z, torch.qint32).tolist() == [0] * 9
     assert refsim_codes(xs, s, z, torch.qint32, spec=TORCH_BEFORE).tolist() == [0] * 9
-    assert refsim_codes(xs, s, z, torch.qint8).tolist() == [1] * 9  # after-round: rint(-2.5) + 3 = 1
+    after = TORCH.replace(zero_point_stage="after_round")
+    assert refsim_codes(xs, s, z, torch.qint8, spec=after).tolist() == [1] * 9  # rint(-2.5) + 3 = 1, by luck
 
 
 @needs_fused
