@@ -243,11 +243,11 @@ def _group_mac(ac, af, bct, bf, g, rows, cols, lo, hi, mode):
 
 
 def _gemm_operands(a_codes, a_flags, b_codes, b_flags, g):
-    ac, af, _ = _check_codes_flags(a_codes, a_flags, g, 1) if np.ndim(a_codes) == 2 else (None, None, None)
-    bc, bf, _ = _check_codes_flags(b_codes, b_flags, g, 0) if np.ndim(b_codes) == 2 else (None, None, None)
-    if ac is None or bc is None:
+    if np.ndim(a_codes) != 2 or np.ndim(b_codes) != 2:
         raise ValueError(f"a_codes and b_codes must be 2-d (M, K) and (K, N), got shapes {np.shape(a_codes)} "
                          f"and {np.shape(b_codes)}")
+    ac, af, _ = _check_codes_flags(a_codes, a_flags, g, 1)  # grouped along K = axis 1 of a
+    bc, bf, _ = _check_codes_flags(b_codes, b_flags, g, 0)  # and along K = axis 0 of b
     if ac.shape[1] != bc.shape[0]:
         raise ValueError(f"a_codes is {ac.shape} and b_codes is {bc.shape}: the inner dimensions (K) differ")
     return ac, af, bc, bf

@@ -182,3 +182,11 @@ def test_cli_answers_the_accumulator_question(capsys):
     assert main(["sdr", "accbits", "--k", "256", "--measure", "--m", "4", "--n", "4"]) == 0
     assert "YES" in capsys.readouterr().out
     assert main(["sdr", "accbits", "--k", "64", "--group", "12"]) == 2
+
+
+def test_cli_sqnr_table(capsys):
+    argv = ["sdr", "sqnr", "--configs", "W4A4", "W4A8", "--groups", "16", "--m", "8", "--k", "64", "--n", "8"]
+    assert main(argv) == 0
+    lines = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith(("W4A4", "W4A8"))]
+    assert [ln[:2] for ln in lines] == [["W4A4", "16"], ["W4A8", "16"]]
+    assert float(lines[1][2]) > float(lines[0][2])  # A8 beats A4 on the same data
