@@ -75,6 +75,12 @@ def calibration_tokens(args, model_cfg):
     else:
         from transformers import AutoTokenizer
 
+        # transformers 5 builds an empty tokenizer for a directory without tokenizer files, which
+        # would silently tokenize any text to nothing: require the files.
+        tok_files = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+        if not any(os.path.isfile(os.path.join(args.model_dir, f)) for f in tok_files):
+            raise ValueError(f"--calib {args.calib!r} is text, but MODEL_DIR has no usable tokenizer (none of "
+                             f"{', '.join(tok_files)}); give token ids in a .npy file instead")
         try:
             tok = AutoTokenizer.from_pretrained(args.model_dir)
         except (OSError, ValueError) as exc:
