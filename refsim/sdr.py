@@ -162,7 +162,7 @@ def sdr_encode(x, *, group_size, base_bits, keep=3, axis=-1, rounding="half_up")
     xm = np.moveaxis(x, ax, -1)
     d = xm.shape[-1]
     lead = xm.shape[:-1]
-    x2 = np.ascontiguousarray(xm).reshape(-1, d)
+    x2 = np.ascontiguousarray(xm).reshape(int(np.prod(lead, dtype=np.int64)), d)
     groups = -(-d // g)
     if d % g:  # the ragged last group, zero-padded (the padding is dropped from the codes)
         x2 = np.concatenate([x2, np.zeros((x2.shape[0], groups * g - d), dtype=x2.dtype)], axis=1)

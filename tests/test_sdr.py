@@ -303,3 +303,27 @@ def test_sdr_layouts_pack_along_an_axis():
     c2 = refsim.unpack(pc, "sdr_code4", 8, axis=0)
     f2 = refsim.unpack(pf, "sdr_flags4", 2, axis=0)
     assert np.array_equal(sdr_decode(c2, f2, group_size=4, axis=0), sdr_decode(codes, flags, group_size=4, axis=0))
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 0), -1), ((0, 5), -1), ((0, 5), 0)])
+def test_empty_inputs(shape, axis):
+    codes, flags = sdr_encode(np.zeros(shape, np.int16), group_size=4, base_bits=16, axis=axis)
+    assert codes.shape == shape
+    want = list(shape)
+    want[axis] = -(-shape[axis] // 4)
+    assert flags.shape == tuple(want)
+    assert sdr_decode(codes, flags, group_size=4, axis=axis).shape == shape
+
+
+@pytest.mark.parametrize("keep", [3] + [pytest.param(k, marks=pytest.mark.slow) for k in (1, 2, 4, 5, 6, 7)])
+def test_every_int16_value_in_every_context_against_the_twin(keep):
+    """The whole int16 domain, each value in every group context L = bitlen(v)..15 (about 4 s per
+    keep; keep 3, the A4 code, runs by default, the other keeps under -m slow)."""
+    v = np.arange(-32767, 32768)
+    for rounding in ("half_up", "ties_even"):
+        for length in range(0, 16):
+            sub = v[np.abs(v) < (1 << length)]
+            x = _contexts(sub, length).astype(np.int16)
+            codes, flags = sdr_encode(x, group_size=4, base_bits=16, keep=keep, rounding=rounding)
+            tc, tf = _twin(x, 4, 16, keep, rounding)
+            assert np.array_equal(codes, tc) and np.array_equal(flags, tf)
