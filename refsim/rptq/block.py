@@ -212,28 +212,19 @@ def float_matmul(a, b_nk, bias=None) -> np.ndarray:
 
 
 def cluster_isums(qa, za, qb, zb, ids, n_clusters, *, acc_bits=32, overflow="wrap") -> np.ndarray:
-    """Per-cluster exact integer sums (C, M, N), int64:
+    """Per-cluster exact integer sums (C, M, N), int64, by ``refsim.cluster_int_gemm``:
 
-        isum[c, m, n] = sum_{k : ids[k] == c} (qa[m, k] - za[c]) * (qb[n, k] - zb[n, c])
+        isum[c, m, n] = sum_{k : ids[k] == c, ascending} (qa[m, k] - za[c]) * (qb[n, k] - zb[n, c])
 
-    computed as the code GEMM (``refsim.int_gemm`` under acc_bits / overflow, k ascending within
-    the cluster) plus the exact zero-point correction
-        - zb[n, c] * sum_k qa[m, k] - za[c] * sum_k qb[n, k] + |c| * za[c] * zb[n, c]   (int64).
-    qa (M, K) and qb (N, K) are codes; za (C,); zb (N, C); ids (K,) cluster of each k (any order).
+    each cluster's sum under the accumulator rule (acc_bits, overflow) of ``refsim.int_gemm``.
+    qa (M, K) and qb (N, K, the nn.Linear weight layout) are codes; za (C,); zb (N, C); ids (K,)
+    the cluster of each k, in any order (physical: contiguous; logical: scattered).
     """
-    qa = np.asarray(qa, dtype=np.int64)
-    qb = np.asarray(qb, dtype=np.int64)
-    za = np.asarray(za, dtype=np.int64).reshape(-1)
-    zb = np.asarray(zb, dtype=np.int64)
     ids = np.asarray(ids, dtype=np.int64)
-    out = np.empty((n_clusters, qa.shape[0], qb.shape[0]), dtype=np.int64)
-    for c in range(n_clusters):
-        idx = np.nonzero(ids == c)[0]
-        a, b = qa[:, idx], qb[:, idx]
-        raw = refsim.int_gemm(a, b.T, acc_bits=acc_bits, overflow=overflow)
-        zbc = zb[:, c][None, :]
-        out[c] = raw - zbc * a.sum(axis=1)[:, None] - za[c] * b.sum(axis=1)[None, :] + idx.size * za[c] * zbc
-    return out
+    if ids.size and int(ids.max()) + 1 != n_clusters:
+        raise ValueError(f"ids name {int(ids.max()) + 1} clusters, expected n_clusters={n_clusters}")
+    return refsim.cluster_int_gemm(np.asarray(qa), np.asarray(za).reshape(-1), np.asarray(qb).T, np.asarray(zb).T,
+                                   ids, acc_bits=acc_bits, overflow=overflow)
 
 
 def cluster_epilogue(isums, scale_a, scale_b, bias=None) -> np.ndarray:
