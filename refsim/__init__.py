@@ -12,6 +12,9 @@ Public API (a contract; docs/numerics.md documents every knob):
     sqnr_db
     sdr_encode, sdr_decode, sdr_gemm, sdr_acc_bits_needed     QRazor SDR (docs/sdr.md)
     qrazor_config, qrazor_matmul, accumulator_question        the QRazor path and accumulator analysis
+
+refsim.rptq (imported on its own; torch/transformers only in its calibrate/gptq parts): RPTQ clustering
+and reordering, GPTQ, the integer OPT decoder block ``opt_block`` and ``refsim calibrate`` (docs/rptq.md).
 """
 
 from refsim.gemm import AccBitsNeeded, acc_bits_needed, acc_bits_worst_case, cluster_int_gemm, int_gemm
