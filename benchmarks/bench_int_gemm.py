@@ -67,7 +67,7 @@ def main(argv=None):
         b = rng.integers(blo, bhi, (n, n), dtype=np.int64)
         backends = ["blas"] + (["torch"] if rate_torch and ahi <= 128 else [])  # auto picks torch here
         for backend in backends:
-            rate = ops / best_time(lambda: refsim.int_gemm(a, b, backend=backend), args.repeats)
+            rate = ops / best_time(lambda a=a, b=b, be=backend: refsim.int_gemm(a, b, backend=be), args.repeats)
             vs_torch = f"{rate / rate_torch:.2f}x" if rate_torch else "-"
             print(f"{name:<14}{backend:<8}{rate / 1e9:8.1f}{rate / rate_f32:12.2f}x{rate / rate_i32:12.0f}x"
                   f"{vs_torch:>12}")

@@ -8,6 +8,8 @@ Specification (DESIGN.md "Numerics"; ONNX QuantizeLinear opset 21 is the ``onnx`
        = fl(xc * fl(1 / sc))         scale_op = mul_recip
     zero_point_stage = after_round:  q = round(v) + z
     zero_point_stage = before_round: q = round(fl(v + fl(z)))
+    zero_point_stage = before_round_fused (mul_recip only): q = round(fl(xc * fl(1 / sc) + z)),
+                     one rounding, as an FMA computes it (FBGEMM's AVX2 quantizer)
     q  = saturate(q) or wrap(q)      into [qmin, qmax] of (bits, signed, narrow)
 
 fl() is IEEE round-to-nearest-even into the compute dtype; round() is the spec's rounding.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from refsim.checks import as_int_array, check_bits, check_range, code_range, normalize_axis
+from refsim.floatops import fused_multiply_add
 from refsim.rounding import round_to_integral
 from refsim.spec import ComputeDtype, NonFinite, NumericsSpec, Saturation, ScaleOp, ZeroPointStage
 
@@ -130,10 +133,13 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
     with np.errstate(over="ignore", invalid="ignore"):
         xc = x.astype(cdt)
         if spec.scale_op is ScaleOp.DIV:
-            v = xc / s
+            v = (xc / s).astype(cdt)
         else:
-            v = xc * (np.asarray(1, dtype=cdt) / s).astype(cdt)
-        v = v.astype(cdt)
+            recip = (np.asarray(1, dtype=cdt) / s).astype(cdt)
+            if spec.zero_point_stage is ZeroPointStage.BEFORE_ROUND_FUSED:
+                v = fused_multiply_add(xc, recip, z, cdt)
+            else:
+                v = (xc * recip).astype(cdt)
         if spec.zero_point_stage is ZeroPointStage.BEFORE_ROUND:
             v = (v + z.astype(cdt)).astype(cdt)
         r = round_to_integral(v, spec.rounding)
@@ -141,7 +147,8 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
             inf = np.isinf(r) & ~nonfinite
             if inf.any():
                 i = tuple(int(j) for j in np.argwhere(inf)[0])
-                raise ValueError(f"x{i} = {float(x[i])} overflows the {cdt.__name__} compute dtype and cannot be wrapped")
+                raise ValueError(f"x{i} = {float(x[i])} overflows the {cdt.__name__} compute dtype "
+                                 "and cannot be wrapped")
         if spec.zero_point_stage is ZeroPointStage.AFTER_ROUND:
             if spec.saturation is Saturation.WRAP:
                 # Exact: fmod of an integral float is exact, so no value above 2^53 is lost.
@@ -163,10 +170,11 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
 
 
 def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, clusters=None, dtype=np.float32):
-    """x = fl((q - z) * s) in ``dtype`` (float32 by default; float16 for RPTQ's fp16 dataflow).
+    """x = fl(fl(q - z) * fl(s)) in ``dtype`` (float32 by default; float16 for RPTQ's fp16 dataflow).
 
-    q - z is an exact integer; its conversion to ``dtype`` is exact while |q - z| < 2^24
-    (float32) or 2^11 (float16), which holds for all codes of up to 16 (resp. 11) bits.
+    q - z is an exact integer; its conversion fl() to ``dtype`` is exact while |q - z| <= 2^24
+    (float32) or 2^11 (float16), and rounds to nearest even beyond, as a tensor subtraction in
+    that dtype does.
     """
     q = as_int_array(q, name="q")
     dtype = np.dtype(dtype)

@@ -89,6 +89,8 @@ def multiply_by_quantized_multiplier(x, quantized_multiplier, shift, *, single_r
             raise ValueError("single rounding needs shift in -31..30 and a non-negative multiplier")
         total = 31 - shift
         result = (x * qm + (np.int64(1) << (total - 1))) >> total
+        # TFLite requires (TFLITE_DCHECK) that the result fits int32; refuse rather than widen.
+        check_range(result, INT32_MIN, INT32_MAX, name="x * multiplier", what="(int32, as TFLite requires)")
         return result
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)

@@ -95,14 +95,17 @@ def quantize_scalar(x: float, s: float, z: int, *, bits: int, signed=None, narro
         v = xc
     elif spec.scale_op.value == "div":
         v = round_to_format(xc / sc, fmt)
+    elif spec.zero_point_stage.value == "before_round_fused":
+        v = round_to_format(xc * round_to_format(1 / sc, fmt) + z, fmt)  # one rounding: an FMA
     else:
         v = round_to_format(xc * round_to_format(1 / sc, fmt), fmt)
     if v in (INF, -INF):
         if spec.saturation.value == "wrap":
             raise ValueError("cannot wrap an infinite value")
         return qmax if v > 0 else qmin
-    if spec.zero_point_stage.value == "before_round":
-        v = round_to_format(v + round_to_format(Fraction(z), fmt), fmt)
+    if spec.zero_point_stage.value in ("before_round", "before_round_fused"):
+        if spec.zero_point_stage.value == "before_round":
+            v = round_to_format(v + round_to_format(Fraction(z), fmt), fmt)
         if v in (INF, -INF):
             return qmax if v > 0 else qmin
         q = round_rational(v, spec.rounding.value)
@@ -114,7 +117,7 @@ def quantize_scalar(x: float, s: float, z: int, *, bits: int, signed=None, narro
 
 
 def dequantize_scalar(q: int, s: float, z: int, fmt="float32") -> Fraction:
-    return round_to_format((q - z) * round_to_format(Fraction(s), fmt), fmt)
+    return round_to_format(round_to_format(Fraction(q - z), fmt) * round_to_format(Fraction(s), fmt), fmt)
 
 
 # --- quantization parameter rules -------------------------------------------------------------

@@ -42,8 +42,9 @@ class Rounding(str, enum.Enum):
 
 
 class ZeroPointStage(str, enum.Enum):
-    AFTER_ROUND = "after_round"  # q = round(x op s) + z            (ONNX QuantizeLinear)
-    BEFORE_ROUND = "before_round"  # q = round(fl(x op s) + z)      (QONNX, Brevitas)
+    AFTER_ROUND = "after_round"  # q = round(fl(x op s)) + z             (ONNX QuantizeLinear)
+    BEFORE_ROUND = "before_round"  # q = round(fl(fl(x op s) + z))       (QONNX, Brevitas, FBGEMM scalar)
+    BEFORE_ROUND_FUSED = "before_round_fused"  # q = round(fl(x * fl(1/s) + z)), one rounding (FBGEMM AVX2 FMA)
 
 
 class Saturation(str, enum.Enum):
@@ -135,6 +136,9 @@ class NumericsSpec:
         for name in ("signed", "narrow"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.zero_point_stage is ZeroPointStage.BEFORE_ROUND_FUSED and self.scale_op is not ScaleOp.MUL_RECIP:
+            raise ValueError("zero_point_stage='before_round_fused' is a fused multiply-add and needs "
+                             "scale_op='mul_recip'; allowed with 'div': 'after_round', 'before_round'")
         if not isinstance(self.acc_bits, int) or isinstance(self.acc_bits, bool) or not 2 <= self.acc_bits <= 64:
             raise ValueError(f"acc_bits={self.acc_bits!r} is not allowed; allowed: an int in 2..64")
 
@@ -179,7 +183,12 @@ PRESETS: dict[str, NumericsSpec] = {
         requant="float", nonfinite="raise", sdr_rounding="half_up",
     ),
     "torch": _spec(
-        scale_op="mul_recip", compute_dtype="float32", rounding="ties_even", zero_point_stage="after_round",
+        scale_op="mul_recip", compute_dtype="float32", rounding="ties_even", zero_point_stage="before_round_fused",
+        signed=True, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
+        requant="float", nonfinite="raise", sdr_rounding="half_up",
+    ),
+    "torch_per_channel": _spec(
+        scale_op="mul_recip", compute_dtype="float32", rounding="ties_even", zero_point_stage="before_round",
         signed=True, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
         requant="float", nonfinite="raise", sdr_rounding="half_up",
     ),
@@ -209,8 +218,12 @@ PRESETS: dict[str, NumericsSpec] = {
 PRESET_SOURCES: dict[str, str] = {
     "onnx": "ONNX QuantizeLinear opset 21 (y = saturate(round_half_even(x / y_scale) + y_zero_point)); "
     "MatMulInteger accumulates in int32 and wraps; QLinearMatMul requantizes in float.",
-    "torch": "torch.quantize_per_tensor/per_channel (ATen quantize_val: zero_point + nearbyint(x * (1/scale)), "
-    "inverse scale rounded once to float32); FBGEMM int32 accumulation and float requantization.",
+    "torch": "torch.quantize_per_tensor, qint8/quint8, x86 (FBGEMM QuantizeAvx2, LEGACY): "
+    "nearbyint(fma(x, 1.0f / scale, zero_point)), one float32 rounding; FBGEMM int32 accumulation and float "
+    "requantization. Established by tests/test_conformance_torch.py against torch 2.13 on x86.",
+    "torch_per_channel": "torch.quantize_per_channel and quantize_per_tensor(qint32) on x86 (fbgemm::Quantize, "
+    "LEGACY, scalar): nearbyint(fl32(zero_point + fl32(x * (1.0f / scale)))): the zero point added before "
+    "rounding, unfused.",
     "gptq": "IST-DASLab gptq quant.py Quantizer: clamp(torch.round(x / scale) + zero, 0, maxq), float32.",
     "rptq": "RPTQ4LLM quantizer: round(x / scale) + round_zero_point, signed range, tensors in fp16.",
     "qrazor": "QRazor base precision: absmax symmetric, narrow range +-(2^(b-1)-1); SDR rounding bit "

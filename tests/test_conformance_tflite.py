@@ -288,9 +288,6 @@ def test_mbqm_double_rounding_refuses_int32_overflow_of_the_left_shift():
         tflite_mbqm_double(2**28 - 1, qm, shift)]
 
 
-@pytest.mark.xfail(strict=True, reason="refsim returns a value outside int32 where TFLite's single-rounding "
-                   "MultiplyByQuantizedMultiplier DCHECKs the result fits int32 (a release build wraps it); "
-                   "the double-rounding path refuses its int32 overflow: see docs/conformance.md")
 def test_mbqm_single_rounding_refuses_a_result_outside_int32():
     qm, shift = tflite_quantize_multiplier(2.0**31, single_rounding=True)
     assert (qm, shift) == (2**31 - 1, 30)

@@ -13,13 +13,12 @@ here case by case (docs/conformance.md has the full story):
   USE_FBGEMM is the same scalar ``fbgemm::Quantize<T>`` (LEGACY): before rounding, unfused.
 * In every path ``inv_scale = 1.0f / float(scale)`` (rounded once) and x is multiplied by it.
 
-refsim's ``torch`` preset is ``mul_recip`` with the zero point added *after* rounding (ATen's
-non-FBGEMM ``quantize_val``). It equals torch whenever the zero point is 0 (all three forms
-coincide then) and differs on ties when the zero point is odd: an ``xfail(strict=True)`` below
-pins that, and the same preset with ``zero_point_stage="before_round"`` is shown to equal
-torch's per-channel and qint32 paths bit for bit. The fused per-tensor int8 path can differ
-from that by one code when the zero point cancels x / s (named case below); refsim has no
-fused zero-point stage.
+refsim's ``torch`` preset is ``mul_recip`` with ``zero_point_stage="before_round_fused"``
+(one float32 rounding of x * fl(1/s) + z, as the FMA computes it): torch.quantize_per_tensor
+for qint8 / quint8. The ``torch_per_channel`` preset is the unfused ``before_round`` form:
+quantize_per_channel and per-tensor qint32. (An earlier torch preset added the zero point after
+rounding, ATen's non-FBGEMM ``quantize_val``; these tests found that it differs on every tie
+with an odd zero point, docs/conformance.md.) All three forms coincide when the zero point is 0.
 
 Codes are compared as integers (``np.array_equal`` on ``int_repr()``).
 """
@@ -40,7 +39,7 @@ torch = pytest.importorskip("torch")
 import refsim  # noqa: E402
 
 TORCH = refsim.preset("torch")
-TORCH_BEFORE = TORCH.replace(zero_point_stage="before_round")
+TORCH_BEFORE = refsim.preset("torch_per_channel")
 
 # torch dtype -> (refsim bits, signed, qmin, qmax). qint32 is compared through 16-bit codes with
 # inputs kept inside the int16 range (refsim codes are at most 16 bits), which still exercises
@@ -121,11 +120,6 @@ FMA_CASE = (np.float32(-1.2917585), np.float32(0.5167034), 3)  # x * fl(1/s) is 
 FUSED_INT8 = FBGEMM_LEGACY and torch_per_tensor(np.array([FMA_CASE[0]]), FMA_CASE[1], 3, torch.qint8).tolist() == [1]
 needs_legacy = pytest.mark.skipif(not FBGEMM_LEGACY, reason="this torch build adds the zero point after rounding")
 needs_fused = pytest.mark.skipif(not FUSED_INT8, reason="this torch build has no fused (AVX2 FMA) int8 quantizer")
-ZP_BEFORE_ROUND = ("torch (USE_FBGEMM) adds the zero point before rounding (fbgemm LEGACY); the torch preset adds it "
-                   "after: ties with an odd zero point differ. See docs/conformance.md")
-ZP_BEFORE_ROUND_PER_CHANNEL = ("torch per-channel (at::native::quantize_val -> fbgemm LEGACY) adds the zero point "
-                               "before rounding; the torch preset adds it after. See docs/conformance.md")
-
 
 # --- inputs ---------------------------------------------------------------------------------------
 
@@ -203,12 +197,15 @@ def test_per_tensor_matches_the_fbgemm_legacy_transcription(dtype, x, s, data):
     assert np.array_equal(torch_per_tensor(x, s, z, dtype), expect)
 
 
-@pytest.mark.xfail(FBGEMM_LEGACY, strict=True, reason=ZP_BEFORE_ROUND)
+@needs_legacy
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
 def test_torch_preset_with_odd_zero_point_matches_torch(dtype):
     x = (np.arange(-6, 6, dtype=np.float32) + np.float32(0.5)) * np.float32(0.5)  # x / s = k + 1/2 exactly
     z = 3
-    assert np.array_equal(refsim_codes(x, 0.5, z, dtype), torch_per_tensor(x, 0.5, z, dtype))
+    spec = TORCH_BEFORE if dtype is torch.qint32 else TORCH
+    assert np.array_equal(refsim_codes(x, 0.5, z, dtype, spec=spec), torch_per_tensor(x, 0.5, z, dtype))
+    after = TORCH.replace(zero_point_stage="after_round")  # what the torch preset used to be: wrong here
+    assert not np.array_equal(refsim_codes(x, 0.5, z, dtype, spec=after), torch_per_tensor(x, 0.5, z, dtype))
 
 
 @needs_legacy
@@ -239,13 +236,12 @@ def test_fused_multiply_add_case_is_what_torch_int8_computes():
 
 
 @needs_fused
-@pytest.mark.xfail(strict=True, reason="refsim has no fused (single-rounding) zero-point stage: "
-                   "torch's per-tensor int8/uint8 path computes nearbyint(fma(x, 1/s, z)). See docs/conformance.md")
-def test_before_round_spec_matches_torch_int8_fma_case():
+def test_torch_preset_matches_torch_int8_fma_case_and_unfused_does_not():
     x, s, z = FMA_CASE
     xs = np.full(9, x, dtype=np.float32)
-    assert np.array_equal(refsim_codes(xs, s, z, torch.qint8, spec=TORCH_BEFORE), torch_per_tensor(xs, s, z,
-                                                                                                    torch.qint8))
+    assert np.array_equal(refsim_codes(xs, s, z, torch.qint8), torch_per_tensor(xs, s, z, torch.qint8))
+    assert not np.array_equal(refsim_codes(xs, s, z, torch.qint8, spec=TORCH_BEFORE),
+                              torch_per_tensor(xs, s, z, torch.qint8))
 
 
 # --- per channel -----------------------------------------------------------------------------------
@@ -278,12 +274,13 @@ def test_torch_preset_matches_torch_per_channel_with_zero_zero_points(dtype, d0,
     assert np.array_equal(refsim_codes(x, s, z, dtype, axis=0), torch_per_channel(x, s, z, 0, dtype))
 
 
-@pytest.mark.xfail(FBGEMM_LEGACY, strict=True, reason=ZP_BEFORE_ROUND_PER_CHANNEL)
-def test_torch_preset_matches_torch_per_channel_with_odd_zero_points():
+@needs_legacy
+def test_torch_per_channel_preset_matches_torch_per_channel_with_odd_zero_points():
     s = np.array([0.5, 0.25], dtype=np.float32)
     x = ((np.arange(-8, 8, dtype=np.float32) + np.float32(0.5))[None, :] * s[:, None]).astype(np.float32)
     z = np.array([3, -5])
-    assert np.array_equal(refsim_codes(x, s, z, torch.qint8, axis=0), torch_per_channel(x, s, z, 0, torch.qint8))
+    got = refsim_codes(x, s, z, torch.qint8, spec=TORCH_BEFORE, axis=0)
+    assert np.array_equal(got, torch_per_channel(x, s, z, 0, torch.qint8))
 
 
 def test_saturation_beyond_the_code_range():
@@ -295,26 +292,10 @@ def test_saturation_beyond_the_code_range():
             assert np.array_equal(refsim_codes(x, 1.0, z, dtype), torch_per_tensor(x, 1.0, z, dtype)), (dtype, z)
 
 
-def fused_codes_vectorized(x, s, z, qmin, qmax):
-    """The fix proposed in docs/conformance.md for a fused zero-point stage, vectorized:
-    fl32(x * r + z) with one rounding, via an exact float64 product, TwoSum and rounding to odd."""
-    x = np.asarray(x, dtype=np.float32)
-    r = np.float32(1.0) / np.float32(s)
-    p = x.astype(np.float64) * np.float64(r)  # exact: 24 + 24 significant bits
-    zf = np.float64(z)
-    t = p + zf
-    bb = t - p
-    err = (p - (t - bb)) + (zf - bb)  # TwoSum: t + err == p + z exactly
-    odd = np.frexp(t)[0] * 2.0**53 % 2 == 1
-    t = np.where((err != 0) & ~odd, np.nextafter(t, np.where(err > 0, np.inf, -np.inf)), t)  # round to odd
-    v = np.minimum(t.astype(np.float32), INT32_FLOAT_MAX)  # float64 -> float32 after rounding to odd: exact
-    return np.clip(np.rint(v.astype(np.float64)), qmin, qmax).astype(np.int64)
-
-
 @needs_fused
 @pytest.mark.parametrize("dtype", [torch.qint8, torch.quint8], ids=str)
-def test_proposed_fused_stage_matches_torch_per_tensor_int8_at_scale(dtype):
-    """Evidence for the proposed ``before_round_fused`` stage: on ties, cancelled ties, their float32
+def test_fused_stage_matches_torch_per_tensor_int8_at_scale(dtype):
+    """The ``before_round_fused`` stage of the torch preset: on ties, cancelled ties, their float32
     neighbours and Gaussian values, for 40 random (scale, zero point) pairs, it equals torch exactly."""
     _, _, qmin, qmax = DTYPES[dtype]
     rng = np.random.default_rng(2026)
@@ -324,10 +305,10 @@ def test_proposed_fused_stage_matches_torch_per_tensor_int8_at_scale(dtype):
         k = np.arange(-200, 200, dtype=np.float64) + 0.5
         x = np.concatenate([rng.standard_normal(1000) * 100 * s, k * s, (k - z) * s]).astype(np.float32)
         x = np.concatenate([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))])
-        assert np.array_equal(fused_codes_vectorized(x, s, z, qmin, qmax), torch_per_tensor(x, s, z, dtype)), (s, z)
+        assert np.array_equal(refsim_codes(x, s, z, dtype), torch_per_tensor(x, s, z, dtype)), (s, z)
     x, s, z = FMA_CASE
     # fl32(fma) = 0.50000012 rounds to 1 (in range for both dtypes), as torch computes it
-    assert fused_codes_vectorized(np.array([x]), s, z, qmin, qmax).tolist() == [1] == torch_per_tensor(
+    assert refsim_codes(np.array([x]), s, z, dtype).tolist() == [1] == torch_per_tensor(
         np.array([x]), s, z, dtype).tolist()
 
 

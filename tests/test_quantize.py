@@ -72,10 +72,11 @@ def test_div_and_reciprocal_differ_on_fbgemm_example():
     assert np.float32(x / s) < 127.5
     assert np.float32(x * np.float32(1 / s)) == 127.5
     onnx = refsim.quantize(np.array([x]), s, bits=8, spec=refsim.preset("onnx"))
-    torch_ = refsim.quantize(np.array([x]), s, bits=8, spec=refsim.preset("torch").replace(rounding="ties_away"))
+    away = {name: refsim.preset(name).replace(rounding="ties_away") for name in ("onnx", "torch")}
+    torch_ = refsim.quantize(np.array([x]), s, bits=8, spec=away["torch"])
     assert (onnx[0], torch_[0]) == (127, 127)  # 127.5 ties away -> 128 saturates to 127
-    assert refsim.quantize(np.array([x]), s, bits=9, spec=refsim.preset("torch").replace(rounding="ties_away"))[0] == 128
-    assert refsim.quantize(np.array([x]), s, bits=9, spec=refsim.preset("onnx").replace(rounding="ties_away"))[0] == 127
+    assert refsim.quantize(np.array([x]), s, bits=9, spec=away["torch"])[0] == 128
+    assert refsim.quantize(np.array([x]), s, bits=9, spec=away["onnx"])[0] == 127
 
 
 def test_fp16_compute_rounds_the_quotient_to_half_precision():
@@ -116,10 +117,10 @@ def test_dequantize_equals_scalar_twin(bits, q, s, z):
     q = np.array(q)
     got = refsim.dequantize(q, s, z)
     assert got.dtype == np.float32
-    assert all(Fraction(float(g)) == dequantize_scalar(int(v), float(s), z) for g, v in zip(got, q))
+    assert all(Fraction(float(g)) == dequantize_scalar(int(v), float(s), z) for g, v in zip(got, q, strict=True))
     got16 = refsim.dequantize(q, s, z, dtype=np.float16)
-    assert all(Fraction(float(g)) == dequantize_scalar(int(v), float(s), z, "float16") for g, v in zip(got16, q)
-               if np.isfinite(g))
+    assert all(Fraction(float(g)) == dequantize_scalar(int(v), float(s), z, "float16")
+               for g, v in zip(got16, q, strict=True) if np.isfinite(g))
 
 
 def test_nonfinite_policy():

@@ -60,9 +60,10 @@ def test_double_and_single_rounding_disagree_sometimes():
     x = rng.integers(-(2**31), 2**31, size=20000)
     m = rng.uniform(2.0**-12, 0.999, size=20000)
     dr = np.array([refsim.multiply_by_quantized_multiplier(xi, *refsim.quantize_multiplier(mi)) for xi, mi in
-                   zip(x[:2000], m[:2000])])
+                   zip(x[:2000], m[:2000], strict=True)])
     sr = np.array([refsim.multiply_by_quantized_multiplier(xi, *refsim.quantize_multiplier(mi, single_rounding=True),
-                                                           single_rounding=True) for xi, mi in zip(x[:2000], m[:2000])])
+                                                           single_rounding=True)
+                   for xi, mi in zip(x[:2000], m[:2000], strict=True)])
     frac = float(np.mean(dr != sr))
     assert 0.001 < frac < 0.2  # they are different algorithms; both are exact to within one unit
     assert np.all(np.abs(dr - sr) <= 1)

@@ -17,7 +17,7 @@ def test_preset_round_trips_through_json(name):
 
 
 def test_presets_cover_the_design_list():
-    assert set(PRESETS) == {"onnx", "torch", "gptq", "rptq", "qrazor", "tflite"}
+    assert set(PRESETS) == {"onnx", "torch", "torch_per_channel", "gptq", "rptq", "qrazor", "tflite"}
 
 
 def test_presets_differ_where_their_sources_do():
@@ -54,5 +54,7 @@ def test_bad_knob_values_name_the_field_and_the_allowed_values():
         refsim.preset("onnx").replace(rounding="nearest")
     with pytest.raises(ValueError, match="acc_bits"):
         refsim.preset("onnx").replace(acc_bits=65)
+    with pytest.raises(ValueError, match="before_round_fused.*needs scale_op='mul_recip'"):
+        refsim.preset("onnx").replace(zero_point_stage="before_round_fused")
     with pytest.raises(ValueError, match="preset name='bogus'.*onnx"):
         refsim.preset("bogus")
