@@ -96,7 +96,10 @@ class Hardware:
         return best
 
     def describe(self) -> str:
-        peaks = ", ".join(f"W{w}A{a}: {p / 1e12:g} T" for (w, a), p in sorted(self.peaks.items()))
+        sym = sorted((k, p) for k, p in self.peaks.items() if k[0] == k[1])
+        mixed = len(self.peaks) - len(sym)
+        peaks = ", ".join(f"W{w}A{a}: {p / 1e12:.4g} T" for (w, a), p in sym) + (
+            f" (+{mixed} mixed-width datapaths)" if mixed else "")
         tag = " (hypothetical)" if self.hypothetical else ""
         return (f"{self.name}{tag}: {self.bandwidth / 1e12:g} TB/s, {self.capacity / 2**30:.1f} GiB, "
                 f"buffer {self.buffer / 2**20:g} MiB, {self.clock_hz / 1e9:g} GHz; peaks {peaks}")

@@ -106,18 +106,28 @@ def plot_roofline(shape, config, hw: Hardware, batch: int, seq: int, path: str, 
     ax.axhline(hw.vector_ops, color="gray", lw=0.8, ls=":", label=f"vector {hw.vector_ops / 1e12:g} TOP/s")
     configs = [parse_config(config)] + ([parse_config(compare)] if compare else [])
     markers = {"prefill": "o", "decode": "s"}
+    lowest = np.inf
     for ci, cfg in enumerate(configs):
         for stage in ("prefill", "decode"):
+            labels: dict[tuple, list[str]] = {}
             for c in cost_ops(build_ops(shape, cfg.fields(), hw, batch, seq, stage), hw):
                 if c.op.kind == "vector" or float(c.op.dram_bytes) == 0:
                     continue
                 inten = float(c.intensity)
                 perf = float(c.op.ops / c.time)
+                lowest = min(lowest, perf)
                 col = "C3" if stage == "prefill" else "C4"
                 ax.scatter(inten, perf, marker=markers[stage], s=36, zorder=3, edgecolors=col,
                            facecolors=col if ci == 0 else "none")
-                if ci == 0:
-                    ax.annotate(c.op.name, (inten, perf), fontsize=6, xytext=(3, 2), textcoords="offset points")
+                # operations at (almost) the same place share one label
+                key = (round(np.log10(inten) * 8), round(np.log10(perf) * 8))
+                labels.setdefault(key, [inten, perf]).append(c.op.name)
+            if ci == 0:  # labels fanned out above (prefill) or below (decode) with leader lines
+                sign = 1 if stage == "prefill" else -1
+                for i, (inten, perf, *names) in enumerate(sorted(labels.values())):
+                    ax.annotate(", ".join(names), (inten, perf), fontsize=6, ha="right" if sign < 0 else "left",
+                                xytext=(-6 * sign if sign < 0 else 6, sign * (8 + 11 * i)), textcoords="offset points",
+                                arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5"))
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
@@ -130,7 +140,7 @@ def plot_roofline(shape, config, hw: Hardware, batch: int, seq: int, path: str, 
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(xs[0], xs[-1])
-    ax.set_ylim(1e10, max(p for p in hw.peaks.values()) * 2)
+    ax.set_ylim(min(lowest, hw.vector_ops) / 8, max(p for p in hw.peaks.values()) * 8)
     ax.set_xlabel("arithmetic intensity (ops per DRAM byte)")
     ax.set_ylabel("attained ops/s (MAC = 2 ops)")
     ax.grid(which="both", alpha=0.25)

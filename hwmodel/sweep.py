@@ -90,10 +90,15 @@ def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | N
     ``tcp://10.0.0.5:8786``). Returns the rows in point order."""
     chunks = [points[i : i + chunk_size] for i in range(0, len(points), chunk_size)]
 
+    tty = sys.stderr.isatty()
+    step = max(1, len(chunks) // 10)
+
     def report(done: int, t0: float):
-        if progress:
-            print(f"\rsweep errors: {done}/{len(chunks)} chunks ({min(done * chunk_size, len(points))}/"
-                  f"{len(points)} points) {time.time() - t0:.1f}s", end="", file=sys.stderr, flush=True)
+        # a live line on a terminal; about ten plain lines in a log
+        if progress and (tty or done % step == 0 or done == len(chunks)):
+            print(f"{chr(13) if tty else ''}sweep errors: {done}/{len(chunks)} chunks "
+                  f"({min(done * chunk_size, len(points))}/{len(points)} points) {time.time() - t0:.1f}s",
+                  end="" if tty else "\n", file=sys.stderr, flush=True)
 
     t0 = time.time()
     if scheduler == "inline":
@@ -101,7 +106,7 @@ def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | N
         for i, ch in enumerate(chunks):
             out.extend(_error_chunk(ch, calib))
             report(i + 1, t0)
-        if progress:
+        if progress and tty:
             print(file=sys.stderr)
         return out
 
@@ -123,7 +128,7 @@ def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | N
         for done, fut in enumerate(as_completed(futures), start=1):
             results[index[fut.key]] = fut.result()
             report(done, t0)
-        if progress:
+        if progress and tty:
             print(file=sys.stderr)
     finally:
         client.close()
