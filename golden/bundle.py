@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,22 +141,7 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        entries = []
-        for i, s in enumerate(stages):
-            if report:
-                report(f"[{i + 1}/{len(stages)}] {s.name}: {s.array.size} words of {s.word_bits} bits")
-            e = stage_entry(s)
-            np.save(tmp / e["npy"], s.array, allow_pickle=False)
-            words = hexio.words_from_array(s.array, s.word_bits, name=s.name,
-                                           sign_magnitude=s.layout == "sign_magnitude")
-            hex_progress = None
-            if report and words.size > (4 << 20):
-                def hex_progress(done, n, _name=s.name):
-                    if done == n or done % (16 * hexio.CHUNK_WORDS) == 0:
-                        report(f"    {_name}.hex {100 * done // n}%")
-            hexio.write_hex(tmp / e["hex"], words, s.word_bits, progress=hex_progress)
-            e["sha256"] = {"npy": sha256_file(tmp / e["npy"]), "hex": sha256_file(tmp / e["hex"])}
-            entries.append(e)
+        entries = write_stage_files(tmp, stages, report=report)
         manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries)
         (tmp / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is for sharing
@@ -172,6 +158,40 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     if report:
         report(f"wrote {out} ({len(stages)} stages, preset {p.name}, level {level}, seed {seed})")
     return out
+
+
+def write_stage_files(directory, stages, *, report=None, timings=None) -> list[dict]:
+    """Write each stage's .npy and .hex into ``directory``; returns the manifest's stage entries.
+
+    timings: an optional dict that receives the seconds spent in ``np.save`` (``npy``), in
+    word conversion plus the hex writer (``hex``) and in hashing (``sha256``).
+    """
+    directory = Path(directory)
+    t = timings if timings is not None else {}
+    for k in ("npy", "hex", "sha256"):
+        t.setdefault(k, 0.0)
+    entries = []
+    for i, s in enumerate(stages):
+        if report:
+            report(f"[{i + 1}/{len(stages)}] {s.name}: {s.array.size} words of {s.word_bits} bits")
+        e = stage_entry(s)
+        t0 = time.perf_counter()
+        np.save(directory / e["npy"], s.array, allow_pickle=False)
+        t1 = time.perf_counter()
+        hex_progress = None
+        if report and s.array.size > (4 << 20):
+            def hex_progress(done, n, _name=s.name):
+                if done == n or done % (16 * hexio.CHUNK_WORDS) == 0:
+                    report(f"    {_name}.hex {100 * done // n}%")
+        hexio.write_array_hex(directory / e["hex"], s.array, s.word_bits, progress=hex_progress,
+                              sign_magnitude=s.layout == "sign_magnitude")
+        t2 = time.perf_counter()
+        e["sha256"] = {"npy": sha256_file(directory / e["npy"]), "hex": sha256_file(directory / e["hex"])}
+        t["npy"] += t1 - t0
+        t["hex"] += t2 - t1
+        t["sha256"] += time.perf_counter() - t2
+        entries.append(e)
+    return entries
 
 
 def make_manifest(p: Preset, *, seed, level, shape, entries) -> dict:

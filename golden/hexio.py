@@ -26,7 +26,7 @@ import numpy as np
 _DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 # Words per formatting chunk: big enough to amortize numpy's per-call cost, small enough for
 # the temporaries to stay in cache (measured by benchmarks/bench_golden.py).
-CHUNK_WORDS = 1 << 16
+CHUNK_WORDS = 1 << 18
 MAX_WORD_BITS = 64
 
 
@@ -49,13 +49,15 @@ def word_dtype(word_bits: int) -> np.dtype:
 
 
 def words_from_array(a: np.ndarray, word_bits: int, *, name: str = "array",
-                     sign_magnitude: bool = False) -> np.ndarray:
+                     sign_magnitude: bool = False, mask: bool = True) -> np.ndarray:
     """The memory words of an array (``word_dtype(word_bits)``), flattened in C order.
 
     Integers: the low ``word_bits`` bits of the two's complement (a value that fits neither
     the signed nor the unsigned ``word_bits`` range is an error naming its index), or with
     ``sign_magnitude`` the top bit = (v < 0) and the low bits |v| (|v| < 2^(word_bits-1)).
     float16 / float32 / float64: the IEEE bit pattern, which needs word_bits = 16 / 32 / 64.
+    ``mask=False`` leaves the bits above ``word_bits`` of a negative value set (the hex writer
+    masks them itself; internal use).
     """
     word_bits = check_word_bits(word_bits)
     a = np.asarray(a)
@@ -88,8 +90,8 @@ def words_from_array(a: np.ndarray, word_bits: int, *, name: str = "array",
     if a.dtype.kind == "i" and a.dtype.itemsize > wdt.itemsize and vmax > np.iinfo(sdt).max:
         w = flat.astype(np.int64).view(np.uint64).astype(wdt)  # an unsigned value in a signed array
     else:
-        w = flat.astype(sdt if a.dtype.kind == "i" else wdt).view(wdt)
-    if word_bits < 8 * wdt.itemsize:
+        w = flat.astype(sdt if a.dtype.kind == "i" else wdt, copy=False).view(wdt)
+    if word_bits < 8 * wdt.itemsize and mask:
         w = w & wdt.type((1 << word_bits) - 1)
     return w
 
@@ -113,8 +115,9 @@ def array_from_words(words: np.ndarray, *, dtype, shape, word_bits: int, signed:
     return v.astype(dtype).reshape(shape)
 
 
-def _container(nd: int):
-    return np.uint8 if nd == 1 else np.uint16 if nd == 2 else np.uint32 if nd <= 4 else np.uint64
+def _container(nbytes_needed: int):
+    return np.dtype(np.uint8 if nbytes_needed == 1 else np.uint16 if nbytes_needed == 2 else
+                    np.uint32 if nbytes_needed <= 4 else np.uint64).type
 
 
 def _line_dtype(parts):
@@ -141,65 +144,83 @@ def _lanes(step: int, nbytes: int) -> int:
 
 
 def _ascii_digits(w: np.ndarray, nd: int, x: np.ndarray, t: np.ndarray) -> None:
-    """x <- the nd low hex digits of w as ASCII bytes, the most significant digit in x's lowest byte.
+    """x <- the nd low hex digits of w as ASCII bytes 0..nd-1, the most significant digit in byte 0.
 
     SWAR: the nibbles are spread one per byte in log2(nd) shift-or-mask steps, byte-swapped
-    into reading order, and mapped to '0'-'9' / 'a'-'f' with a carry trick
-    (nibble + 6 carries into bit 4 exactly when nibble > 9), all in place on x and t.
+    into reading order, and mapped to '0'-'9' / 'a'-'f' with a carry trick (nibble + 6
+    carries into bit 4 exactly when nibble > 9), all in place on x and t. Bytes of x above
+    nd - 1 are left zero.
     """
     cont = x.dtype.type
     nbytes = x.dtype.itemsize
-    np.copyto(x, w, casting="unsafe")
+    np.copyto(x, w, casting="unsafe")  # unsigned words, widened; or narrowed after a range check
     if nd < 2 * nbytes:
         np.bitwise_and(x, cont((1 << (4 * nd)) - 1), out=x)
     for step in (16, 8, 4):  # spread: nibble i of w moves to byte i
-        if step > 2 * nbytes:
+        if step > 2 * nbytes or 4 * nd <= step:
             continue
         np.left_shift(x, cont(step), out=t)
         np.bitwise_or(x, t, out=x)
         np.bitwise_and(x, cont(_lanes(step, nbytes)), out=x)
-    if nbytes > 1:
-        x.byteswap(inplace=True)  # numpy's byteswap of a same-typed array: reading order
+    if nd > 1:
+        x.byteswap(inplace=True)  # the most significant digit to the lowest address
         if nd < nbytes:
             np.right_shift(x, cont(8 * (nbytes - nd)), out=x)
-    ones = int.from_bytes(b"\x01" * nbytes, "little")
+    ones = sum(1 << (8 * d) for d in range(nd))
     np.add(x, cont(6 * ones), out=t)
     np.right_shift(t, cont(4), out=t)
-    np.bitwise_and(t, cont(ones), out=t)
+    if nd > 1:  # a single digit has nothing above it to shift in
+        np.bitwise_and(t, cont(ones), out=t)
     np.multiply(t, cont(0x27), out=t)
     np.add(x, t, out=x)
     np.add(x, cont(0x30 * ones), out=x)
 
 
-def _iter_hex_chunks(words: np.ndarray, word_bits: int):
-    """Yield the ``$readmemh`` text of ``words`` chunk by chunk (reused buffers: consume each at once)."""
+def _iter_hex_chunks(a: np.ndarray, word_bits: int, *, sign_magnitude: bool = False):
+    """Yield the ``$readmemh`` text of array ``a`` (see ``words_from_array``) chunk by chunk.
+
+    The words are converted per chunk, so no full-size copy is made. The yielded buffers are
+    reused: consume each before asking for the next.
+    """
+    flat = np.asarray(a).reshape(-1)
     nd = hex_digits(word_bits)
+    n_max = max(1, min(CHUNK_WORDS, flat.size))
+    if nd + 1 in (2, 4, 8):  # a line fills a machine word: digits in the low bytes, "\n" on top
+        cont = _container(nd + 1)
+        x, t = np.empty(n_max, cont), np.empty(n_max, cont)
+        for start in range(0, flat.size, CHUNK_WORDS):
+            # _ascii_digits keeps the low 4*nd bits: the words need masking only when word_bits is not 4*nd
+            w = words_from_array(flat[start:start + CHUNK_WORDS], word_bits, sign_magnitude=sign_magnitude,
+                                 mask=word_bits != 4 * nd)
+            xv, tv = x[:w.size], t[:w.size]
+            _ascii_digits(w, nd, xv, tv)
+            np.bitwise_or(xv, cont(10 << (8 * nd)), out=xv)
+            yield xv
+        return
     lo_nd, hi_nd = min(nd, 8), max(nd - 8, 0)
     ldt, plan = _line_dtype(([(hi_nd, "h")] if hi_nd else []) + [(lo_nd, "l")])
-    n_max = min(CHUNK_WORDS, words.size)
     bufs = {"l": (np.empty(n_max, _container(lo_nd)), np.empty(n_max, _container(lo_nd)))}
     if hi_nd:
         bufs["h"] = (np.empty(n_max, _container(hi_nd)), np.empty(n_max, _container(hi_nd)))
     out = np.empty(n_max, ldt)
     out["nl"] = 10
-    for start in range(0, words.size, CHUNK_WORDS):
-        c = words[start:start + CHUNK_WORDS]
-        n = c.size
-        _ascii_digits(c, lo_nd, bufs["l"][0][:n], bufs["l"][1][:n])
+    for start in range(0, flat.size, CHUNK_WORDS):
+        w = words_from_array(flat[start:start + CHUNK_WORDS], word_bits, sign_magnitude=sign_magnitude)
+        n = w.size
+        _ascii_digits(w, lo_nd, bufs["l"][0][:n], bufs["l"][1][:n])
         if hi_nd:
-            _ascii_digits(c >> np.uint64(32), hi_nd, bufs["h"][0][:n], bufs["h"][1][:n])
+            _ascii_digits(w >> w.dtype.type(32), hi_nd, bufs["h"][0][:n], bufs["h"][1][:n])
         o = out[:n]
         for name, src, base in plan:
-            x = bufs[src][0][:n]
-            o[name] = x >> x.dtype.type(8 * base) if base else x
+            xs = bufs[src][0][:n]
+            o[name] = xs >> xs.dtype.type(8 * base) if base else xs
         yield o
 
 
 def format_hex(words: np.ndarray, word_bits: int) -> bytes:
     """The ``$readmemh`` text of unsigned words: one fixed-width lower-case word per line.
 
-    Vectorized (``_ascii_digits``): no Python loop per word; the text of each chunk is a
-    packed struct array whose fields are the digit groups and the newline.
+    Vectorized (``_ascii_digits``): no Python loop per word.
     """
     word_bits = check_word_bits(word_bits)
     w = _as_words(words, word_bits)
@@ -211,7 +232,7 @@ def _as_words(words, word_bits: int) -> np.ndarray:
     if w.dtype.kind != "u":
         raise TypeError(f"words must be an unsigned integer array (see words_from_array), got dtype {w.dtype}")
     if w.size and word_bits < 64 and int(w.max()) >> word_bits:
-        i = int(np.argmax(w >> w.dtype.type(min(word_bits, 8 * w.dtype.itemsize - 1)) != 0))
+        i = int(np.argmax([int(v) >> word_bits != 0 for v in w]))  # the error path only
         raise ValueError(f"words[{i}] = {int(w[i]):#x} is wider than word_bits={word_bits}")
     return w
 
@@ -223,20 +244,30 @@ def format_hex_scalar(words, word_bits: int) -> bytes:
 
 
 def write_hex(path, words: np.ndarray, word_bits: int, *, progress: Callable[[int, int], None] | None = None) -> None:
-    """Write uint64 words as a ``$readmemh`` file, in chunks (``progress(done, total)`` after each).
+    """Write unsigned words as a ``$readmemh`` file, in chunks (``progress(done, total)`` after each)."""
+    word_bits = check_word_bits(word_bits)
+    _write_chunks(path, _as_words(words, word_bits), word_bits, progress, False)
+
+
+def write_array_hex(path, a: np.ndarray, word_bits: int, *, sign_magnitude: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> None:
+    """Write an array's words (``words_from_array``, converted chunk by chunk) as a ``$readmemh`` file.
 
     The caller names a path inside a temporary bundle directory (the bundle is renamed into
     place whole), so no temporary name is needed here.
     """
     word_bits = check_word_bits(word_bits)
-    w = _as_words(words, word_bits)
+    _write_chunks(path, np.asarray(a), word_bits, progress, sign_magnitude)
+
+
+def _write_chunks(path, a, word_bits, progress, sign_magnitude):
     done = 0
     with open(path, "wb") as f:
-        for chunk in _iter_hex_chunks(w, word_bits):
+        for chunk in _iter_hex_chunks(a, word_bits, sign_magnitude=sign_magnitude):
             f.write(chunk)
             done += chunk.size
             if progress is not None:
-                progress(done, w.size)
+                progress(done, a.size)
 
 
 _FAST_OK = re.compile(rb"\A(?:[0-9a-fA-F]+\n)*\Z")

@@ -160,7 +160,7 @@ def test_a_crash_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(hexio, "write_hex", boom)
+    monkeypatch.setattr(hexio, "write_array_hex", boom)
     with pytest.raises(RuntimeError):
         golden.write_bundle(None, tmp_path / "b")
     assert list(tmp_path.iterdir()) == []
