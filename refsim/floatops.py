@@ -15,14 +15,15 @@ def fused_multiply_add(a, b, c, dtype) -> np.ndarray:
     p <= 24 bits equals a single round-to-nearest-even (53 >= 2p + 2; Boldo and Melquiond,
     "Emulation of FMA and correctly rounded sums: proved algorithms using rounding to odd").
     """
-    p = np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
-    zc = np.asarray(c, dtype=np.float64)
-    t = p + zc
-    bb = t - p
-    err = (p - (t - bb)) + (zc - bb)  # TwoSum: t + err == p + c exactly
-    mant = np.frexp(t)[0]
-    even = np.fmod(np.abs(mant) * 2.0**53, 2.0) == 0.0
-    step = np.nextafter(t, np.where(err > 0, np.inf, -np.inf))
-    t = np.where((err != 0) & even, step, t)
-    with np.errstate(over="ignore"):
+    # Infinite inputs (an overflowed fp16 x) make NaN error terms; they keep t = +-inf.
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
+        zc = np.asarray(c, dtype=np.float64)
+        t = p + zc
+        bb = t - p
+        err = (p - (t - bb)) + (zc - bb)  # TwoSum: t + err == p + c exactly
+        mant = np.frexp(t)[0]
+        even = np.fmod(np.abs(mant) * 2.0**53, 2.0) == 0.0
+        step = np.nextafter(t, np.where(err > 0, np.inf, -np.inf))
+        t = np.where((err != 0) & even & np.isfinite(t), step, t)
         return t.astype(dtype)

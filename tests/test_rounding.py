@@ -69,3 +69,32 @@ def test_round_to_format_matches_numpy_casts(fr, fmt):
         expect = float(np.asarray(x).astype(dt))
     got = round_to_format(fr, fmt)
     assert (got == expect) if np.isfinite(expect) else got == expect
+
+
+@given(st.lists(st.tuples(st.floats(width=32, allow_nan=False, allow_infinity=False),
+                          st.floats(width=32, allow_nan=False, allow_infinity=False),
+                          st.integers(-(2**31), 2**31)), min_size=1, max_size=40),
+       st.sampled_from(["float32", "float16"]))
+def test_fused_multiply_add_rounds_once(triples, fmt):
+    from refsim.floatops import fused_multiply_add
+
+    dt = {"float32": np.float32, "float16": np.float16}[fmt]
+    with np.errstate(over="ignore"):  # float32 values beyond float16's range become +-inf: skipped below
+        a = np.array([t[0] for t in triples], dtype=np.float32).astype(dt)
+        b = np.array([t[1] for t in triples], dtype=np.float32).astype(dt)
+    c = np.array([t[2] for t in triples], dtype=np.int64)
+    got = fused_multiply_add(a, b, c, dt)
+    for g, x, y, z in zip(got, a, b, c, strict=True):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        want = round_to_format(Fraction(float(x)) * Fraction(float(y)) + int(z), fmt)
+        assert (Fraction(float(g)) == want) if np.isfinite(g) else float(g) == want
+
+
+def test_fused_multiply_add_keeps_what_two_roundings_lose():
+    from refsim.floatops import fused_multiply_add
+
+    x, s = np.float32(-1.2917585), np.float32(0.5167034)
+    r = np.float32(1) / s
+    assert np.float32(x * r) + np.float32(3) == np.float32(0.5)  # two roundings: a tie
+    assert fused_multiply_add(x, r, 3, np.float32) > np.float32(0.5)  # one rounding: above it
