@@ -131,7 +131,7 @@ def run(args) -> int:
     import numpy as np
 
     from refsim.rptq import report
-    from refsim.rptq.block import CONFIGS, SDR_CONFIG
+    from refsim.rptq.block import CONFIGS, SDR_CONFIGS
     from refsim.rptq.calibrate import Calibration, load_opt
     from refsim.rptq.model_io import save_quantized, write_json
     from refsim.rptq.pipeline import model_layer_blocks
@@ -147,7 +147,7 @@ def run(args) -> int:
     kvbits = None if args.kvbits == 16 else args.kvbits
     configs = {"CLI": {"wbits": args.wbits, "abits": abits, "kvbits": kvbits}}
     configs.update({c: c for c, b in CONFIGS.items() if b[0] == args.wbits})
-    configs[SDR_CONFIG] = SDR_CONFIG
+    configs.update({c: c for c in SDR_CONFIGS if c != "QRAZOR"})  # "QRAZOR" is an alias of QRAZOR_W4A4
     t1 = time.perf_counter()
     layers = []
     for i, block in enumerate(blocks):

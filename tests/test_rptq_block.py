@@ -218,3 +218,18 @@ def test_bad_arguments():
         opt_block(block, np.full_like(x, np.nan), config="W4A4")
     with pytest.raises(ValueError, match="shape"):
         opt_block(block, x[:, :4], config="W4A4")
+
+
+def test_qrazor_sdr_path():
+    rng = np.random.default_rng(11)
+    _, block, x, _ = random_block(rng, 32, 2, 48, 4, 2)
+    ref = opt_block(block, x, config="W16A16")
+    runs = {c: opt_block(block, x, config=c) for c in ("QRAZOR_W4A4", "QRAZOR_W4A4KV4", "QRAZOR_W4A8")}
+    s = runs["QRAZOR_W4A4"]
+    assert np.array_equal(s["out"], opt_block(block, x, config="QRAZOR")["out"])  # the alias
+    assert s["ln1_codes"].dtype == np.int8 and np.abs(s["ln1_codes"]).max() <= 7
+    assert s["ln1_flags"].shape == (x.shape[0], 2) and s["ln1_flags"].max() <= 12  # 32 channels, g = 16
+    assert s["fc2_acc"].dtype == np.int64 and s["probs_codes"].shape == (2, x.shape[0], x.shape[0])
+    assert np.abs(runs["QRAZOR_W4A4KV4"]["k_codes"]).max() <= 7  # K razored to 4-bit codes
+    q = {c: refsim.sqnr_db(ref["out"], r["out"]) for c, r in runs.items()}
+    assert q["QRAZOR_W4A8"] > q["QRAZOR_W4A4"] > 5

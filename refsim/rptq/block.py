@@ -62,7 +62,9 @@ CONFIGS = {
     "W4A3KV": (4, None, 3),
     "W3A3KV": (3, None, 3),
 }
-SDR_CONFIG = "QRAZOR"  # QRazor base precision + SDR (needs refsim.sdr_gemm, issue 3)
+# QRazor base precision + SDR (refsim.qrazor): block config name -> refsim.qrazor.CONFIGS name
+SDR_CONFIGS = {"QRAZOR": "W4A4", "QRAZOR_W4A4": "W4A4", "QRAZOR_W4A4KV4": "W4A4KV4", "QRAZOR_W4A8": "W4A8"}
+SDR_CONFIG = "QRAZOR"
 
 PROB_BITS = 8
 PROB_SCALE = np.float16(1.0 / 255.0)  # RPTQ "fix0to1": round(P * 255) / 255, in fp16
@@ -168,7 +170,7 @@ def config_bits(config):
             if b is not None and (isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 2 <= b <= 8):
                 raise ValueError(f"config {name}={b!r} is not allowed; allowed: None (float) or an integer in 2..8")
         return bits
-    check_choice(config, tuple(CONFIGS) + (SDR_CONFIG,), name="config")
+    check_choice(config, tuple(CONFIGS) + tuple(SDR_CONFIGS), name="config")
     return CONFIGS[config]
 
 
@@ -366,16 +368,17 @@ def _attention(block, q: _Act, k: _Act, v: _Act, pbits, stages, acc):
 def opt_block(block: QuantizedOPTBlock, x, *, config="W4A4", acc_bits=32, overflow="wrap") -> dict:
     """Run one OPT decoder layer on x (T, hidden) under ``config``; returns {stage: ndarray}.
 
-    config: a name in ``CONFIGS`` (or ``SDR_CONFIG``) or {"wbits", "abits", "kvbits"} (None = float).
+    config: a name in ``CONFIGS`` or ``SDR_CONFIGS`` (QRazor, ``refsim.rptq.sdr_block``), or
+    {"wbits", "abits", "kvbits"} (None = float).
     acc_bits, overflow: the accumulator rule of every integer GEMM (``refsim.int_gemm``).
     Stages absent from the result were not computed under this config (e.g. codes of a float stage).
     """
     if not isinstance(block, QuantizedOPTBlock):
         raise TypeError(f"block must be a QuantizedOPTBlock, got {type(block).__name__}")
-    if config == SDR_CONFIG:
+    if isinstance(config, str) and config in SDR_CONFIGS:
         from refsim.rptq.sdr_block import opt_block_sdr
 
-        return opt_block_sdr(block, x, acc_bits=acc_bits, overflow=overflow)
+        return opt_block_sdr(block, x, qrazor=SDR_CONFIGS[config], acc_bits=acc_bits, overflow=overflow)
     wbits, abits, kvbits = config_bits(config)
     x = np.asarray(x)
     if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != block.hidden:
