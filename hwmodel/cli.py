@@ -46,6 +46,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="print JSON instead of tables")
     fmt.add_argument("--csv", action="store_true", help="print CSV instead of tables")
     p.add_argument("--layers", action="store_true", help="also print the per-operation roofline table")
+    p.add_argument("--tensors", action="store_true", help="also print every weight tensor: shape, parameters, bytes")
     p.add_argument("--plot", metavar="DIR", help="write the cost_*.png plots into DIR")
     p.add_argument("--sweep", action="store_true", help="run the co-design sweep (errors measured by refsim)")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -88,7 +89,7 @@ def run(args) -> int:
     from .hardware import get_hardware
     from .report import layer_rows, summary_rows, table, to_csv, to_json
     from .shapes import get_shape
-    from .traffic import STAGES, layer_table, throughput
+    from .traffic import STAGES, layer_table, mac_energy_notes, throughput
 
     if args.list:
         print(_list())
@@ -103,7 +104,8 @@ def run(args) -> int:
     results = []
     for cfg in configs:
         res = {"config": cfg, "memory": memory(shape, cfg, batch=args.batch, seq=args.seq),
-               "throughput": throughput(shape, cfg, hw, batch=args.batch, seq=args.seq)}
+               "throughput": throughput(shape, cfg, hw, batch=args.batch, seq=args.seq),
+               "mac_energy": mac_energy_notes(shape, cfg, hw)}
         if args.layers or args.json or args.csv:
             res["layers"] = [row for st in STAGES
                              for row in layer_table(shape, cfg, hw, batch=args.batch, seq=args.seq, stage=st)]
@@ -122,7 +124,10 @@ def run(args) -> int:
         doc = {"model": shape.name, "hardware": hw.name, "batch": args.batch, "seq": args.seq,
                "units": {"bytes": "B", "gib": "2^30 B", "gb": "10^9 B", "energy": "J", "time": "s"},
                "results": [{"config": r["config"].to_dict(), "memory": r["memory"].to_dict(),
-                            "throughput": r["throughput"], "layers": r["layers"]} for r in results]}
+                            "throughput": r["throughput"], "mac_energy_pj": r["mac_energy"],
+                            "layers": r["layers"]} for r in results],
+               "tensors": [{"name": t.name, "kind": t.kind, "shape": list(t.shape), "count": t.count,
+                            "params": t.numel} for t in shape.tensors()]}
         if sweep is not None:
             doc["sweep"] = {"calibration": sweep.calib_source, "rows": sweep.rows}
         print(to_json(doc))
@@ -148,6 +153,15 @@ def run(args) -> int:
               f"decode = one step at context {args.seq}\n")
         header, rows = summary_rows(results, hw)
         print(table(rows, header))
+        notes = {n["mac"]: n for r in results for n in r["mac_energy"]}
+        print("energy (45 nm figures: compare configurations, not absolute joules): MAC "
+              + ", ".join(f"{k} {n['pj']:.3g} pJ [{n['source']}]" for k, n in sorted(notes.items()))
+              + f"; DRAM {hw.dram_pj_per_bit:g} pJ/bit")
+        if args.tensors:
+            print(f"\nweight tensors of {shape.name} (tied output layer listed once; parameters = elements):")
+            print(table([[t.name, t.kind, "x".join(map(str, t.shape)), str(t.count), f"{t.numel:,}"]
+                         for t in shape.tensors()], ["tensor", "kind", "shape", "copies", "parameters"]))
+            print(f"total {shape.n_params:,} parameters")
         if args.layers:
             for r in results:
                 print(f"\n{r['config'].name}: per operation (x = times per forward pass)")

@@ -114,7 +114,7 @@ def build_ops(shape: ModelShape, f: dict, hw: Hardware, batch, seq, stage: str) 
     b = np.asarray(batch, dtype=np.float64)
     s = np.asarray(seq, dtype=np.float64)
     n = b * s if stage == "prefill" else b
-    h, e, V, L = shape.hidden, shape.word_embed_proj_dim, shape.vocab, shape.n_layers
+    h, e, V = shape.hidden, shape.word_embed_proj_dim, shape.vocab
     buf = hw.buffer
     a_eff = _eff(f["a_bits"], f["a_sdr_group"])
     ln_eff = _eff(f["ln_bits"], f["a_sdr_group"])
@@ -203,12 +203,12 @@ def build_ops(shape: ModelShape, f: dict, hw: Hardware, batch, seq, stage: str) 
     if shape.final_norm:
         add("final_norm", "vector", False, vec=norm_ops * n * h, loads=[res], stores=[res])
     n_out = n  # prefill: logits for all b*s positions (DESIGN.md: 2 b s h V); decode: b
-    lm_w = V * e * f["lm_head_bits"] / 8 + np.where(f["lm_head_bits"] < 16, V * pair_bits / 8, 0.0)
-    lm_int = int_act & (f["lm_head_bits"] < 16)
+    lm_pair_bits = f["w_scale_bits"] + f["w_zero_bits"]  # one (scale, zero) per row when quantized
+    lm_w = V * e * f["lm_head_bits"] / 8 + np.where(f["lm_head_bits"] < 16, V * lm_pair_bits / 8, 0.0)
+    # the output layer's input (the final norm's output) is fp16 in every configuration here, so a quantized
+    # output layer is dequantized in registers and runs on the fp16 path, like a weight-only GEMM
     add("lm_head", "gemm", False, mm=2 * n_out * e * V, w_bytes=lm_w, loads=[n_out * e * FP16 / 8],
-        stores=[n_out * V * FP16 / 8], w_c=np.where(lm_int, f["lm_head_bits"], FP16), a_c=FP16,
-        float_path=~lm_int)
-    del L
+        stores=[n_out * V * FP16 / 8])
     return ops
 
 
@@ -284,6 +284,25 @@ def layer_table(model, config, hw, *, batch: int, seq: int, stage: str) -> list[
             "bound": str(c.bound), "energy_j": float(c.energy_pj) * 1e-12,
         })
     return rows
+
+
+def mac_energy_notes(model, config, hw) -> list[dict]:
+    """The MAC widths a configuration's operations use, with their energy and its source."""
+    from .energy import FP16_MAC_PJ, int_mac_pj, is_interpolated
+
+    shape, cfg, hw = get_shape(model), parse_config(config), get_hardware(hw)
+    seen = {}
+    for op in build_ops(shape, cfg.fields(), hw, 1, 1, "decode"):
+        if op.kind == "vector":
+            continue
+        w, a, fl = float(op.w_c), float(op.a_c), bool(op.float_path)
+        if fl:
+            seen["fp16"] = {"mac": "fp16", "pj": FP16_MAC_PJ, "source": "Horowitz ISSCC 2014"}
+        else:
+            key = f"W{w:g}A{a:g}"
+            seen[key] = {"mac": key, "pj": float(int_mac_pj(w, a)),
+                         "source": "interpolated from BitFusion" if is_interpolated(w, a) else "BitFusion"}
+    return list(seen.values())
 
 
 def _datapath(op: Op, hw: Hardware) -> str:

@@ -24,6 +24,13 @@ def test_table(capsys):
     row = next(line for line in out.splitlines() if line.startswith("W4A4KV"))
     assert row.split()[4] == "395.35"  # total GiB, Table 3: 395.4
     assert "no int4 tensor cores" in out
+    assert "W4A4" not in out.split("energy")[1] and "fp16 1.5 pJ [Horowitz ISSCC 2014]" in out
+
+
+def test_tensors_and_interpolated_energy_label(capsys):
+    rc, out, _ = cost(capsys, "llama-3-70b", "--config", "W3A3KV,W4A4", "--tensors")
+    assert rc == 0 and "W4A8 0.216 pJ [interpolated from BitFusion]" in out
+    assert "layers.k_proj      linear    1024x8192      80" in out and "total 70,553,706,496 parameters" in out
 
 
 def test_json_and_layers(capsys):

@@ -41,6 +41,16 @@ def test_llama_gated_mlp_and_gqa_kv_store():
     assert rows["down"]["datapath"] == "W4A4 on int8"  # Hopper: no int4 tensor cores
 
 
+def test_quantized_lm_head_runs_on_the_fp16_path_and_energy_sources():
+    from hwmodel.traffic import mac_energy_notes
+
+    rows = ops_by_name("opt-66b", "W4A4", "H200", 1, 128, "decode")
+    assert rows["lm_head"]["datapath"] == "fp16" and rows["lm_head"]["weight_bytes"] == 50272 * 9216 / 2 + 50272 * 4
+    notes = {n["mac"]: n for n in mac_energy_notes("opt-66b", "W4A4", "H200")}
+    assert notes["W4A4"]["source"] == "BitFusion" and notes["W4A8"]["source"].startswith("interpolated")
+    assert notes["fp16"]["pj"] == 1.5
+
+
 def test_decode_batch1_is_weight_streaming():
     t = throughput("opt-66b", "W16A16", "H200", batch=1, seq=128)["decode"]
     weights = get_shape("opt-66b").n_params * 2
