@@ -116,7 +116,8 @@ def test_cli_end_to_end(model_dir, tmp_path, capsys):
     assert set(acts) == {"ln1", "q", "k", "v", "attn", "ln2", "fc2_in"}
     assert acts["ln1"]["bits"] == 8 and acts["k"]["bits"] == 4
     assert "token ids from" in rep["calibration"]
-    assert set(rep["layers"][0]["stages"]) >= {"CLI", "W4A4", "W4A4KV", "QRAZOR_W4A4", "QRAZOR_W4A4KV4", "QRAZOR_W4A8"}
+    assert set(rep["layers"][0]["stages"]) >= {"CLI", "CLI per-tensor (no reorder)", "W4A4", "W4A4KV",
+                                               "QRAZOR_W4A4", "QRAZOR_W4A4KV4", "QRAZOR_W4A8"}
     blocks, cfg = load_quantized(out)
     assert len(blocks) == 2 and blocks[0]["q.codes"].max() <= 15 and blocks[0].n_clusters("R1") <= 4
     assert "per-cluster" in (out / "report.md").read_text()
