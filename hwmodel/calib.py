@@ -71,7 +71,8 @@ def load_calibration(path: str | os.PathLike) -> Calibration:
             raise ValueError(f"calib: {path!r} lacks arrays {missing} (needs x, w, k)")
         x, w, k = (np.asarray(z[n], dtype=np.float32) for n in ("x", "w", "k"))
     if x.ndim != 2 or w.ndim != 2 or k.ndim != 2 or w.shape[1] != x.shape[1]:
-        raise ValueError(f"calib: need x (tokens, C), w (out, C), k (tokens, Ck); got {x.shape}, {w.shape}, {k.shape}")
+        raise ValueError(f"calib: need x (tokens, C), w (out, C), k (tokens, Ck); "
+                         f"got {x.shape}, {w.shape}, {k.shape}")
     for name, a in (("x", x), ("w", w), ("k", k)):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"calib: array {name!r} has non-finite values")

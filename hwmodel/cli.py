@@ -41,19 +41,23 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated configurations: presets (see --list), W<w>A<a>[KV<k>] or, for one "
                         "custom configuration, key=value pairs joined by ':' (e.g. w=3:a=8:kv=4)")
     p.add_argument("--batch", type=_positive_int("batch"), default=1, help="sequences in flight (default 1)")
-    p.add_argument("--seq", type=_positive_int("seq"), default=2048, help="sequence length in tokens (default 2048)")
+    p.add_argument("--seq", type=_positive_int("seq"), default=2048,
+                   help="sequence length in tokens (default 2048)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON instead of tables")
     fmt.add_argument("--csv", action="store_true", help="print CSV instead of tables")
     p.add_argument("--layers", action="store_true", help="also print the per-operation roofline table")
-    p.add_argument("--tensors", action="store_true", help="also print every weight tensor: shape, parameters, bytes")
+    p.add_argument("--tensors", action="store_true",
+                   help="also print every weight tensor: shape, copies, parameters")
     p.add_argument("--plot", metavar="DIR", help="write the cost_*.png plots into DIR")
     p.add_argument("--sweep", action="store_true", help="run the co-design sweep (errors measured by refsim)")
     p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="Dask scheduler address for the sweep (default: a new local cluster; 'inline': no Dask)")
+                   help="Dask scheduler address for the sweep (default: a new local cluster; "
+                        "'inline': no Dask)")
     p.add_argument("--grid", choices=("default", "small"), default="default",
                    help="sweep grid: default (264 points) or small (12 points, a quick look)")
-    p.add_argument("--workers", type=_positive_int("workers"), default=2, help="local-cluster workers (default 2)")
+    p.add_argument("--workers", type=_positive_int("workers"), default=2,
+                   help="local-cluster workers (default 2)")
     p.add_argument("--calib", metavar="NPZ", help="calibration tensors x, w, k (default: synthetic, seed 0)")
     p.add_argument("--list", action="store_true", help="list known models, hardware and configurations")
     p.set_defaults(func=run)
@@ -78,8 +82,9 @@ def _list() -> str:
     lines += ["hardware:"] + [f"  {h.describe()}\n      {h.notes}" for h in HW.values()]
     lines += ["configurations:"] + [f"  {c.name}" for c in PRESETS.values()]
     lines += ["  W<w>A<a>[KV<k>] (uniform), key=value pairs (see hwmodel.quantconfig.custom)"]
-    lines += ["MAC energy (pJ, 45 nm):"] + [f"  W{r['w_bits']}A{r['a_bits']}: {r['mac_pj']:.3f}  {r['source']}"
-                                             for r in energy_table() if r["w_bits"] == r["a_bits"]]
+    lines += ["MAC energy (pJ, 45 nm):"]
+    lines += [f"  W{r['w_bits']}A{r['a_bits']}: {r['mac_pj']:.3f}  {r['source']}"
+              for r in energy_table() if r["w_bits"] == r["a_bits"]]
     return "\n".join(lines)
 
 
@@ -95,7 +100,8 @@ def run(args) -> int:
         print(_list())
         return 0
     if not args.model:
-        raise ValueError("model is required (a built-in name, see `refsim cost --list`, or a config.json directory)")
+        raise ValueError("model is required (a built-in name, see `refsim cost --list`, "
+                         "or a directory holding a config.json)")
     shape = get_shape(args.model)
     hw = get_hardware(args.hw)
     configs = _configs(args.config)
@@ -142,7 +148,8 @@ def run(args) -> int:
         print(to_csv(rows), end="")
         if args.layers:
             print()
-            print(to_csv([{"config": r["config"].name, **row} for r in results for row in r["layers"]]), end="")
+            layer_rows_ = [{"config": r["config"].name, **row} for r in results for row in r["layers"]]
+            print(to_csv(layer_rows_), end="")
         if sweep is not None:
             print()
             print(to_csv(sweep.rows), end="")
@@ -171,9 +178,10 @@ def run(args) -> int:
             front = sorted((r for r in sweep.rows if r["pareto_memory"]), key=lambda r: r["memory_gib"])
             print(f"\nco-design sweep: {len(sweep.rows)} points, calibration {sweep.calib_source}; "
                   f"Pareto front (memory vs SQNR, layer output and keys together):")
-            print(table([[r["label"], f"{r['memory_gib']:.2f}", f"{r['sqnr_db']:.2f}",
-                          f"{r['decode_tokens_per_s']:.4g}", f"{r['decode_energy_per_token_j']:.3g}"] for r in front],
-                        ["point", "memory GiB", "SQNR dB", "decode tok/s", "decode J/token"]))
+            rows3 = [[r["label"], f"{r['memory_gib']:.2f}", f"{r['sqnr_db']:.2f}",
+                      f"{r['decode_tokens_per_s']:.4g}", f"{r['decode_energy_per_token_j']:.3g}"]
+                     for r in front]
+            print(table(rows3, ["point", "memory GiB", "SQNR dB", "decode tok/s", "decode J/token"]))
 
     if args.plot:
         from . import plots
@@ -186,7 +194,8 @@ def run(args) -> int:
             plots.plot_memory(shape, plot_cfgs, hw, batches, seqs, f"{args.plot}/cost_memory.png"),
             plots.plot_savings(shape, [c for c in plot_cfgs if c.name != "W16A16"], batches, seqs,
                                f"{args.plot}/cost_savings.png"),
-            plots.plot_roofline(shape, configs[-1], hw, args.batch, args.seq, f"{args.plot}/cost_roofline.png",
+            plots.plot_roofline(shape, configs[-1], hw, args.batch, args.seq,
+                                f"{args.plot}/cost_roofline.png",
                                 compare="W16A16" if configs[-1].name != "W16A16" else None),
             plots.plot_pareto(sweep, f"{args.plot}/cost_pareto.png"),
         ]

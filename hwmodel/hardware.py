@@ -63,7 +63,8 @@ class Hardware:
         if self.buffer < 0:
             raise ValueError(f"hardware {self.name!r}: buffer must be >= 0 bytes, got {self.buffer!r}")
         if not self.peaks:
-            raise ValueError(f"hardware {self.name!r}: peaks must list at least one (w_bits, a_bits) datapath")
+            raise ValueError(f"hardware {self.name!r}: peaks must list at least one "
+                             f"(w_bits, a_bits) datapath")
         for (w, a), p in self.peaks.items():
             if not (1 <= w <= MAX_BITS and 1 <= a <= MAX_BITS and p > 0):
                 raise ValueError(f"hardware {self.name!r}: bad peak entry ({w}, {a}) -> {p}")
@@ -82,7 +83,8 @@ class Hardware:
         out = self._table[w, a]
         if np.any(out <= 0):
             raise ValueError(f"hardware {self.name!r} has no datapath for (w_bits, a_bits) = "
-                             f"{(np.asarray(w_bits).max(), np.asarray(a_bits).max())}; it offers {sorted(self.peaks)}")
+                             f"{(np.asarray(w_bits).max(), np.asarray(a_bits).max())}; "
+                             f"it offers {sorted(self.peaks)}")
         return out
 
     def native(self, w_bits: int, a_bits: int) -> tuple[int, int]:
@@ -144,10 +146,12 @@ class Hardware:
         unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"hardware spec: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-        missing = [k for k in ("name", "bandwidth_gbs", "capacity_gib", "buffer_mib", "clock_ghz") if k not in spec]
+        required = ("name", "bandwidth_gbs", "capacity_gib", "buffer_mib", "clock_ghz")
+        missing = [k for k in required if k not in spec]
         if missing:
             raise ValueError(f"hardware spec: missing keys {missing}")
-        common = dict(bandwidth=float(spec["bandwidth_gbs"]) * 1e9, capacity=float(spec["capacity_gib"]) * 2**30,
+        common = dict(bandwidth=float(spec["bandwidth_gbs"]) * 1e9,
+                      capacity=float(spec["capacity_gib"]) * 2**30,
                       buffer=float(spec["buffer_mib"]) * 2**20, clock_hz=float(spec["clock_ghz"]) * 1e9,
                       dram_pj_per_bit=float(spec.get("dram_pj_per_bit", HBM_PJ_PER_BIT)))
         vec = float(spec["vector_tops"]) * 1e12 if "vector_tops" in spec else None
@@ -162,7 +166,8 @@ class Hardware:
             try:
                 w, a = (int(x) for x in str(key).split(","))
             except ValueError:
-                raise ValueError(f"hardware spec: peak_tops keys are 'w,a' (e.g. '4,4'), got {key!r}") from None
+                raise ValueError(f"hardware spec: peak_tops keys are 'w,a' (e.g. '4,4'), "
+                                 f"got {key!r}") from None
             peaks[(w, a)] = float(tops) * 1e12
         if not peaks:
             raise ValueError("hardware spec: give mac_rows/mac_cols/mac_w_bits/mac_a_bits or peak_tops")

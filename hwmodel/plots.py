@@ -41,7 +41,7 @@ def _save(fig, path: str) -> str:
 def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
     plt = _plt()
     batches, seqs = sorted(set(batches)), sorted(set(seqs))
-    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches) + 1, 4.8), sharey=False, squeeze=False)
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches) + 1, 4.8), squeeze=False)
     n_cfg, n_seq = len(configs), len(seqs)
     width = 0.8 / n_seq
     for ax, b in zip(axes[0], batches, strict=True):
@@ -49,8 +49,9 @@ def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
             ms = [memory(model, c, batch=b, seq=s) for c in configs]
             x = np.arange(n_cfg) + (j - (n_seq - 1) / 2) * width
             bottom = np.zeros(n_cfg)
-            for comp, vals in (("weights", [m.weights_gib for m in ms]), ("KV cache", [m.kv_cache_gib for m in ms]),
-                               ("activations", [m.activations_gib for m in ms])):
+            comps = (("weights", [m.weights_gib for m in ms]), ("KV cache", [m.kv_cache_gib for m in ms]),
+                     ("activations", [m.activations_gib for m in ms]))
+            for comp, vals in comps:
                 ax.bar(x, vals, width * 0.92, bottom=bottom, color=COMPONENT_COLORS[comp],
                        edgecolor="white", linewidth=0.4, label=comp if j == 0 else None)
                 bottom += np.array(vals)
@@ -75,8 +76,8 @@ def plot_savings(model, configs, batches, seqs, path: str, baseline: str = "W16A
     plt = _plt()
     grid = [(b, s) for b in sorted(set(batches)) for s in sorted(set(seqs))]
     base = np.array([memory(model, baseline, batch=b, seq=s).total for b, s in grid])
-    sav = np.array([[1 - memory(model, c, batch=b, seq=s).total / bt for (b, s), bt in zip(grid, base, strict=True)]
-                    for c in configs]) * 100
+    sav = np.array([[1 - memory(model, c, batch=b, seq=s).total / bt
+                     for (b, s), bt in zip(grid, base, strict=True)] for c in configs]) * 100
     fig, ax = plt.subplots(figsize=(1.0 * len(grid) + 3, 0.45 * len(configs) + 1.8))
     im = ax.imshow(sav, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for i in range(len(configs)):
@@ -125,8 +126,9 @@ def plot_roofline(shape, config, hw: Hardware, batch: int, seq: int, path: str, 
             if ci == 0:  # labels fanned out above (prefill) or below (decode) with leader lines
                 sign = 1 if stage == "prefill" else -1
                 for i, (inten, perf, *names) in enumerate(sorted(labels.values())):
-                    ax.annotate(", ".join(names), (inten, perf), fontsize=6, ha="right" if sign < 0 else "left",
-                                xytext=(-6 * sign if sign < 0 else 6, sign * (8 + 11 * i)), textcoords="offset points",
+                    ax.annotate(", ".join(names), (inten, perf), fontsize=6,
+                                ha="right" if sign < 0 else "left", xytext=(6 * sign, sign * (8 + 11 * i)),
+                                textcoords="offset points",
                                 arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5"))
     from matplotlib.lines import Line2D
 
@@ -145,7 +147,8 @@ def plot_roofline(shape, config, hw: Hardware, batch: int, seq: int, path: str, 
     ax.set_ylabel("attained ops/s (MAC = 2 ops)")
     ax.grid(which="both", alpha=0.25)
     name = getattr(shape, "name", shape)
-    ax.set_title(f"{name} on {hw.name}: roofline, one layer's operations + lm_head (batch {batch}, seq {seq})",
+    ax.set_title(f"{name} on {hw.name}: roofline, one layer's operations + lm_head "
+                 f"(batch {batch}, seq {seq})",
                  fontsize=10)
     return _save(fig, path)
 
@@ -156,8 +159,10 @@ def plot_pareto(result, path: str) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     colors = {"rptq": "C0", "qrazor": "C1"}
     for ax, key, front_key, xlabel in (
-        (axes[0], "memory_gib", "pareto_memory", f"total memory (GiB), batch {result.batch}, seq {result.seq}"),
-        (axes[1], "decode_energy_per_token_j", "pareto_energy", "decode energy per token (J, 45 nm MAC figures)"),
+        (axes[0], "memory_gib", "pareto_memory",
+         f"total memory (GiB), batch {result.batch}, seq {result.seq}"),
+        (axes[1], "decode_energy_per_token_j", "pareto_energy",
+         "decode energy per token (J, 45 nm MAC figures)"),
     ):
         for method, col in colors.items():
             pts = [r for r in rows if r["method"] == method]

@@ -160,7 +160,8 @@ def qrazor(kv4: bool = False, *, group: int = 16, w: int = 4, a: int = 4, kv: in
     kv = (4 if kv4 else 8) if kv is None else kv
     for label, v, base in (("w", w, 8), ("a", a, 16), ("kv", kv, 8)):
         if not (2 <= v <= min(8, base) or v == base):
-            raise ValueError(f"qrazor {label} bits must be 2..8 (razored) or {base} (base precision), got {v}")
+            raise ValueError(f"qrazor {label} bits must be 2..8 (razored) or {base} (base precision), "
+                             f"got {v}")
     return QuantConfig(
         name=name or ("qrazor-W4A4KV4" if kv4 else "qrazor-W4A4"), method="qrazor", w_bits=w,
         embed_bits=FP16, lm_head_bits=FP16, a_bits=a, ln_bits=a, kv_bits=kv,
@@ -263,7 +264,8 @@ def parse_config(spec) -> QuantConfig:
         m = _WAKV.match(s)
         if not m:
             raise ValueError(f"config: unknown configuration {spec!r}; known: {', '.join(PRESETS)}, "
-                             f"or W<w>A<a>[KV<k>], or key=value,... (keys: {', '.join(sorted(_CUSTOM_KEYS))})")
+                             f"or W<w>A<a>[KV<k>], or key=value,... "
+                             f"(keys: {', '.join(sorted(_CUSTOM_KEYS))})")
         w, a = float(m.group(1)), float(m.group(2))
         kv = float(m.group(4)) if m.group(4) else a
         if m.group(3) and not m.group(4):  # RPTQ's "KV": only the cache quantized, at a bits

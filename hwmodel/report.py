@@ -41,9 +41,10 @@ def summary_rows(results: list[dict], hw: Hardware) -> tuple[list[str], list[lis
         m: MemoryReport = r["memory"]
         d, p = r["throughput"]["decode"], r["throughput"]["prefill"]
         bound = "compute" if d["t_compute"] >= d["t_memory"] else "memory"
-        rows.append([m.config, f"{m.weights / GIB:.2f}", f"{m.kv_cache / GIB:.2f}", f"{m.activations / GIB:.2f}",
-                     f"{m.total / GIB:.2f}", f"{m.total / GB:.2f}", "yes" if m.total <= hw.capacity else "no",
-                     f"{p['tokens_per_s']:.4g}", f"{d['tokens_per_s']:.4g}", f"{d['energy_per_token_j']:.3g}", bound])
+        rows.append([m.config, f"{m.weights / GIB:.2f}", f"{m.kv_cache / GIB:.2f}",
+                     f"{m.activations / GIB:.2f}", f"{m.total / GIB:.2f}", f"{m.total / GB:.2f}",
+                     "yes" if m.total <= hw.capacity else "no", f"{p['tokens_per_s']:.4g}",
+                     f"{d['tokens_per_s']:.4g}", f"{d['energy_per_token_j']:.3g}", bound])
     return header, rows
 
 

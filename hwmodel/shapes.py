@@ -81,7 +81,8 @@ class ModelShape:
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"model shape {self.name!r}: {field} must be a positive integer, got {v!r}")
         if self.family not in ("opt", "llama"):
-            raise ValueError(f"model shape {self.name!r}: family must be 'opt' or 'llama', got {self.family!r}")
+            raise ValueError(f"model shape {self.name!r}: family must be 'opt' or 'llama', "
+                             f"got {self.family!r}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"model shape {self.name!r}: n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
@@ -127,7 +128,7 @@ class ModelShape:
         return out
 
     def tensors(self) -> list[Tensor]:
-        """Every weight tensor, with tied embeddings listed once (the ``lm_head`` entry is omitted when tied)."""
+        """Every weight tensor; a tied output layer is listed once (no ``lm_head`` entry when tied)."""
         L, h, V, e = self.n_layers, self.hidden, self.vocab, self.word_embed_proj_dim
         t = [Tensor("embed_tokens", (V, e), "embed")]
         if self.family == "opt":

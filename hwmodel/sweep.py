@@ -83,8 +83,8 @@ def _error_chunk(points: list[dict], calib: Calibration) -> list[dict]:
     return [measure_error(p, calib) for p in points]
 
 
-def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | None = None, n_workers: int = 2,
-                   chunk_size: int = 8, progress: bool = True) -> list[dict]:
+def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | None = None,
+                   n_workers: int = 2, chunk_size: int = 8, progress: bool = True) -> list[dict]:
     """``measure_error`` for every point: in-process (``scheduler="inline"``), on a new
     ``LocalCluster`` (``None``) or on the Dask scheduler at ``scheduler`` (an address such as
     ``tcp://10.0.0.5:8786``). Returns the rows in point order."""

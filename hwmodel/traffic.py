@@ -186,7 +186,8 @@ def build_ops(shape: ModelShape, f: dict, hw: Hardware, batch, seq, stage: str) 
     if shape.gated:
         (go, gi), (uo, ui), (do, di) = names["gate_proj"], names["up_proj"], names["down_proj"]
         add("gate_up", "gemm", True, mm=2 * n * gi * (go + uo),
-            w_bytes=weight_bytes(go, gi) + weight_bytes(uo, ui), loads=[ln_out], stores=[ffn_store], **gemm_ln)
+            w_bytes=weight_bytes(go, gi) + weight_bytes(uo, ui), loads=[ln_out], stores=[ffn_store],
+            **gemm_ln)
         add("down", "gemm", True, mm=2 * n * di * do, w_bytes=weight_bytes(do, di),
             loads=[ffn_store, res], stores=[res], **gemm_a)
     else:

@@ -18,7 +18,8 @@ def cost(capsys, *argv):
 
 
 def test_table(capsys):
-    rc, out, _ = cost(capsys, "opt-66b", "--hw", "H200", "--config", "W4A4KV", "--batch", "64", "--seq", "8192")
+    rc, out, _ = cost(capsys, "opt-66b", "--hw", "H200", "--config", "W4A4KV",
+                      "--batch", "64", "--seq", "8192")
     assert rc == 0
     assert "opt-66b: 64 layers" in out and "GiB = 2^30 bytes, GB = 10^9 bytes" in out
     row = next(line for line in out.splitlines() if line.startswith("W4A4KV"))
@@ -30,20 +31,23 @@ def test_table(capsys):
 def test_tensors_and_interpolated_energy_label(capsys):
     rc, out, _ = cost(capsys, "llama-3-70b", "--config", "W3A3KV,W4A4", "--tensors")
     assert rc == 0 and "W4A8 0.216 pJ [interpolated from BitFusion]" in out
-    assert "layers.k_proj      linear    1024x8192      80" in out and "total 70,553,706,496 parameters" in out
+    assert "layers.k_proj      linear    1024x8192      80" in out
+    assert "total 70,553,706,496 parameters" in out
 
 
 def test_json_and_layers(capsys):
-    rc, out, _ = cost(capsys, "llama-3-8b", "--config", "W4A4,W16A16", "--batch", "4", "--seq", "4096", "--json")
+    rc, out, _ = cost(capsys, "llama-3-8b", "--config", "W4A4,W16A16", "--batch", "4", "--seq", "4096",
+                      "--json")
     assert rc == 0
     doc = json.loads(out)
-    assert doc["units"]["gib"] == "2^30 B" and [r["config"]["name"] for r in doc["results"]] == ["W4A4", "W16A16"]
+    assert doc["units"]["gib"] == "2^30 B"
+    assert [r["config"]["name"] for r in doc["results"]] == ["W4A4", "W16A16"]
     mem = doc["results"][0]["memory"]
     assert mem["total_gib"] == pytest.approx(mem["total_bytes"] / 2**30)
     ops = {(r["stage"], r["op"]) for r in doc["results"][0]["layers"]}
     assert ("decode", "gate_up") in ops and ("prefill", "lm_head") in ops
-    assert doc["results"][1]["throughput"]["decode"]["tokens_per_s"] < doc["results"][0]["throughput"]["decode"][
-        "tokens_per_s"]
+    decode = [r["throughput"]["decode"]["tokens_per_s"] for r in doc["results"]]
+    assert decode[1] < decode[0]
 
 
 def test_csv(capsys):
@@ -55,7 +59,8 @@ def test_csv(capsys):
 
 
 def test_plots_with_small_sweep(capsys, tmp_path):
-    rc, out, err = cost(capsys, "opt-6.7b", "--hw", "A100", "--config", "W4A4", "--batch", "8", "--seq", "2048",
+    rc, out, err = cost(capsys, "opt-6.7b", "--hw", "A100", "--config", "W4A4", "--batch", "8",
+                        "--seq", "2048",
                         "--plot", str(tmp_path), "--grid", "small", "--scheduler", "inline")
     assert rc == 0 and "Pareto front" in out
     for name in ("memory", "savings", "roofline", "pareto"):

@@ -25,7 +25,8 @@ def hf_config(shape):
             max_position_embeddings=shape.max_positions)
     cls = transformers.MistralConfig if shape.sliding_window else transformers.LlamaConfig
     return cls(hidden_size=shape.hidden, intermediate_size=shape.ffn, num_hidden_layers=shape.n_layers,
-               num_attention_heads=shape.n_heads, num_key_value_heads=shape.n_kv_heads, vocab_size=shape.vocab,
+               num_attention_heads=shape.n_heads, num_key_value_heads=shape.n_kv_heads,
+               vocab_size=shape.vocab,
                max_position_embeddings=shape.max_positions, tie_word_embeddings=shape.tie_word_embeddings)
 
 

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 
+import hwmodel.sweep as hs
 from hwmodel.calib import load_calibration, synthetic_calibration
 from hwmodel.errors import combine_sqnr_db, measure_error
-from hwmodel.sweep import compute_costs, default_grid, pareto_mask, point_config, point_label, run_sweep, small_grid
+from hwmodel.sweep import compute_costs, default_grid, pareto_mask, run_sweep, small_grid
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,8 @@ def test_rptq_error_falls_with_bits_and_clusters(calib):
     a3, a4, a8 = (err(calib, method="rptq", w_bits=16, a_bits=a, kv_bits=16, clusters=8)["sqnr_x_db"]
                   for a in (3, 4, 8))
     assert a3 + 3 < a4 and a4 + 15 < a8  # ~6 dB per bit
-    c1, c16 = (err(calib, method="rptq", w_bits=16, a_bits=4, kv_bits=16, clusters=c)["sqnr_x_db"] for c in (1, 16))
+    c1, c16 = (err(calib, method="rptq", w_bits=16, a_bits=4, kv_bits=16, clusters=c)["sqnr_x_db"]
+               for c in (1, 16))
     assert c16 > c1 + 3  # reorder-based clustering is the point of RPTQ on uneven channel ranges
     w = err(calib, method="rptq", w_bits=4, a_bits=16, kv_bits=16, clusters=1)
     assert math.isinf(w["sqnr_x_db"]) and math.isinf(w["sqnr_k_db"]) and w["sqnr_db"] == w["sqnr_y_db"]
@@ -61,7 +63,8 @@ def test_combine_and_pareto():
 def test_grid_and_costs():
     pts = default_grid()
     assert len(pts) == 264 and len({tuple(sorted(p.items())) for p in pts}) == 264
-    assert point_config({"method": "qrazor", "w_bits": 4, "a_bits": 4, "kv_bits": 8, "group": 32}).kv_sdr_group == 0
+    qr = hs.point_config({"method": "qrazor", "w_bits": 4, "a_bits": 4, "kv_bits": 8, "group": 32})
+    assert qr.kv_sdr_group == 0 and qr.a_sdr_group == 32
     c = compute_costs(small_grid(), "opt-6.7b", "H200", batch=4, seq=1024)
     assert all(len(v) == 12 for v in c.values())
     assert np.all(c["memory_gib"] > 0) and np.all(c["decode_tokens_per_s"] > 0)
@@ -86,9 +89,11 @@ def test_sweep_on_local_dask_cluster_equals_inline(calib):
     inline = run_sweep("opt-13b", "H200", scheduler="inline", **kw)
     local = run_sweep("opt-13b", "H200", scheduler=None, n_workers=2, **kw)  # a new LocalCluster
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        remote = run_sweep("opt-13b", "H200", scheduler=cluster.scheduler_address, **kw)  # --scheduler ADDRESS
+        # as --scheduler ADDRESS does
+        remote = run_sweep("opt-13b", "H200", scheduler=cluster.scheduler_address, **kw)
     assert inline.rows == local.rows == remote.rows
-    assert [r["label"] for r in local.rows] == [point_label(p) for p in pts]  # rows come back in point order
+    # rows come back in point order
+    assert [r["label"] for r in local.rows] == [hs.point_label(p) for p in pts]
     front = [r for r in inline.rows if r["pareto_memory"]]
     assert 0 < len(front) < len(pts)
     # the front is monotone: more memory buys more SQNR

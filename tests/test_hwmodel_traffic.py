@@ -45,7 +45,9 @@ def test_quantized_lm_head_runs_on_the_fp16_path_and_energy_sources():
     from hwmodel.traffic import mac_energy_notes
 
     rows = ops_by_name("opt-66b", "W4A4", "H200", 1, 128, "decode")
-    assert rows["lm_head"]["datapath"] == "fp16" and rows["lm_head"]["weight_bytes"] == 50272 * 9216 / 2 + 50272 * 4
+    assert rows["lm_head"]["datapath"] == "fp16"
+    # 4-bit codes + one (scale, zero) fp16 pair per row
+    assert rows["lm_head"]["weight_bytes"] == 50272 * 9216 / 2 + 50272 * 4
     notes = {n["mac"]: n for n in mac_energy_notes("opt-66b", "W4A4", "H200")}
     assert notes["W4A4"]["source"] == "BitFusion" and notes["W4A8"]["source"].startswith("interpolated")
     assert notes["fp16"]["pj"] == 1.5
