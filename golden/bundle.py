@@ -76,10 +76,11 @@ def parse_shape(shape, preset: Preset) -> tuple | None:
 def build_stages(preset: Preset, *, seed=0, level=0, shape=None) -> tuple[list[Stage], tuple]:
     """All stages (inputs then derived) of a preset, and the effective shape."""
     level = check_level(level)
+    if level not in preset.levels:
+        raise ValueError(f"level={level} is not allowed for preset {preset.name}; allowed: "
+                         f"{', '.join(map(str, preset.levels))}")
     shape = parse_shape(shape, preset)
     if level == 2:
-        if preset.exhaustive_shape is None:
-            raise ValueError(f"level=2 is not allowed for preset {preset.name}: its domain is not small; allowed: 0, 1")
         if shape is not None:
             raise ValueError(f"shape is not allowed at level 2 (exhaustive): preset {preset.name} fixes it at "
                              f"{preset.exhaustive_shape(preset.config)}")

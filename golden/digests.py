@@ -30,9 +30,8 @@ def canonical_bundles() -> list[tuple[str, int]]:
     """(preset, level) of every canonical bundle: each preset at levels 0 and 1, and level 2 where small."""
     out = []
     for name, p in PRESETS.items():
-        out += [(name, 0), (name, 1)]
-        if p.exhaustive_shape is not None and not name.startswith(("quant_", "sdr_a16_", "requant")):
-            out.append((name, 2))
+        out += [(name, lv) for lv in p.levels
+                if lv < 2 or not name.startswith(("quant_", "sdr_a16_", "requant"))]
     return out
 
 

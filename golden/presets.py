@@ -62,6 +62,7 @@ class Preset:
     derive: Callable
     exhaustive_shape: Callable | None = None  # config -> the shape level 2 fixes
     pattern_shape: Callable | None = None  # config -> the shape level 1 fixes (None: level 1 takes --shape)
+    levels: tuple = (0, 1, 2)
     notes: list = field(default_factory=list)
 
 
@@ -563,7 +564,148 @@ def _sdr_gemm_preset(g):
         inputs=_sdr_gemm_inputs,
         derive=_sdr_gemm_derive,
         exhaustive_shape=None,
+        levels=(0, 1),
         notes=["level 1: the SDR pattern groups of both operands, cycled so that they meet"],
+    )
+
+
+# ---------------------------------------------------------------- a whole OPT decoder block (RPTQ)
+
+_BLOCK_POINTS = (("ln1", "ln1"), ("q", "q"), ("k", "k"), ("v", "v"), ("attn", "attn"), ("ln2", "ln2"),
+                 ("fc2_in", "relu"))
+
+
+def _param_stage_name(key: str) -> str:
+    return "param_" + key.replace(".", "_").lower()
+
+
+def _random_opt_layer(rng, hidden, ffn):
+    layer = {"ln1.weight": 1 + 0.3 * rng.standard_normal(hidden), "ln1.bias": 0.1 * rng.standard_normal(hidden),
+             "ln2.weight": 1 + 0.3 * rng.standard_normal(hidden), "ln2.bias": 0.1 * rng.standard_normal(hidden)}
+    shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "out": (hidden, hidden),
+              "fc1": (ffn, hidden), "fc2": (hidden, ffn)}
+    for name, shp in shapes.items():
+        layer[f"{name}.weight"] = rng.standard_normal(shp) / np.sqrt(shp[1])
+        layer[f"{name}.bias"] = 0.1 * rng.standard_normal(shp[0])
+    layer["ln1.weight"][rng.integers(0, hidden, 2)] *= 8  # outlier channels, as real LayerNorm outputs have
+    layer["ln2.weight"][rng.integers(0, hidden, 2)] *= 8
+    return {k: v.astype(np.float32) for k, v in layer.items()}
+
+
+def _block_inputs(rng, level, shape, cfg, specs):
+    """A random OPT layer, calibrated on its own float run, reordered (k-means, recorded), RTN weights.
+
+    Everything downstream depends only on the recorded arrays (permutations, cluster ids,
+    calibration ranges, weight codes), which are input stages of the bundle.
+    """
+    from refsim.rptq.block import QuantizedOPTBlock, opt_block
+    from refsim.rptq.cluster import Reorder
+    from refsim.rptq.gptq import rtn_quantize
+    from refsim.rptq.pipeline import find_reorders
+    from refsim.rptq.reorder import permute_layer, permute_stats, reorder_arrays
+
+    t, hidden, ffn = shape
+    heads = cfg["heads"]
+    if hidden % heads:
+        raise ValueError(f"hidden={hidden} is not allowed with heads={heads}; allowed: a multiple of {heads}")
+    layer = _random_opt_layer(rng, hidden, ffn)
+    ident = {r: Reorder(np.arange(n), np.zeros(n, np.int64), np.array([n]))
+             for r, n in (("R1", hidden), ("R2", hidden), ("R3", hidden), ("R4", hidden), ("R5", ffn))}
+    stats0 = {f"stat.{p}.{m}": np.zeros(ffn if p == "fc2_in" else hidden, np.float32)
+              for p, _ in _BLOCK_POINTS for m in ("min", "max")}
+    meta = {"hidden": hidden, "heads": heads, "ffn": ffn, "eps": 1e-5, "wbits": None, "layout": "physical"}
+    float_block = QuantizedOPTBlock({**permute_layer(layer, ident), **reorder_arrays(ident), **stats0}, meta)
+    calib = (rng.standard_normal((4 * t, hidden)) * 2).astype(np.float32)
+    run = opt_block(float_block, calib, config="W16A16")
+    stats = {p: (run[k].min(0), run[k].max(0)) for p, k in _BLOCK_POINTS}
+    reorders = find_reorders(stats, heads=heads, n_clusters=cfg["clusters"], head_clusters=cfg["head_clusters"],
+                             seed=0)
+    arrays = {**permute_layer(layer, reorders), **permute_stats(stats, reorders), **reorder_arrays(reorders)}
+    for lin, r in (("q", "R1"), ("k", "R1"), ("v", "R1"), ("out", "R3"), ("fc1", "R4"), ("fc2", "R5")):
+        res = rtn_quantize(arrays[f"{lin}.weight"], bits=cfg["wbits"], groups=reorders[r].ids_new)
+        arrays[f"{lin}.codes"], arrays[f"{lin}.scale"], arrays[f"{lin}.zero"] = res.codes, res.scale, res.zero
+    x = (rng.standard_normal((t, hidden)) * 2).astype(np.float32)
+    out = [stage("x", x, role="input", doc="the block input (T, hidden), float32 residual stream")]
+    for key in sorted(arrays):
+        a = arrays[key]
+        if a.dtype.kind == "f":
+            out.append(stage(_param_stage_name(key), a.astype(np.float32), role="input", doc=f"block array {key}"))
+        elif key.endswith(".codes"):
+            out.append(stage(_param_stage_name(key), a.astype(np.uint8), role="input", word_bits=cfg["wbits"],
+                             signed=False, doc=f"block array {key}: GPTQ-form weight codes (out, in), unsigned"))
+        else:
+            signed = key.endswith(".zero")
+            out.append(stage(_param_stage_name(key), a.astype(np.int32), role="input", word_bits=32, signed=signed,
+                             doc=f"block array {key}"))
+    return out
+
+
+def _block_code_bits(name, cfg):
+    abits, kvbits = cfg["abits"], cfg["kvbits"]
+    return {"ln1_codes": max(8, abits), "ln2_codes": max(8, abits), "q_codes": abits, "attn_codes": abits,
+            "fc2_in_codes": abits, "k_codes": kvbits, "v_codes": kvbits, "probs_codes": 8}[name]
+
+
+def _block_derive(a, specs, cfg):
+    from refsim.rptq.block import QuantizedOPTBlock, opt_block
+
+    act = specs["act"]
+    keys = {_param_stage_name(k): k for k in _block_keys()}
+    arrays = {keys[n]: v for n, v in a.items() if n in keys}
+    for r in ("R1", "R2", "R3", "R4", "R5"):
+        for p in ("perm", "ids", "sizes"):
+            arrays[f"{r}.{p}"] = arrays[f"{r}.{p}"].astype(np.int64)
+    hidden = int(a["x"].shape[1])
+    meta = {"hidden": hidden, "heads": cfg["heads"], "ffn": int(arrays["fc1.bias"].shape[0]), "eps": 1e-5,
+            "wbits": cfg["wbits"], "layout": "physical"}
+    st = opt_block(QuantizedOPTBlock(arrays, meta), a["x"],
+                   config={"wbits": cfg["wbits"], "abits": cfg["abits"], "kvbits": cfg["kvbits"]},
+                   acc_bits=act.acc_bits, overflow=act.acc_overflow.value)
+    from refsim.rptq.block import STAGES
+
+    out = []
+    for name in STAGES:
+        if name == "x" or name not in st:
+            continue
+        v = st[name]
+        if name.endswith("_acc"):
+            out.append(stage(name, v.astype(np.int64), word_bits=act.acc_bits, signed=True,
+                             doc="per-cluster integer sums with zero-point correction (refsim.rptq.block)"))
+        elif name.endswith("_codes"):
+            signed = name != "probs_codes"
+            out.append(stage(name, v.astype(np.int8 if signed else np.uint8), word_bits=_block_code_bits(name, cfg),
+                             signed=signed, doc="activation codes (RPTQ per-cluster, physical order)"))
+        else:
+            out.append(stage(name, np.asarray(v, np.float32), doc="float32 stage (refsim.rptq.block)"))
+    return out
+
+
+def _block_keys():
+    keys = ["ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"]
+    for lin in ("q", "k", "v", "out", "fc1", "fc2"):
+        keys += [f"{lin}.weight", f"{lin}.bias", f"{lin}.codes", f"{lin}.scale", f"{lin}.zero"]
+    for r in ("R1", "R2", "R3", "R4", "R5"):
+        keys += [f"{r}.perm", f"{r}.ids", f"{r}.sizes"]
+    for p, _ in _BLOCK_POINTS:
+        keys += [f"stat.{p}.min", f"stat.{p}.max"]
+    return keys
+
+
+def _block_preset():
+    return Preset(
+        name="opt_block_w4a4",
+        summary="a whole OPT decoder block, RPTQ W4A4 integer dataflow: every stage (LayerNorm codes, "
+        "per-cluster q/k/v/attention/out/fc1/fc2 sums, softmax codes, outputs)",
+        specs={"act": refsim.preset("rptq")},
+        shape_names=("T", "hidden", "ffn"),
+        default_shape=(8, 32, 64),
+        config={"wbits": 4, "abits": 4, "kvbits": 4, "heads": 2, "clusters": 4, "head_clusters": 2},
+        inputs=_block_inputs,
+        derive=_block_derive,
+        levels=(0,),
+        notes=["level 0 only: a random layer calibrated on a random sequence; the reorders (k-means) and weight "
+               "codes (round to nearest, GPTQ form) are recorded as param_* input stages",
+               "float stages (LayerNorm, softmax) follow refsim.rptq.block: float64 then one rounding to float32"],
     )
 
 
@@ -575,6 +717,7 @@ def _build():
     presets += [_sdr_preset(16, 16), _sdr_preset(16, 32), _sdr_preset(8, 16), _sdr_preset(8, 32)]
     presets.append(_sdr_gemm_preset(16))
     presets.append(_requant_preset())
+    presets.append(_block_preset())
     return {p.name: p for p in presets}
 
 

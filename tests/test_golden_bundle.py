@@ -186,8 +186,10 @@ def test_argument_errors(tmp_path):
         golden.write_bundle(None, tmp_path / "x", shape="4,4")
     with pytest.raises(ValueError, match="shape is not allowed at level 2"):
         golden.write_bundle(None, tmp_path / "x", level=2, shape=(2, 64, 2))
-    with pytest.raises(ValueError, match="level=2 is not allowed for preset sdr_gemm_g16"):
+    with pytest.raises(ValueError, match="level=2 is not allowed for preset sdr_gemm_g16; allowed: 0, 1"):
         golden.write_bundle("sdr_gemm_g16", tmp_path / "x", level=2)
+    with pytest.raises(ValueError, match="level=1 is not allowed for preset opt_block_w4a4; allowed: 0"):
+        golden.write_bundle("opt_block_w4a4", tmp_path / "x", level=1)
     with pytest.raises(TypeError, match="needs out"):
         golden.write_bundle("requant")
     assert not (tmp_path / "x").exists()
@@ -207,8 +209,8 @@ def test_progress_messages(tmp_path):
     assert msgs[0].startswith("[1/") and "wrote" in msgs[-1]
 
 
-FAST_LEVELS = [(n, lv) for n in PRESETS for lv in (0, 1, 2)
-               if not (lv == 2 and (PRESETS[n].exhaustive_shape is None or n.startswith(("sdr_a16", "quant_"))))]
+FAST_LEVELS = [(n, lv) for n in PRESETS for lv in PRESETS[n].levels
+               if not (lv == 2 and n.startswith(("sdr_a16", "quant_")))]
 
 
 @pytest.mark.parametrize("name, level", FAST_LEVELS)
@@ -290,3 +292,15 @@ def test_sdr_level2_every_value_in_every_context(tmp_path):
     for L in range(1, 8):
         flag = max(0, L - 3)
         assert all((v, flag) in seen for v in range(-(2**L - 1), 2**L))
+
+
+def test_opt_block_bundle_stages(tmp_path):
+    """Every stage of refsim.rptq.block's integer dataflow is in the bundle, and re-derives."""
+    from refsim.rptq.block import STAGES
+
+    out = golden.write_bundle("opt_block_w4a4", tmp_path / "b", shape=(4, 16, 32))
+    m, s = _load(out)
+    assert set(STAGES) <= set(s)
+    assert all(m_["role"] == "input" for m_ in m["stages"] if m_["name"].startswith("param_") or m_["name"] == "x")
+    assert s["out"].shape == (4, 16) and s["fc2_acc"].dtype == np.int64
+    assert golden.verify_bundle(out).ok
