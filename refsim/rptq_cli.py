@@ -163,7 +163,7 @@ def run(args) -> int:
                            act_order=args.act_order)
         stages.update(report.stage_sqnr(base, xs, {"CLI per-tensor (no reorder)": configs["CLI"]}))
         layers.append({"activations": report.activation_sqnr(block, xs, abits=abits, kvbits=kvbits),
-                       "stages": stages})
+                       "stages": stages, "acc_bits": report.acc_bits(block, xs, configs["CLI"])})
     if progress:
         print(file=sys.stderr)
     timings["report"] = time.perf_counter() - t1

@@ -40,6 +40,20 @@ def stage_sqnr(block, xs, configs) -> dict:
     return out
 
 
+def acc_bits(block, xs, config) -> dict:
+    """{gemm: signed bits of the largest per-cluster int sum} of the integer GEMMs under ``config``
+    over the sequences ``xs``: the width a wrap accumulator per cluster sum needs for this data."""
+    from refsim.accumulate import max_signed_bits
+
+    out = {}
+    for x in xs:
+        st = opt_block(block, x, config=config)
+        for k, v in st.items():
+            if k.endswith("_acc"):
+                out[k[:-4]] = max(out.get(k[:-4], 1), max_signed_bits(v))
+    return out
+
+
 def fake_quant(x, lo, hi, ids, bits):
     """RPTQ min-max fake quantization of x (T, C) with per-cluster ranges (ids per channel)."""
     n = int(ids.max()) + 1
@@ -122,5 +136,8 @@ def markdown_report(layers, *, calib_note, configs=tuple(CONFIGS), abits=4, kvbi
                   "|---" * (len(stages) + 1) + "|"]
         for c, row in rep["stages"].items():
             lines.append(f"| {c} | " + " | ".join(f"{row[s]:.1f}" for s in stages) + " |")
+        if rep.get("acc_bits"):
+            lines += ["", "Accumulator bits the command's configuration needed (largest per-cluster sum): " +
+                      ", ".join(f"{k} {v}" for k, v in rep["acc_bits"].items())]
         lines.append("")
     return "\n".join(lines) + "\n"
