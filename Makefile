@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-gpu lint bench clean
+.PHONY: venv demo test test-slow test-gpu lint bench docs-plots clean
 
 venv: $(STAMP)
 
@@ -33,8 +33,18 @@ test-gpu: venv
 lint: venv
 	$(BIN)/ruff check refsim golden hwmodel cukernels tests benchmarks
 
+# Each script prints its ratios against a baseline measured in the same run.
 bench: venv
 	$(BIN)/python benchmarks/bench_int_gemm.py
+	$(BIN)/python benchmarks/bench_sdr.py
+	$(BIN)/python benchmarks/bench_golden.py
+	$(BIN)/python benchmarks/bench_hwmodel.py
+	$(BIN)/python benchmarks/bench_rptq.py
+	$(BIN)/python benchmarks/bench_kernels.py
+
+# The cost-model plots in docs/img (docs/costmodel.md).
+docs-plots: venv
+	$(BIN)/refsim cost opt-66b --hw H200 --config W4A4 --batch 64 --seq 8192 --plot docs/img
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
