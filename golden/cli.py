@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         description="Write a golden-vector bundle for RTL teams. Without PRESET, the default bundle "
         "(gemm_w4a4). `refsim golden --list` lists the presets.")
     g.add_argument("preset", nargs="?", default=None, metavar="PRESET", help="bundle preset (see --list)")
-    g.add_argument("--out", metavar="DIR", help="bundle directory to create (must not exist unless --force)")
+    g.add_argument("--out", metavar="DIR", help="bundle directory to create (must not exist unless --force); "
+                   "default: ./golden-PRESET-levelL-seedS")
     g.add_argument("--seed", type=int, default=0, help="PCG64 seed (default 0)")
     g.add_argument("--level", type=int, default=0, choices=(0, 1, 2),
                    help="stimulus: 0 random, 1 patterns, 2 exhaustive (default 0)")
@@ -48,9 +49,10 @@ def run_golden(args) -> int:
             print(f"{mark} {name:<{width}}  {p.summary}  [{shape}]")
         print("(* = the default bundle)")
         return 0
-    if not args.out:
-        raise ValueError("--out DIR is required (the bundle directory to create)")
     from golden.bundle import write_bundle
+
+    if not args.out:
+        args.out = f"golden-{args.preset or DEFAULT_PRESET}-level{args.level}-seed{args.seed}"
 
     progress = False if args.quiet else None
     out = write_bundle(args.preset, args.out, seed=args.seed, level=args.level, shape=args.shape,

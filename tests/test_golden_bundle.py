@@ -304,3 +304,12 @@ def test_opt_block_bundle_stages(tmp_path):
     assert all(m_["role"] == "input" for m_ in m["stages"] if m_["name"].startswith("param_") or m_["name"] == "x")
     assert s["out"].shape == (4, 16) and s["fc2_acc"].dtype == np.int64
     assert golden.verify_bundle(out).ok
+
+
+def test_golden_with_no_options_writes_the_default_bundle(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["golden"]) == 0
+    out = tmp_path / f"golden-{golden.DEFAULT_PRESET}-level0-seed0"
+    assert capsys.readouterr().out.strip() == str(out.relative_to(tmp_path))
+    assert main(["verify", str(out)]) == 0
+    assert main(["golden"]) == 2  # never overwritten without --force
