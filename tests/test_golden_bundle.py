@@ -222,7 +222,6 @@ def test_every_preset_and_level_verifies(tmp_path, name, level):
     assert m["exhaustive"] == (level == 2)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith(("sdr_a16", "quant_"))])
 def test_big_exhaustive_bundles_verify(tmp_path, name):
     assert golden.verify_bundle(golden.write_bundle(name, tmp_path / "b", level=2)).ok
