@@ -187,15 +187,18 @@ def _iter_hex_chunks(a: np.ndarray, word_bits: int, *, sign_magnitude: bool = Fa
     n_max = max(1, min(CHUNK_WORDS, flat.size))
     if nd + 1 in (2, 4, 8):  # a line fills a machine word: digits in the low bytes, "\n" on top
         cont = _container(nd + 1)
-        x, t = np.empty(n_max, cont), np.empty(n_max, cont)
+        # One digit: the arithmetic runs on bytes and only the last step widens to the line.
+        work = _container(nd)
+        x, t = np.empty(n_max, work), np.empty(n_max, work)
+        line = np.empty(n_max, cont) if work is not cont else x
         for start in range(0, flat.size, CHUNK_WORDS):
             # _ascii_digits keeps the low 4*nd bits: the words need masking only when word_bits is not 4*nd
             w = words_from_array(flat[start:start + CHUNK_WORDS], word_bits, sign_magnitude=sign_magnitude,
                                  mask=word_bits != 4 * nd)
-            xv, tv = x[:w.size], t[:w.size]
+            xv, tv, lv = x[:w.size], t[:w.size], line[:w.size]
             _ascii_digits(w, nd, xv, tv)
-            np.bitwise_or(xv, cont(10 << (8 * nd)), out=xv)
-            yield xv
+            np.bitwise_or(xv, cont(10 << (8 * nd)), out=lv)
+            yield lv
         return
     lo_nd, hi_nd = min(nd, 8), max(nd - 8, 0)
     ldt, plan = _line_dtype(([(hi_nd, "h")] if hi_nd else []) + [(lo_nd, "l")])

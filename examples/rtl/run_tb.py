@@ -40,6 +40,9 @@ def plan(manifest: dict) -> tuple[str, list[str], dict]:
         if manifest["specs"]["sdr"]["sdr_rounding"] != "half_up":
             raise SystemExit(f"{preset}: sdr_group_encoder implements the half_up rounding bit only")
         r, d = _stage(manifest, "base_int")["shape"]
+        if d % cfg["group_size"]:
+            raise SystemExit(f"{preset}: D={d} is not a multiple of the group size {cfg['group_size']}; the "
+                             "testbench feeds whole groups (generate with --shape R,D, D a multiple of G)")
         params = {"G": cfg["group_size"], "B": cfg["base_bits"], "KEEP": cfg["keep"], "R": r, "D": d}
         return "tb_sdr_group_encoder", ["sdr_group_encoder.v", "tb_sdr_group_encoder.v"], params
     raise SystemExit(f"no testbench for preset {preset!r}; available: gemm_w4a4, gemm_w3a3, sdr_a16_g16, "
