@@ -27,9 +27,11 @@ SEED = 0
 
 
 def canonical_bundles() -> list[tuple[str, int]]:
-    """(preset, level) of every canonical bundle: each preset at levels 0 and 1, and level 2 where small."""
+    """(preset, level) of every canonical bundle: each portable preset at its levels (level 2 where small)."""
     out = []
     for name, p in PRESETS.items():
+        if not p.portable:
+            continue
         out += [(name, lv) for lv in p.levels
                 if lv < 2 or not name.startswith(("quant_", "sdr_a16_", "requant"))]
     return out

@@ -63,6 +63,9 @@ class Preset:
     exhaustive_shape: Callable | None = None  # config -> the shape level 2 fixes
     pattern_shape: Callable | None = None  # config -> the shape level 1 fixes (None: level 1 takes --shape)
     levels: tuple = (0, 1, 2)
+    # False: the bytes depend on the platform's float64 exp / BLAS / k-means (the OPT block's float
+    # stages and calibration); such presets are left out of the committed cross-machine digests.
+    portable: bool = True
     notes: list = field(default_factory=list)
 
 
@@ -703,9 +706,12 @@ def _block_preset():
         inputs=_block_inputs,
         derive=_block_derive,
         levels=(0,),
+        portable=False,
         notes=["level 0 only: a random layer calibrated on a random sequence; the reorders (k-means) and weight "
                "codes (round to nearest, GPTQ form) are recorded as param_* input stages",
-               "float stages (LayerNorm, softmax) follow refsim.rptq.block: float64 then one rounding to float32"],
+               "float stages (LayerNorm, softmax) follow refsim.rptq.block: float64 then one rounding to float32; "
+               "numpy's float64 exp and the calibration run's BLAS may differ in the last bit between platforms, "
+               "so this bundle is byte-identical on the same platform stack, not on any machine"],
     )
 
 
