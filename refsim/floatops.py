@@ -27,3 +27,43 @@ def fused_multiply_add(a, b, c, dtype) -> np.ndarray:
         step = np.nextafter(t, np.where(err > 0, np.inf, -np.inf))
         t = np.where((err != 0) & even & np.isfinite(t), step, t)
         return t.astype(dtype)
+
+
+# A faithful float64 exp (any libm or SIMD implementation: error < 1 ulp, i.e. < 2^-52 relative)
+# cannot move the value across a float32 rounding boundary unless it lies within this margin.
+_EXP_MARGIN = 2.0**-50
+
+
+def _exp_decimal_f32(x: float) -> np.float32:
+    """exp(x) correctly rounded to float32, evaluated in decimal at 60 digits (the slow, exact path)."""
+    import decimal
+    from fractions import Fraction
+
+    from refsim.scalar import round_to_format
+
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        value = Fraction(decimal.Decimal(x).exp())
+    r = round_to_format(value, "float32")
+    return np.float32(float(r))
+
+
+def exp_float32(x) -> np.ndarray:
+    """exp(x) correctly rounded to float32, the same on every machine.
+
+    numpy's float64 exp differs between builds and CPUs (libm, or SIMD kernels chosen at run
+    time) in the last float64 bit. Its result is rounded to float32 twice, at exp * (1 - 2^-50)
+    and exp * (1 + 2^-50): where both agree, every faithful float64 exp gives that float32
+    value, which is then the correctly rounded one. The rare values near a float32 rounding
+    boundary are recomputed exactly (decimal arithmetic, 60 digits) and rounded once.
+    """
+    x32 = np.asarray(x, dtype=np.float32)
+    x64 = np.atleast_1d(x32).astype(np.float64)
+    with np.errstate(over="ignore", under="ignore"):
+        e = np.exp(x64)
+        lo = (e * (1.0 - _EXP_MARGIN)).astype(np.float32)
+        hi = (e * (1.0 + _EXP_MARGIN)).astype(np.float32)
+    out = hi.copy()
+    for idx in zip(*np.nonzero((lo != hi) & np.isfinite(x64)), strict=True):
+        out[idx] = _exp_decimal_f32(float(x64[idx]))
+    return out.reshape(x32.shape)

@@ -98,3 +98,30 @@ def test_fused_multiply_add_keeps_what_two_roundings_lose():
     r = np.float32(1) / s
     assert np.float32(x * r) + np.float32(3) == np.float32(0.5)  # two roundings: a tie
     assert fused_multiply_add(x, r, 3, np.float32) > np.float32(0.5)  # one rounding: above it
+
+
+@given(st.lists(st.floats(-110, 90, width=32), min_size=1, max_size=40))
+def test_exp_float32_is_correctly_rounded(xs):
+    import decimal
+
+    from refsim.floatops import exp_float32
+
+    got = exp_float32(np.array(xs, dtype=np.float32))
+    with decimal.localcontext() as ctx:
+        ctx.prec = 80
+        for g, x in zip(got, xs, strict=True):
+            want = round_to_format(Fraction(decimal.Decimal(float(np.float32(x))).exp()), "float32")
+            assert (Fraction(float(g)) == want) if np.isfinite(g) else float(g) == want
+
+
+def test_exp_float32_on_a_dense_grid_and_its_boundary_cases():
+    from refsim.floatops import _exp_decimal_f32, exp_float32
+
+    x = np.linspace(-20, 0, 20001, dtype=np.float32)  # the range a max-subtracted softmax uses
+    got = exp_float32(x)
+    e = np.exp(x.astype(np.float64))
+    near = (e * (1 - 2.0**-50)).astype(np.float32) != (e * (1 + 2.0**-50)).astype(np.float32)
+    for i in np.nonzero(near)[0]:
+        assert got[i] == _exp_decimal_f32(float(x[i]))
+    assert np.array_equal(got[~near], e[~near].astype(np.float32))
+    assert exp_float32(np.float32(0)) == 1.0 and exp_float32(np.float32(-np.inf)) == 0.0
