@@ -67,3 +67,17 @@ def exp_float32(x) -> np.ndarray:
     for idx in zip(*np.nonzero((lo != hi) & np.isfinite(x64)), strict=True):
         out[idx] = _exp_decimal_f32(float(x64[idx]))
     return out.reshape(x32.shape)
+
+
+def fsum_rows(x) -> np.ndarray:
+    """Correctly rounded float64 sums over the last axis (``math.fsum`` per row).
+
+    A correctly rounded sum does not depend on the order of its terms, nor on the BLAS, SIMD
+    width or numpy version that a pairwise or blocked sum would: it is the same on every IEEE
+    machine, and the same for a channel-permuted row (RPTQ's reordered layout).
+    """
+    import math
+
+    a = np.asarray(x, dtype=np.float64)
+    rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+    return np.array([math.fsum(r) for r in rows.tolist()], dtype=np.float64).reshape(a.shape[:-1])

@@ -125,3 +125,17 @@ def test_exp_float32_on_a_dense_grid_and_its_boundary_cases():
         assert got[i] == _exp_decimal_f32(float(x[i]))
     assert np.array_equal(got[~near], e[~near].astype(np.float32))
     assert exp_float32(np.float32(0)) == 1.0 and exp_float32(np.float32(-np.inf)) == 0.0
+
+
+def test_fsum_rows_is_order_independent_and_correctly_rounded():
+    import math
+
+    from refsim.floatops import fsum_rows
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((5, 300)) * 10.0 ** rng.integers(-8, 8, (5, 300))).astype(np.float32)
+    got = fsum_rows(x)
+    assert got.shape == (5,)
+    for r in range(5):
+        assert got[r] == math.fsum(map(float, x[r]))
+        assert fsum_rows(x[r][rng.permutation(300)]) == got[r]

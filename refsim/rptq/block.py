@@ -30,9 +30,9 @@ float32 epilogue in ascending cluster order. Any other product runs in float64 o
 (dequantized) float32 operands and is rounded once to float32 (not bit-exact across BLAS
 builds: such stages are compared with a tolerance).
 
-Float steps: LayerNorm in float64 over values sorted ascending (so the result does not depend
-on the channel order), rounded once to float32; softmax in float64 (exp from libm), rounded
-once to float32; ReLU and residual adds in float32. Masked scores are -inf.
+Float steps, identical on every IEEE machine: LayerNorm in float64 with correctly rounded sums
+(independent of the channel order), rounded once to float32; softmax with exp correctly rounded
+to float32 and a correctly rounded sum; ReLU and residual adds in float32. Masked scores are -inf.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import numpy as np
 
 import refsim
 from refsim.checks import check_choice
+from refsim.floatops import exp_float32, fsum_rows
 from refsim.rptq.cluster import cluster_minmax
 
 LINEARS = ("q", "k", "v", "out", "fc1", "fc2")
@@ -183,25 +184,35 @@ def layer_norm(x, gamma, beta, *, eps=1e-5, perm=None) -> np.ndarray:
     variance): the LayerNorm reads the residual in its original order and writes permuted addresses
     (gamma and beta are given already permuted; perm=None is the identity).
 
-    float64, sums over values sorted ascending (channel-order independent), rounded once to float32.
+    In float64 from float32 inputs, every operation IEEE-rounded, the two sums correctly rounded
+    (``refsim.floatops.fsum_rows``: independent of channel order and of the machine):
+
+        mean = fsum(x) / H;  d = x - mean;  var = fsum(d * d) / H
+        y = fl32((d / sqrt(var + eps)) * gamma + beta)
     """
     x64 = np.asarray(x, dtype=np.float32).astype(np.float64)
     h = x64.shape[-1]
-    mean = np.sort(x64, axis=-1).sum(axis=-1, keepdims=True) / h
+    mean = fsum_rows(x64)[..., None] / h
     d = x64 - mean
     if perm is not None:
         d = d[..., np.asarray(perm)]
-    var = np.sort(d * d, axis=-1).sum(axis=-1, keepdims=True) / h
+    var = fsum_rows(d * d)[..., None] / h
     y = d / np.sqrt(var + eps) * np.asarray(gamma, np.float32).astype(np.float64) \
         + np.asarray(beta, np.float32).astype(np.float64)
     return y.astype(np.float32)
 
 
 def softmax(scores) -> np.ndarray:
-    """Softmax over the last axis in float64 (max subtracted first), rounded once to float32; -inf -> 0."""
-    s = np.asarray(scores, dtype=np.float32).astype(np.float64)
-    e = np.exp(s - s.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    """Softmax over the last axis, the same on every machine; -inf (masked) -> 0:
+
+        t = fl32(s - max(s));  e = exp_float32(t) (correctly rounded);  p = fl32(e / fsum(e))
+
+    (the quotient is taken in float64, then rounded to float32).
+    """
+    s = np.asarray(scores, dtype=np.float32)
+    t = (s - s.max(axis=-1, keepdims=True)).astype(np.float32)
+    e = exp_float32(t)
+    return (e.astype(np.float64) / fsum_rows(e)[..., None]).astype(np.float32)
 
 
 def float_matmul(a, b_nk, bias=None) -> np.ndarray:
