@@ -235,7 +235,7 @@ def acc_bits_worst_case(k, a_range, b_range) -> int:
     return max_signed_bits(np.array([int(k) * min(corners), int(k) * max(corners)], dtype=np.int64))
 
 
-def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, acc_bits=32, overflow="wrap",
+def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, n_clusters=None, acc_bits=32, overflow="wrap",
                      backend="auto") -> np.ndarray:
     """Per-cluster integer sums with exact zero-point correction (RPTQ's W·A GEMM), int64 (C, M, N).
 
@@ -245,12 +245,18 @@ def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, acc_bits=32,
     ``a`` (M, K) are activation codes with one zero point per cluster (``a_zero`` of shape (C,)
     or a scalar); ``b`` (K, N) are weight codes with zero points per output column (N,), per
     (cluster, column) (C, N) as RPTQ's per-output-row x per-input-cluster weights, or a scalar.
-    Each cluster's sum is an ``int_gemm`` under the accumulator rule. The corrected operands
-    must fit in 16 bits (they do for 3/4/8-bit codes with their zero points). The float
-    epilogue (``refsim.float_epilogue``) turns the sums into outputs.
+    ``n_clusters`` defaults to max(clusters) + 1; give it when trailing clusters may be empty
+    (their sums are 0). Each cluster's sum is an ``int_gemm`` of the corrected operands under
+    the accumulator rule. RPTQ zero points may lie far outside the code range (a cluster whose
+    range excludes 0), so a - a_zero can leave 16 bits; under ``wrap`` such a cluster is
+    computed as a @ b' - a_zero * colsum(b'), b' = b - b_zero, exact in int64 and then wrapped
+    (wrap is associative, so this equals the corrected MAC sequence); ``saturate`` and ``raise``
+    need the corrected products themselves and refuse it. The float epilogue
+    (``refsim.float_epilogue``) turns the sums into outputs.
     """
     from refsim.checks import as_int_array
 
+    acc_bits, overflow = check_acc(acc_bits, overflow)
     a = as_int_array(a_codes, name="a_codes")
     b = as_int_array(b_codes, name="b_codes")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -258,16 +264,20 @@ def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, acc_bits=32,
     c = as_int_array(clusters, name="clusters")
     if c.shape != (a.shape[1],):
         raise ValueError(f"clusters must have shape ({a.shape[1]},) (one id per K channel), got {c.shape}")
-    n_clusters = int(c.max()) + 1 if c.size else 0
-    check_range(c, 0, max(n_clusters - 1, 0), name="clusters")
-    za = np.broadcast_to(as_int_array(a_zero, name="a_zero").reshape(-1), (n_clusters,)) \
-        if np.size(a_zero) == 1 else as_int_array(a_zero, name="a_zero")
+    if n_clusters is None:
+        n_clusters = int(c.max()) + 1 if c.size else 0
+    elif isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
+        raise ValueError(f"n_clusters={n_clusters!r} is not allowed; allowed: a positive integer")
+    check_range(c, 0, max(int(n_clusters) - 1, 0), name="clusters", what=f"(n_clusters={n_clusters})")
+    za = as_int_array(a_zero, name="a_zero").reshape(-1)
+    if za.size == 1:
+        za = np.broadcast_to(za, (n_clusters,))
     if za.shape != (n_clusters,):
         raise ValueError(f"a_zero must be a scalar or have shape ({n_clusters},) (one per cluster), got {za.shape}")
     zb = as_int_array(b_zero, name="b_zero")
     n = b.shape[1]
-    if zb.ndim == 0 or zb.size == 1:
-        zb = np.full((n_clusters, n), int(zb.reshape(-1)[0]) if zb.size else 0, dtype=np.int64)
+    if zb.size == 1:
+        zb = np.full((n_clusters, n), int(zb.reshape(-1)[0]), dtype=np.int64)
     elif zb.shape == (n,):
         zb = np.broadcast_to(zb, (n_clusters, n))
     elif zb.shape != (n_clusters, n):
@@ -275,5 +285,11 @@ def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, acc_bits=32,
     out = np.zeros((n_clusters, a.shape[0], n), dtype=np.int64)
     for k in range(n_clusters):
         idx = np.nonzero(c == k)[0]
-        out[k] = int_gemm(a[:, idx] - za[k], b[idx] - zb[k], acc_bits=acc_bits, overflow=overflow, backend=backend)
+        ak, bk = a[:, idx] - za[k], b[idx] - zb[k]
+        lo_a, hi_a = (int(ak.min()), int(ak.max())) if ak.size else (0, 0)
+        if lo_a >= OPERAND_MIN and hi_a <= OPERAND_MAX or overflow != "wrap":
+            out[k] = int_gemm(ak, bk, acc_bits=acc_bits, overflow=overflow, backend=backend)
+        else:
+            exact = exact_matmul(a[:, idx], bk, backend=backend) - int(za[k]) * bk.sum(axis=0)
+            out[k] = wrap_to(exact, acc_bits)
     return out

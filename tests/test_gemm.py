@@ -159,3 +159,16 @@ def test_cluster_int_gemm_equals_per_cluster_scalar_sums(data):
     # the clusters' sums add up to the whole corrected product when zero points are shared
     whole = refsim.cluster_int_gemm(a, np.full(n_clusters, 3), b, 8, ids).sum(axis=0)
     assert np.array_equal(whole, (a - 3) @ (b - 8))
+
+
+def test_cluster_int_gemm_with_a_far_zero_point_and_empty_clusters():
+    """RPTQ zero points can sit far outside the code range (a cluster whose range excludes 0)."""
+    s, z = refsim.rptq_params(np.array([-4.0]), np.array([-3.99]), bits=8)
+    qa = refsim.quantize(np.array([[-4.0, -3.995]], np.float32), s, z, bits=8, spec=refsim.preset("rptq"))
+    b = np.full((2, 1), 3)
+    got = refsim.cluster_int_gemm(qa, z, b, 0, np.zeros(2, int), acc_bits=64)
+    assert got[0, 0, 0] == 3 * int((qa - z).sum())
+    with pytest.raises(ValueError, match="outside the allowed range"):
+        refsim.cluster_int_gemm(qa, z, b, 0, np.zeros(2, int), acc_bits=64, overflow="saturate")
+    got = refsim.cluster_int_gemm(np.ones((1, 3), int), 0, np.ones((3, 2), int), 0, [0, 0, 1], n_clusters=4)
+    assert got.shape == (4, 1, 2) and got[2:].sum() == 0 and got[0, 0, 0] == 2
