@@ -60,3 +60,21 @@ def max_signed_bits(v) -> int:
     if v.size == 0:
         return 1
     return int(max(signed_bits(v.min()), signed_bits(v.max())))
+
+
+def settle_sequential(exact: np.ndarray, rows, cols, result, overflow: str, describe) -> np.ndarray:
+    """Finish a saturating or raising GEMM from its sequential re-run of the risky outputs.
+
+    ``exact`` holds the exact sums; ``rows``/``cols`` (row-major order) list the outputs whose
+    partial sums might leave the range, and ``result`` what the sequential accumulation gave
+    for each: the saturated value (``saturate``) or the first offending step, -1 for none
+    (``raise``). Under ``raise`` the first offender's message is ``describe(m, n, step)``.
+    """
+    if overflow == "saturate":
+        exact[rows, cols] = result
+        return exact
+    hit = np.nonzero(np.asarray(result) >= 0)[0]
+    if hit.size:
+        t = hit[0]
+        raise ValueError(describe(int(rows[t]), int(cols[t]), int(result[t])))
+    return exact

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from refsim.accumulate import acc_limits, check_acc, max_signed_bits, wrap_to
+from refsim.accumulate import acc_limits, check_acc, max_signed_bits, settle_sequential, wrap_to
 from refsim.checks import check_choice, check_range
 
 OPERAND_MIN, OPERAND_MAX = -(1 << 15), (1 << 16) - 1
@@ -165,19 +165,13 @@ def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="auto") -> np.ndarra
     mode = 0 if overflow == "saturate" else 1
     av, bv = a.values.astype(np.int64), b.values.astype(np.int64)
     res = _sequential(av, bv, rows.astype(np.int64), cols.astype(np.int64), lo, hi, mode)
-    if overflow == "saturate":
-        exact[rows, cols] = res
-        return exact
-    hit = np.nonzero(res >= 0)[0]
-    if hit.size:
-        t = hit[0]
-        m, n, k = int(rows[t]), int(cols[t]), int(res[t])
-        raise ValueError(
-            f"accumulator overflow at output (m={m}, n={n}), k={k}: the ascending partial sum leaves the "
-            f"{acc_bits}-bit range [{lo}, {hi}] (overflow='raise'; the data needs "
-            f"{acc_bits_needed(av, bv).partial} bits)"
-        )
-    return exact
+
+    def describe(m, n, k):
+        return (f"accumulator overflow at output (m={m}, n={n}), k={k}: the ascending partial sum leaves the "
+                f"{acc_bits}-bit range [{lo}, {hi}] (overflow='raise'; the data needs "
+                f"{acc_bits_needed(av, bv).partial} bits)")
+
+    return settle_sequential(exact, rows, cols, res, overflow, describe)
 
 
 class AccBitsNeeded(NamedTuple):

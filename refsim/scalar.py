@@ -238,23 +238,30 @@ def unpack_scalar(data: bytes, layout: str, count: int, signed: bool) -> list[in
 
 # --- integer GEMM and accumulators -------------------------------------------------------------
 
+def accumulate_scalar(acc: int, term: int, *, acc_bits: int, overflow: str, where) -> int:
+    """One step of an acc_bits two's complement accumulator: acc + term, then the overflow rule
+    (wrap modulo 2^acc_bits, saturate to the range, or raise OverflowError(where))."""
+    lo, hi = -(2 ** (acc_bits - 1)), 2 ** (acc_bits - 1) - 1
+    acc += term
+    if acc < lo or acc > hi:
+        if overflow == "wrap":
+            return (acc - lo) % 2**acc_bits + lo
+        if overflow == "saturate":
+            return min(max(acc, lo), hi)
+        raise OverflowError(where)
+    return acc
+
+
 def int_gemm_scalar(a, b, *, acc_bits=32, overflow="wrap"):
     """Ascending-k MAC per output, acc_bits two's complement: wrap / saturate / raise at each step."""
-    lo, hi = -(2 ** (acc_bits - 1)), 2 ** (acc_bits - 1) - 1
     m_count, k_count, n_count = len(a), len(b), len(b[0]) if b else 0
     out = [[0] * n_count for _ in range(m_count)]
     for m in range(m_count):
         for n in range(n_count):
             acc = 0
             for k in range(k_count):
-                acc += int(a[m][k]) * int(b[k][n])
-                if acc < lo or acc > hi:
-                    if overflow == "wrap":
-                        acc = (acc - lo) % 2**acc_bits + lo
-                    elif overflow == "saturate":
-                        acc = min(max(acc, lo), hi)
-                    else:
-                        raise OverflowError((m, n, k))
+                acc = accumulate_scalar(acc, int(a[m][k]) * int(b[k][n]), acc_bits=acc_bits, overflow=overflow,
+                                        where=(m, n, k))
             out[m][n] = acc
     return out
 

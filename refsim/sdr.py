@@ -47,7 +47,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from refsim.accumulate import acc_limits, check_acc, max_signed_bits, wrap_to
+from refsim.accumulate import acc_limits, check_acc, max_signed_bits, settle_sequential, wrap_to
 from refsim.checks import check_bits, check_choice, normalize_axis
 from refsim.gemm import AccBitsNeeded, exact_matmul, int_gemm
 
@@ -277,9 +277,14 @@ def sdr_gemm(a_codes, a_flags, b_codes, b_flags, *, group_size, acc_bits=64, ove
         return exact
     res, _ = _group_mac(ac, af, np.ascontiguousarray(bc.T), bf, g, rows.astype(np.int64), cols.astype(np.int64),
                         lo, hi, 0 if overflow == "saturate" else 1)
-    if overflow == "saturate":
-        exact[rows, cols] = res
-        return exact
+
+    def describe(m, n, j):
+        k0, k1 = j * g, min(j * g + g, ac.shape[1])
+        return (f"accumulator overflow at output (m={m}, n={n}), group {j} (k={k0}..{k1 - 1}): the group-order "
+                f"partial sum leaves the {acc_bits}-bit range [{lo}, {hi}] (overflow='raise'; the data needs "
+                f"{sdr_acc_bits_needed(ac, af, bc, bf, group_size=g).partial} bits)")
+
+    return settle_sequential(exact, rows, cols, res, overflow, describe)
     hit = np.nonzero(res >= 0)[0]
     if hit.size:
         t = hit[0]

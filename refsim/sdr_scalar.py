@@ -17,6 +17,8 @@ Encoder of one group (QRazor, arXiv 2501.13331, Fig. 3 and Sec. 3; DESIGN.md "SD
 
 from __future__ import annotations
 
+from refsim.scalar import accumulate_scalar
+
 
 def sdr_encode_group_scalar(values, *, base_bits, keep, rounding="half_up"):
     """(codes, flag) of one group of base-precision ints, by the steps in the module docstring."""
@@ -83,7 +85,6 @@ def sdr_gemm_scalar(a_codes, a_flags, b_codes, b_flags, *, group_size, acc_bits=
     """The decompression-free MAC, per output: per group, sum the code products in a group adder,
     shift the sum left by f_a + f_b, add it to the accumulator; after each group apply the
     accumulator rule (wrap / saturate / raise OverflowError((m, n, group)))."""
-    lo, hi = -(2 ** (acc_bits - 1)), 2 ** (acc_bits - 1) - 1
     m_count, k_count = len(a_codes), len(b_codes)
     n_count = len(b_codes[0]) if b_codes else 0
     out = [[0] * n_count for _ in range(m_count)]
@@ -94,14 +95,8 @@ def sdr_gemm_scalar(a_codes, a_flags, b_codes, b_flags, *, group_size, acc_bits=
                 group_sum = 0
                 for k in range(start, min(start + group_size, k_count)):
                     group_sum += int(a_codes[m][k]) * int(b_codes[k][n])
-                acc += group_sum * 2 ** (int(a_flags[m][j]) + int(b_flags[j][n]))
-                if acc < lo or acc > hi:
-                    if overflow == "wrap":
-                        acc = (acc - lo) % 2**acc_bits + lo
-                    elif overflow == "saturate":
-                        acc = min(max(acc, lo), hi)
-                    else:
-                        raise OverflowError((m, n, j))
+                acc = accumulate_scalar(acc, group_sum * 2 ** (int(a_flags[m][j]) + int(b_flags[j][n])),
+                                        acc_bits=acc_bits, overflow=overflow, where=(m, n, j))
             out[m][n] = acc
     return out
 
