@@ -574,25 +574,10 @@ def _sdr_gemm_preset(g):
 
 # ---------------------------------------------------------------- a whole OPT decoder block (RPTQ)
 
-_BLOCK_POINTS = (("ln1", "ln1"), ("q", "q"), ("k", "k"), ("v", "v"), ("attn", "attn"), ("ln2", "ln2"),
-                 ("fc2_in", "relu"))
 
 
 def _param_stage_name(key: str) -> str:
     return "param_" + key.replace(".", "_").lower()
-
-
-def _random_opt_layer(rng, hidden, ffn):
-    layer = {"ln1.weight": 1 + 0.3 * rng.standard_normal(hidden), "ln1.bias": 0.1 * rng.standard_normal(hidden),
-             "ln2.weight": 1 + 0.3 * rng.standard_normal(hidden), "ln2.bias": 0.1 * rng.standard_normal(hidden)}
-    shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "out": (hidden, hidden),
-              "fc1": (ffn, hidden), "fc2": (hidden, ffn)}
-    for name, shp in shapes.items():
-        layer[f"{name}.weight"] = rng.standard_normal(shp) / np.sqrt(shp[1])
-        layer[f"{name}.bias"] = 0.1 * rng.standard_normal(shp[0])
-    layer["ln1.weight"][rng.integers(0, hidden, 2)] *= 8  # outlier channels, as real LayerNorm outputs have
-    layer["ln2.weight"][rng.integers(0, hidden, 2)] *= 8
-    return {k: v.astype(np.float32) for k, v in layer.items()}
 
 
 def _block_inputs(rng, level, shape, cfg, specs):
@@ -601,32 +586,17 @@ def _block_inputs(rng, level, shape, cfg, specs):
     Everything downstream depends only on the recorded arrays (permutations, cluster ids,
     calibration ranges, weight codes), which are input stages of the bundle.
     """
-    from refsim.rptq.block import QuantizedOPTBlock, opt_block
-    from refsim.rptq.cluster import Reorder
-    from refsim.rptq.gptq import rtn_quantize
-    from refsim.rptq.pipeline import find_reorders
-    from refsim.rptq.reorder import permute_layer, permute_stats, reorder_arrays
+    from refsim.rptq.synthetic import calibrated_block, random_opt_layer
 
     t, hidden, ffn = shape
     heads = cfg["heads"]
     if hidden % heads:
         raise ValueError(f"hidden={hidden} is not allowed with heads={heads}; allowed: a multiple of {heads}")
-    layer = _random_opt_layer(rng, hidden, ffn)
-    ident = {r: Reorder(np.arange(n), np.zeros(n, np.int64), np.array([n]))
-             for r, n in (("R1", hidden), ("R2", hidden), ("R3", hidden), ("R4", hidden), ("R5", ffn))}
-    stats0 = {f"stat.{p}.{m}": np.zeros(ffn if p == "fc2_in" else hidden, np.float32)
-              for p, _ in _BLOCK_POINTS for m in ("min", "max")}
-    meta = {"hidden": hidden, "heads": heads, "ffn": ffn, "eps": 1e-5, "wbits": None, "layout": "physical"}
-    float_block = QuantizedOPTBlock({**permute_layer(layer, ident), **reorder_arrays(ident), **stats0}, meta)
+    layer = random_opt_layer(rng, hidden, ffn)
     calib = (rng.standard_normal((4 * t, hidden)) * 2).astype(np.float32)
-    run = opt_block(float_block, calib, config="W16A16")
-    stats = {p: (run[k].min(0), run[k].max(0)) for p, k in _BLOCK_POINTS}
-    reorders = find_reorders(stats, heads=heads, n_clusters=cfg["clusters"], head_clusters=cfg["head_clusters"],
-                             seed=0)
-    arrays = {**permute_layer(layer, reorders), **permute_stats(stats, reorders), **reorder_arrays(reorders)}
-    for lin, r in (("q", "R1"), ("k", "R1"), ("v", "R1"), ("out", "R3"), ("fc1", "R4"), ("fc2", "R5")):
-        res = rtn_quantize(arrays[f"{lin}.weight"], bits=cfg["wbits"], groups=reorders[r].ids_new)
-        arrays[f"{lin}.codes"], arrays[f"{lin}.scale"], arrays[f"{lin}.zero"] = res.codes, res.scale, res.zero
+    block, _, _ = calibrated_block(layer, calib, heads=heads, n_clusters=cfg["clusters"],
+                                   head_clusters=cfg["head_clusters"], wbits=cfg["wbits"], seed=0)
+    arrays = block.arrays
     x = (rng.standard_normal((t, hidden)) * 2).astype(np.float32)
     out = [stage("x", x, role="input", doc="the block input (T, hidden), float32 residual stream")]
     for key in sorted(arrays):
@@ -689,7 +659,9 @@ def _block_keys():
         keys += [f"{lin}.weight", f"{lin}.bias", f"{lin}.codes", f"{lin}.scale", f"{lin}.zero"]
     for r in ("R1", "R2", "R3", "R4", "R5"):
         keys += [f"{r}.perm", f"{r}.ids", f"{r}.sizes"]
-    for p, _ in _BLOCK_POINTS:
+    from refsim.rptq.synthetic import CALIBRATION_STAGES
+
+    for p, _ in CALIBRATION_STAGES:
         keys += [f"stat.{p}.min", f"stat.{p}.max"]
     return keys
 

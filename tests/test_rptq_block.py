@@ -17,10 +17,9 @@ from refsim.rptq.block import (
     opt_block,
 )
 from refsim.rptq.cluster import Reorder
-from refsim.rptq.gptq import rtn_quantize
-from refsim.rptq.pipeline import find_reorders
-from refsim.rptq.reorder import permute_layer, permute_stats, reorder_arrays
+from refsim.rptq.reorder import permute_layer, reorder_arrays
 from refsim.rptq.scalar import cluster_matmul_scalar
+from refsim.rptq.synthetic import calibrated_block, random_opt_layer
 
 INT_CONFIGS = ("W4A8", "W4A4")
 
@@ -90,34 +89,11 @@ def test_layer_norm_writes_permuted_addresses():
 
 
 def random_block(rng, hidden, heads, ffn, n_clusters, head_clusters, wbits=4, seed=0):
-    """A random layer, calibration ranges from running it, k-means reorders, RTN weights."""
-    layer = {"ln1.weight": 1 + 0.3 * rng.standard_normal(hidden), "ln1.bias": 0.1 * rng.standard_normal(hidden),
-             "ln2.weight": 1 + 0.3 * rng.standard_normal(hidden), "ln2.bias": 0.1 * rng.standard_normal(hidden)}
-    shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "out": (hidden, hidden),
-              "fc1": (ffn, hidden), "fc2": (hidden, ffn)}
-    for name, shp in shapes.items():
-        layer[f"{name}.weight"] = rng.standard_normal(shp) / np.sqrt(shp[1])
-        layer[f"{name}.bias"] = 0.1 * rng.standard_normal(shp[0])
-    # outlier channels, as real LayerNorm outputs have
-    layer["ln1.weight"][rng.integers(0, hidden, 2)] *= 8
-    layer = {k: v.astype(np.float32) for k, v in layer.items()}
-    ident = {r: Reorder(np.arange(n), np.zeros(n, np.int64), np.array([n]))
-             for r, n in (("R1", hidden), ("R2", hidden), ("R3", hidden), ("R4", hidden), ("R5", ffn))}
-    fl = QuantizedOPTBlock({**permute_layer(layer, ident), **reorder_arrays(ident),
-                            **{f"stat.{p}.{m}": np.zeros(hidden if p != "fc2_in" else ffn, np.float32)
-                               for p in ("ln1", "q", "k", "v", "attn", "ln2", "fc2_in") for m in ("min", "max")}},
-                           {"hidden": hidden, "heads": heads, "ffn": ffn, "eps": 1e-5, "wbits": None,
-                            "layout": "physical"})
+    """A random layer calibrated on its own input x (``refsim.rptq.synthetic``)."""
+    layer = random_opt_layer(rng, hidden, ffn)
     x = (rng.standard_normal((9, hidden)) * 2).astype(np.float32)
-    s = opt_block(fl, x, config="W16A16")
-    stats = {p: (s[k].min(0), s[k].max(0)) for p, k in
-             (("ln1", "ln1"), ("q", "q"), ("k", "k"), ("v", "v"), ("attn", "attn"), ("ln2", "ln2"), ("fc2_in", "relu"))}
-    reorders = find_reorders(stats, heads=heads, n_clusters=n_clusters, head_clusters=head_clusters, seed=seed)
-    arrays = {**permute_layer(layer, reorders), **permute_stats(stats, reorders), **reorder_arrays(reorders)}
-    for lin, r in (("q", "R1"), ("k", "R1"), ("v", "R1"), ("out", "R3"), ("fc1", "R4"), ("fc2", "R5")):
-        res = rtn_quantize(arrays[f"{lin}.weight"], bits=wbits, groups=reorders[r].ids_new)
-        arrays[f"{lin}.codes"], arrays[f"{lin}.scale"], arrays[f"{lin}.zero"] = res.codes, res.scale, res.zero
-    block = QuantizedOPTBlock(arrays, {**fl.meta, "wbits": wbits})
+    block, reorders, _ = calibrated_block(layer, x, heads=heads, n_clusters=n_clusters, head_clusters=head_clusters,
+                                          wbits=wbits, seed=seed)
     return layer, block, x, reorders
 
 
