@@ -172,47 +172,23 @@ class NumericsSpec:
         return dataclasses.replace(self, **changes)
 
 
-def _spec(**kw) -> NumericsSpec:
-    return NumericsSpec(**kw)
-
-
-PRESETS: dict[str, NumericsSpec] = {
-    "onnx": _spec(
-        scale_op="div", compute_dtype="float32", rounding="ties_even", zero_point_stage="after_round",
-        signed=True, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
-        requant="float", nonfinite="raise", sdr_rounding="half_up",
-    ),
-    "torch": _spec(
-        scale_op="mul_recip", compute_dtype="float32", rounding="ties_even", zero_point_stage="before_round_fused",
-        signed=True, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
-        requant="float", nonfinite="raise", sdr_rounding="half_up",
-    ),
-    "torch_per_channel": _spec(
-        scale_op="mul_recip", compute_dtype="float32", rounding="ties_even", zero_point_stage="before_round",
-        signed=True, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
-        requant="float", nonfinite="raise", sdr_rounding="half_up",
-    ),
-    "gptq": _spec(
-        scale_op="div", compute_dtype="float32", rounding="ties_even", zero_point_stage="after_round",
-        signed=False, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
-        requant="float", nonfinite="raise", sdr_rounding="half_up",
-    ),
-    "rptq": _spec(
-        scale_op="div", compute_dtype="float16", rounding="ties_even", zero_point_stage="after_round",
-        signed=True, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
-        requant="float", nonfinite="raise", sdr_rounding="half_up",
-    ),
-    "qrazor": _spec(
-        scale_op="div", compute_dtype="float32", rounding="ties_even", zero_point_stage="after_round",
-        signed=True, narrow=True, saturation="saturate", acc_bits=32, acc_overflow="raise",
-        requant="float", nonfinite="raise", sdr_rounding="half_up",
-    ),
-    "tflite": _spec(
-        scale_op="div", compute_dtype="float32", rounding="ties_away", zero_point_stage="after_round",
-        signed=True, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
-        requant="double_rounding", nonfinite="raise", sdr_rounding="half_up",
-    ),
+# Every preset names every field: the common integer-pipeline defaults first (ONNX's), then each
+# preset's departures from them, so the table reads as "what this source does differently".
+_COMMON = dict(
+    scale_op="div", compute_dtype="float32", rounding="ties_even", zero_point_stage="after_round",
+    signed=True, narrow=False, saturation="saturate", acc_bits=32, acc_overflow="wrap",
+    requant="float", nonfinite="raise", sdr_rounding="half_up",
+)
+_DEPARTURES = {
+    "onnx": {},
+    "torch": dict(scale_op="mul_recip", zero_point_stage="before_round_fused"),
+    "torch_per_channel": dict(scale_op="mul_recip", zero_point_stage="before_round"),
+    "gptq": dict(signed=False),
+    "rptq": dict(compute_dtype="float16"),
+    "qrazor": dict(narrow=True, acc_overflow="raise"),
+    "tflite": dict(rounding="ties_away", requant="double_rounding"),
 }
+PRESETS: dict[str, NumericsSpec] = {name: NumericsSpec(**{**_COMMON, **d}) for name, d in _DEPARTURES.items()}
 
 # Where each preset's fields come from (also tabulated in docs/numerics.md).
 PRESET_SOURCES: dict[str, str] = {
