@@ -100,10 +100,13 @@ def _torch_int_mm(a, b):
     n = b.shape[1]
     # _int_mm wants M > 16 and K, N multiples of 8; zero padding leaves the sum unchanged.
     mp, kp, np_ = max(m, 17), -(-k // 8) * 8, -(-n // 8) * 8
-    ap = np.zeros((mp, kp), dtype=np.int8)
-    bp = np.zeros((kp, np_), dtype=np.int8)
-    ap[:m, :k] = a
-    bp[:k, :n] = b
+    if (mp, kp, np_) == (m, k, n):
+        ap, bp = np.ascontiguousarray(a, dtype=np.int8), np.ascontiguousarray(b, dtype=np.int8)
+    else:
+        ap = np.zeros((mp, kp), dtype=np.int8)
+        bp = np.zeros((kp, np_), dtype=np.int8)
+        ap[:m, :k] = a
+        bp[:k, :n] = b
     c = torch._int_mm(torch.from_numpy(ap), torch.from_numpy(bp)).numpy()
     return c[:m, :n].astype(np.int64)
 
