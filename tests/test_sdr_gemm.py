@@ -137,3 +137,28 @@ def test_gemm_argument_errors():
         sdr_gemm(ac, af, bc, bf, group_size=8, acc_bits=65)
     with pytest.raises(ValueError, match="2-d"):
         sdr_gemm(ac[0], af[0], bc, bf, group_size=8)
+
+
+def test_flags_beyond_the_base_precision_are_named():
+    with pytest.raises(ValueError, match=r"a_codes\(0, 0\) << a_flags decodes to -57344"):
+        refsim.sdr_gemm([[-7]], [[13]], [[1]], [[0]], group_size=2)
+
+
+@pytest.mark.parametrize("k,g,acc_bits", [(1000, 16, 32), (777, 32, 24), (2048, 128, 20)])
+def test_wrap_against_an_independent_group_order_reference(k, g, acc_bits):
+    """Large K: the group sums shifted by f_a + f_b, accumulated in int64 and reduced mod 2^acc_bits,
+    computed here from the codes and flags directly (not through sdr_decode or int_gemm)."""
+    rng = np.random.default_rng(k)
+    m, n = 3, 4
+    x = rng.integers(-(2**15) + 1, 2**15, size=(m, k))
+    w = rng.integers(-127, 128, size=(k, n))
+    ac, af = refsim.sdr_encode(x, group_size=g, base_bits=16, axis=1)
+    bc, bf = refsim.sdr_encode(w, group_size=g, base_bits=8, axis=0)
+    want = np.zeros((m, n), dtype=np.int64)
+    for j in range(af.shape[1]):
+        sl = slice(j * g, min(j * g + g, k))
+        group = ac[:, sl].astype(np.int64) @ bc[sl].astype(np.int64)
+        want += group << (af[:, j].astype(np.int64)[:, None] + bf[j].astype(np.int64)[None, :])
+    lo = 1 << (acc_bits - 1)
+    want = ((want + lo) % (1 << acc_bits)) - lo
+    assert np.array_equal(refsim.sdr_gemm(ac, af, bc, bf, group_size=g, acc_bits=acc_bits), want)
