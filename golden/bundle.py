@@ -33,8 +33,8 @@ from golden import hexio
 from golden.presets import Preset, Stage, get_preset
 from golden.stimulus import GENERATOR, LEVELS, check_level, make_rng
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2  # CHANGELOG.md: what each version changed
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 # Bundles bigger than this report progress on stderr by default.
 PROGRESS_BYTES = 16 << 20

@@ -63,8 +63,8 @@ class Preset:
     exhaustive_shape: Callable | None = None  # config -> the shape level 2 fixes
     pattern_shape: Callable | None = None  # config -> the shape level 1 fixes (None: level 1 takes --shape)
     levels: tuple = (0, 1, 2)
-    # False: the bytes depend on the platform's float64 exp / BLAS / k-means (the OPT block's float
-    # stages and calibration); such presets are left out of the committed cross-machine digests.
+    # False: generating the inputs depends on the platform's BLAS (the OPT block's float calibration run
+    # and k-means); such presets are left out of the committed cross-machine digests.
     portable: bool = True
     notes: list = field(default_factory=list)
 
@@ -112,13 +112,14 @@ def _quant_inputs(rng, level, shape, cfg, specs):
         m, k = shape
         cluster = contiguous_clusters(k, c_count)
     if level == 0:
-        chan_scale = np.exp2(rng.standard_normal(k) * 1.5)
+        # channel scales 2^-4 .. 2^4 built exactly (np.exp2 of a float differs between CPUs)
+        chan_scale = np.ldexp(1.0 + rng.random(k), rng.integers(-4, 4, size=k))
         chan_shift = rng.standard_normal(k)
         x = (rng.standard_normal((m, k)) * chan_scale + chan_shift).astype(dt)
         xmin, xmax = _cluster_minmax(x, cluster, c_count, dt)
     else:
         za = _pattern_zero_points(bits, c_count)
-        sa = np.exp2(-(np.arange(c_count) % 4 + 2.0))
+        sa = np.ldexp(1.0, -(np.arange(c_count) % 4 + 2))
         ranges = [_pow2_cluster_range(bits, za[c], sa[c], dt) for c in range(c_count)]
         if level == 2 and c_count > 1:  # one range of no special form: scale and zero point rounded in fp16
             ranges[-1] = (np.asarray(-0.3, dt), np.asarray(1.7, dt))
@@ -233,7 +234,7 @@ def _gemm_inputs(rng, level, shape, cfg, specs):
         m, k, n = shape
     cluster = contiguous_clusters(k, c_count)
     if level == 0:
-        chan_scale = np.exp2(rng.standard_normal(k))
+        chan_scale = np.ldexp(1.0 + rng.random(k), rng.integers(-2, 2, size=k))  # exact, on every CPU
         x = (rng.standard_normal((m, k)) * chan_scale + 0.25 * rng.standard_normal(k)).astype(adt)
         w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
         xmin, xmax = _cluster_minmax(x, cluster, c_count, adt)
@@ -253,9 +254,9 @@ def _gemm_inputs(rng, level, shape, cfg, specs):
             qa = as_code(np.arange(m)[:, None] + np.arange(k)[None, :], bits, True)
             qw = (np.arange(n)[None, :] + 3 * np.arange(k)[:, None]) % (1 << bits)
         za = _pattern_zero_points(bits, c_count)
-        sa = np.exp2(-(np.arange(c_count) % 4 + 2.0))
+        sa = np.ldexp(1.0, -(np.arange(c_count) % 4 + 2))
         zw = (np.arange(n) * 5) % (maxq + 1)
-        sw = np.exp2(-(np.arange(n) % 4 + 3.0))
+        sw = np.ldexp(1.0, -(np.arange(n) % 4 + 3))
         x = ((qa - za[cluster]) * sa[cluster]).astype(adt)
         w = ((qw - zw) * sw).astype(np.float32)
         rng_a = [_pow2_cluster_range(bits, za[c], sa[c], adt) for c in range(c_count)]
@@ -342,12 +343,13 @@ def _requant_inputs(rng, level, shape, cfg, specs):
     else:
         m, n = shape
         if level == 0:
-            mag = np.exp2(rng.integers(0, 24, size=(m, n)).astype(np.float64))
+            mag = np.ldexp(1.0, rng.integers(0, 24, size=(m, n)))
             acc = np.clip(np.rint(rng.standard_normal((m, n)) * mag), imin, imax).astype(np.int64)
-            mult = 0.999 * np.exp2(-16.0 * rng.random(n))
+            # multipliers in [2^-17, 1), built exactly (np.exp2 of a float differs between CPUs)
+            mult = np.ldexp(0.5 + 0.499 * rng.random(n), -rng.integers(0, 16, size=n))
         else:
             e = np.arange(n) % 8 + 1
-            mult = np.exp2(-e.astype(np.float64))
+            mult = np.ldexp(1.0, -e)
             acc = np.empty((m, n), dtype=np.int64)
             pats = int_patterns(32, True)
             for j in range(n):  # every tie (2i + 1) * 2^(e - 1) near 0, then the 32-bit patterns
@@ -681,9 +683,10 @@ def _block_preset():
         portable=False,
         notes=["level 0 only: a random layer calibrated on a random sequence; the reorders (k-means) and weight "
                "codes (round to nearest, GPTQ form) are recorded as param_* input stages",
-               "float stages (LayerNorm, softmax) follow refsim.rptq.block: float64 then one rounding to float32; "
-               "numpy's float64 exp and the calibration run's BLAS may differ in the last bit between platforms, "
-               "so this bundle is byte-identical on the same platform stack, not on any machine"],
+               "float stages (LayerNorm, softmax) follow refsim.rptq.block: correctly rounded sums and a correctly "
+               "rounded float32 exp, so every derived stage is the same on any machine given the input stages; "
+               "generating the inputs (a float calibration run through BLAS, then k-means) may differ in the last "
+               "bit between BLAS builds, so a regenerated bundle is byte-identical on the same platform stack only"],
     )
 
 

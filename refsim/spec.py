@@ -13,7 +13,10 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 
-SPEC_SCHEMA_VERSION = 1
+# 2: zero_point_stage gained "before_round_fused"; the torch presets follow x86 torch (CHANGELOG.md).
+SPEC_SCHEMA_VERSION = 2
+# A version-1 dict has the same fields and means the same numerics: it is read as is.
+SUPPORTED_SPEC_SCHEMA_VERSIONS = (1, 2)
 
 
 class ScaleOp(str, enum.Enum):
@@ -155,9 +158,9 @@ class NumericsSpec:
         """Inverse of ``to_dict``; every field must be present and no other key."""
         d = dict(d)
         version = d.pop("spec_schema_version", SPEC_SCHEMA_VERSION)
-        if version != SPEC_SCHEMA_VERSION:
+        if version not in SUPPORTED_SPEC_SCHEMA_VERSIONS:
             raise ValueError(
-                f"spec_schema_version={version!r} is not supported; allowed: {SPEC_SCHEMA_VERSION}"
+                f"spec_schema_version={version!r} is not supported; allowed: {SUPPORTED_SPEC_SCHEMA_VERSIONS}"
             )
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [n for n in names if n not in d]
