@@ -96,6 +96,22 @@ def words_from_array(a: np.ndarray, word_bits: int, *, name: str = "array",
     return w
 
 
+def check_stage_range(a: np.ndarray, word_bits: int, signed: bool, *, name: str = "array") -> None:
+    """An integer stage's values must fit its declared interpretation: [-2^(w-1), 2^(w-1)-1] when
+    signed, [0, 2^w-1] when not (``words_from_array`` alone accepts either, and an RTL reader of a
+    signed 4-bit word would take 8 for -8)."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu" or a.size == 0:
+        return
+    lo, hi = (-(1 << (word_bits - 1)), (1 << (word_bits - 1)) - 1) if signed else (0, (1 << word_bits) - 1)
+    vmin, vmax = int(a.min()), int(a.max())
+    if vmin < lo or vmax > hi:
+        bad = vmin if vmin < lo else vmax
+        i = int(np.argmax(a.reshape(-1) == bad))
+        raise ValueError(f"{name}[{i}] = {bad} does not fit the {'signed' if signed else 'unsigned'} {word_bits}-bit "
+                         f"range [{lo}, {hi}] the stage declares")
+
+
 def array_from_words(words: np.ndarray, *, dtype, shape, word_bits: int, signed: bool,
                      sign_magnitude: bool = False) -> np.ndarray:
     """Inverse of ``words_from_array``: unsigned words to an array of ``dtype`` and ``shape``."""

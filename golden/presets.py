@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 import refsim
+from golden import hexio
 from golden.stimulus import all_finite_float16, as_code, code_limits, cycle_fill, grid_points, int_patterns
 from refsim.quantize import COMPUTE_DTYPES
 
@@ -47,6 +48,8 @@ def stage(name, array, *, doc, role="derived", word_bits=None, signed=None, layo
         a = a.astype(a.dtype.newbyteorder("<"))  # a fixed byte order: byte-identical .npy files
         return Stage(name, a, a.dtype.itemsize * 8, False, FLOAT_LAYOUTS[a.dtype.itemsize], role, doc)
     a = a.astype(a.dtype.newbyteorder("<"))
+    if layout != "sign_magnitude":
+        hexio.check_stage_range(a, int(word_bits), bool(signed), name=name)
     return Stage(name, a, int(word_bits), bool(signed), layout, role, doc)
 
 

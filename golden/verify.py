@@ -140,6 +140,8 @@ def verify_bundle(path) -> VerifyReport:
             continue
         arrays[name] = a
         try:
+            if e["layout"] != "sign_magnitude":
+                hexio.check_stage_range(a, e["word_bits"], e["signed"], name=f"{path / e['npy']}")
             words = hexio.read_hex(path / e["hex"], word_bits=e["word_bits"])
             want = hexio.words_from_array(a, e["word_bits"], name=name, sign_magnitude=e["layout"] == "sign_magnitude")
             same = words.shape == want.shape and np.array_equal(words, want.astype(np.uint64))

@@ -183,3 +183,14 @@ def test_array_writer_equals_scalar_twin(tmp_path_factory, case, chunk):
     finally:
         hexio.CHUNK_WORDS = old
     assert path.read_bytes() == hexio.format_hex_scalar([int(v) % (1 << bits) for v in a], bits)
+
+
+def test_a_stage_must_fit_its_declared_signedness():
+    """8 fits a 4-bit word only as unsigned: a signed stage holding it would read back as -8."""
+    from golden.presets import stage
+
+    with pytest.raises(ValueError, match=r"does not fit the signed 4-bit range \[-8, 7\]"):
+        stage("codes", np.array([1, 8], np.int8), doc="", word_bits=4, signed=True)
+    with pytest.raises(ValueError, match=r"does not fit the unsigned 4-bit range \[0, 15\]"):
+        stage("codes", np.array([-1], np.int8), doc="", word_bits=4, signed=False)
+    assert stage("codes", np.array([8], np.uint8), doc="", word_bits=4, signed=False).word_bits == 4
