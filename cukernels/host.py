@@ -255,29 +255,11 @@ def check_spec_for_ln_kernel(spec) -> str:
 
 # --- SDR --------------------------------------------------------------------------------------
 
-def sdr_code_fields(codes) -> np.ndarray:
-    """Signed SDR codes (|c| <= 7, keep = 3) -> 4-bit sign-magnitude fields: sign << 3 | magnitude."""
-    c = as_int_array(codes, name="codes")
-    check_range(c, -7, 7, name="codes", what="(packed SDR codes are keep=3: sign + 3 magnitude bits)")
-    return ((c < 0).astype(np.int64) << 3) | np.abs(c)
-
-
-def sdr_fields_to_codes(fields) -> np.ndarray:
-    f = as_int_array(fields, name="fields")
-    mag = f & 7
-    return np.where(f & 8, -mag, mag).astype(np.int32)
-
-
 def pack_sdr(codes, flags, *, axis=-1) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, flags) of refsim.sdr_encode -> packed nibble streams (first element in the low nibble).
-
-    Codes: 4-bit sign-magnitude fields; flags: 4-bit shifts; each its own stream packed with
-    refsim's ``int4_lo_first`` bit order as unsigned fields (a ragged byte is zero-padded).
-    """
-    f = as_int_array(flags, name="flags")
-    check_range(f, 0, 15, name="flags", what="(4-bit SDR flags)")
-    return (pack(sdr_code_fields(codes), "int4_lo_first", axis=axis, signed=False),
-            pack(f, "int4_lo_first", axis=axis, signed=False))
+    """(codes, flags) of refsim.sdr_encode -> the kernels' packed nibble streams: refsim's SDR layouts
+    ``sdr_code4`` (4-bit sign-magnitude codes, bit 3 = sign) and ``sdr_flags4`` (4-bit shifts), first
+    element in the low nibble of each byte, a ragged byte zero-padded."""
+    return pack(codes, "sdr_code4", axis=axis), pack(flags, "sdr_flags4", axis=axis)
 
 
 def check_sdr_args(group_size, base_bits, rounding):

@@ -1,6 +1,6 @@
 // QRazor SDR kernels (DESIGN.md "SDR", refsim.sdr): encode and the decompression-free GEMM.
 //
-// Packed format (cukernels.host.pack_sdr): codes as 4-bit sign-magnitude fields (sign << 3 |
+// Packed format (cukernels.host.pack_sdr = refsim layouts sdr_code4 / sdr_flags4): codes as 4-bit sign-magnitude fields (sign << 3 |
 // magnitude, keep = 3), flags as 4-bit shifts, each its own stream with the first element in
 // the low nibble of a byte (refsim int4_lo_first bit order); a ragged last byte is zero-padded.
 #include "common.cuh"

@@ -186,8 +186,8 @@ def test_sdr_packing_round_trips_through_refsim_unpack(seed, k, gs, base):
     x = np.random.default_rng(seed).integers(-hi, hi, size=(3, k), endpoint=True)
     codes, flags = sdr_encode(x, group_size=gs, base_bits=base)
     pc, pf = host.pack_sdr(codes, flags)
-    fields = unpack(pc, "int4_lo_first", k, axis=1, signed=False)
-    assert np.array_equal(host.sdr_fields_to_codes(fields), codes)
+    fields = unpack(pc, "int4_lo_first", k, axis=1, signed=False)  # the raw nibbles the kernel reads
+    assert np.array_equal(np.where(fields & 8, -(fields & 7), fields & 7), codes)
     assert np.array_equal(unpack(pf, "int4_lo_first", flags.shape[1], axis=1, signed=False), flags)
     assert np.all((fields & 8) == (codes < 0) * 8)  # magnitude 0 keeps sign 0
 
@@ -307,16 +307,3 @@ def test_dtype_check_reads_torch_dtypes():
     with pytest.raises(TypeError, match="x must have dtype uint8, got int32"):
         host.check_dtype(torch.zeros(2, dtype=torch.int32), ["uint8"], name="x")
 
-
-@given(seed=st.integers(0, 2 ** 32 - 1), k=st.integers(1, 70), gs=st.sampled_from([16, 32]))
-def test_sdr_packing_equals_refsim_sdr_layouts(seed, k, gs):
-    from refsim.layouts import LAYOUTS, pack
-    from refsim.sdr import sdr_encode
-
-    if "sdr_code4" not in LAYOUTS:
-        pytest.skip("refsim has no SDR layouts")
-    x = np.random.default_rng(seed).integers(-32767, 32767, size=(2, k), endpoint=True)
-    codes, flags = sdr_encode(x, group_size=gs, base_bits=16)
-    pc, pf = host.pack_sdr(codes, flags)
-    assert np.array_equal(pc, pack(codes, "sdr_code4", axis=1))
-    assert np.array_equal(pf, pack(flags, "sdr_flags4", axis=1))
