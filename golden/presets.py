@@ -84,9 +84,11 @@ def contiguous_clusters(k: int, c: int) -> np.ndarray:
 
 
 def _cluster_minmax(x, cluster, c_count, dtype):
-    lo = np.stack([x[:, cluster == c].min() for c in range(c_count)]).astype(dtype)
-    hi = np.stack([x[:, cluster == c].max() for c in range(c_count)]).astype(dtype)
-    return lo, hi
+    """Per-cluster calibration range of x (tokens, channels): refsim's cluster_minmax of the channels'."""
+    from refsim.rptq.cluster import cluster_minmax
+
+    lo, hi = cluster_minmax(x.min(axis=0), x.max(axis=0), cluster, c_count)
+    return lo.astype(dtype), hi.astype(dtype)
 
 
 # Zero points the pattern levels give the per-cluster quantizers: 0, positive, negative, and

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from refsim.checks import code_range
+
 LEVELS = {0: "random", 1: "patterns", 2: "exhaustive"}
 GENERATOR = "numpy.random.Generator(PCG64)"
 
@@ -32,7 +34,8 @@ def make_rng(seed) -> np.random.Generator:
 
 
 def code_limits(bits: int, signed: bool) -> tuple[int, int]:
-    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    """Full-range [qmin, qmax] of a ``bits``-bit code (refsim's code_range, never narrow)."""
+    return code_range(bits, signed, False)
 
 
 def as_code(field, bits: int, signed: bool) -> np.ndarray:

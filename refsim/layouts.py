@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from refsim.checks import as_int_array, check_range, normalize_axis
+from refsim.checks import as_int_array, check_range, code_range, normalize_axis
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def get_layout(layout) -> Layout:
 def code_limits(lay: Layout, signed: bool) -> tuple[int, int]:
     if lay.sign_magnitude:
         return -((1 << (lay.bits - 1)) - 1), (1 << (lay.bits - 1)) - 1
-    return (-(1 << (lay.bits - 1)), (1 << (lay.bits - 1)) - 1) if signed else (0, (1 << lay.bits) - 1)
+    return code_range(lay.bits, signed, False)
 
 
 def _positions(lay: Layout, count: int) -> np.ndarray:

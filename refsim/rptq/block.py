@@ -42,7 +42,7 @@ import numpy as np
 import refsim
 from refsim.checks import check_choice
 from refsim.floatops import exp_float32, fsum_rows
-from refsim.rptq.cluster import cluster_minmax
+from refsim.rptq.cluster import Reorder, cluster_minmax
 
 LINEARS = ("q", "k", "v", "out", "fc1", "fc2")
 # the reorder of each linear's input channels and of its output channels (None: not reordered)
@@ -130,7 +130,7 @@ class QuantizedOPTBlock:
         the physical one bit for bit (``out``), stage by stage up to the permutation."""
         if self.meta["layout"] != "physical":
             raise ValueError("logical() needs a block in the physical layout")
-        inv = {r: _inverse(self.arrays[f"{r}.perm"]) for r in REORDERS}
+        inv = {r: Reorder(*(self.arrays[f"{r}.{p}"] for p in ("perm", "ids", "sizes"))).inverse for r in REORDERS}
         a = dict(self.arrays)
         for ln, r in (("ln1", "R1"), ("ln2", "R4")):
             for p in ("weight", "bias"):
@@ -152,12 +152,6 @@ class QuantizedOPTBlock:
             a[f"{r}.ids"] = self.arrays[f"{r}.ids"][inv[r]]
             a[f"{r}.perm"] = np.arange(self.arrays[f"{r}.perm"].size, dtype=np.int64)
         return QuantizedOPTBlock(a, {**self.meta, "layout": "logical"})
-
-
-def _inverse(perm):
-    inv = np.empty_like(perm)
-    inv[perm] = np.arange(perm.size, dtype=perm.dtype)
-    return inv
 
 
 def config_bits(config):
