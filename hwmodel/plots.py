@@ -32,9 +32,17 @@ def _plt():
 
 
 def _save(fig, path: str) -> str:
+    """Write the figure to a temporary name beside ``path`` and rename it: never a half-written plot."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    _plt().close(fig)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp-{os.getpid()}{ext}"  # savefig takes the format from the extension
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        _plt().close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
