@@ -15,6 +15,7 @@ v >= 0, (-v - 1).bit_length() + 1 for v < 0.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from refsim.checks import check_bits, check_choice
@@ -60,6 +61,18 @@ def max_signed_bits(v) -> int:
     if v.size == 0:
         return 1
     return int(max(signed_bits(v.min()), signed_bits(v.max())))
+
+
+@numba.njit(cache=True, inline="always")
+def sequential_step(acc, lo, hi, mode, first, step):
+    """The overflow rule after one MAC step (acc already holds the new partial sum), for the numba
+    MAC loops: mode 0 saturates acc; mode 1 keeps it and records the first step out of range."""
+    if acc > hi or acc < lo:
+        if mode == 0:
+            acc = hi if acc > hi else lo
+        elif first < 0:
+            first = step
+    return acc, first
 
 
 def settle_sequential(exact: np.ndarray, rows, cols, result, overflow: str, describe) -> np.ndarray:

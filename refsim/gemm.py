@@ -19,7 +19,14 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from refsim.accumulate import acc_limits, check_acc, max_signed_bits, settle_sequential, wrap_to
+from refsim.accumulate import (
+    acc_limits,
+    check_acc,
+    max_signed_bits,
+    sequential_step,
+    settle_sequential,
+    wrap_to,
+)
 from refsim.checks import check_choice, check_range
 
 OPERAND_MIN, OPERAND_MAX = -(1 << 15), (1 << 16) - 1
@@ -120,12 +127,7 @@ def _sequential(a, b, rows, cols, lo, hi, mode):
         acc = 0
         first = -1
         for k in range(a.shape[1]):
-            acc += a[m, k] * b[k, n]
-            if acc > hi or acc < lo:
-                if mode == 0:
-                    acc = hi if acc > hi else lo
-                elif first < 0:
-                    first = k
+            acc, first = sequential_step(acc + a[m, k] * b[k, n], lo, hi, mode, first, k)
         out[t] = acc if mode == 0 else first
     return out
 

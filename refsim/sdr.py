@@ -47,7 +47,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from refsim.accumulate import acc_limits, check_acc, max_signed_bits, settle_sequential, wrap_to
+from refsim.accumulate import acc_limits, check_acc, max_signed_bits, sequential_step, settle_sequential, wrap_to
 from refsim.checks import check_bits, check_choice, normalize_axis
 from refsim.gemm import AccBitsNeeded, exact_matmul, int_gemm
 
@@ -233,11 +233,8 @@ def _group_mac(ac, af, bct, bf, g, rows, cols, lo, hi, mode):
                     ext[0] = acc
                 elif acc > ext[1]:
                     ext[1] = acc
-            elif acc > hi or acc < lo:
-                if mode == 0:
-                    acc = hi if acc > hi else lo
-                elif first < 0:
-                    first = j
+            else:
+                acc, first = sequential_step(acc, lo, hi, mode, first, j)
         out[t] = first if mode == 1 else acc
     return out, ext
 
