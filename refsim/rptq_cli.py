@@ -11,8 +11,9 @@ ranges before and after reordering). Light at import: torch and transformers loa
 from __future__ import annotations
 
 import os
-import sys
 import time
+
+from refsim.progress import report_progress
 
 ACT_BITS_ALLOWED = "an integer in 2..8, or 16 (not quantized)"
 
@@ -152,7 +153,7 @@ def run(args) -> int:
     layers = []
     for i, block in enumerate(blocks):
         if progress:
-            print(f"\rreport: layer {i + 1}/{len(blocks)}", end="", file=sys.stderr, flush=True)
+            report_progress("report: layer", i + 1, len(blocks))
         xs = list(cal.layer_inputs(i))
         stages = report.stage_sqnr(block, xs, configs)
         # the same configuration without reordering: one range per tensor (per head for R2/R3),
@@ -164,8 +165,6 @@ def run(args) -> int:
         stages.update(report.stage_sqnr(base, xs, {"CLI per-tensor (no reorder)": configs["CLI"]}))
         layers.append({"activations": report.activation_sqnr(block, xs, abits=abits, kvbits=kvbits),
                        "stages": stages, "acc_bits": report.acc_bits(block, xs, configs["CLI"])})
-    if progress:
-        print(file=sys.stderr)
     timings["report"] = time.perf_counter() - t1
     plot_layer = len(blocks) // 2 if args.plot_layer is None else args.plot_layer
     _check_int("plot-layer", plot_layer, 0, len(blocks) - 1)

@@ -31,3 +31,24 @@ def test_demo_rejects_bad_clusters(capsys):
     rc = main(["demo", "--hidden", "16", "--clusters", "17"])
     assert rc == 2
     assert "--clusters=17 is not allowed" in capsys.readouterr().err
+
+
+def test_progress_lines_on_a_log_and_on_a_terminal():
+    import io
+
+    from refsim.progress import report_progress
+
+    log = io.StringIO()
+    for i in range(1, 101):
+        report_progress("work", i, 100, unit="items", stream=log)
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "work: 10/100 items" and lines[-1] == "work: 100/100 items" and len(lines) == 10
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    for i in range(1, 4):
+        report_progress("work", i, 3, stream=tty)
+    assert tty.getvalue() == "\rwork: 1/3\rwork: 2/3\rwork: 3/3\n"

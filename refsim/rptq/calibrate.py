@@ -16,11 +16,11 @@ torch and transformers are imported here, so import this module only when they a
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import torch
 
+from refsim.progress import report_progress
 from refsim.rptq.gptq import Hessian
 
 SUPPORTED_MODEL_TYPES = ("opt",)
@@ -168,9 +168,7 @@ class Calibration:
             for b0 in range(0, n, batch_size):
                 self.model(input_ids=torch.from_numpy(ids[b0:b0 + batch_size].astype(np.int64)), use_cache=False)
                 if progress:
-                    print(f"\rcalibrate: {min(b0 + batch_size, n)}/{n} sequences", end="", file=sys.stderr, flush=True)
-            if progress:
-                print(file=sys.stderr)
+                    report_progress("calibrate", min(b0 + batch_size, n), n, unit="sequences")
         finally:
             self.detach()
         return self

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from refsim.progress import report_progress
 from refsim.rptq.block import LINEAR_IN, LINEARS, QuantizedOPTBlock
 from refsim.rptq.cluster import reorder_index
 from refsim.rptq.reorder import identity_reorder, permute_hessian, permute_layer, permute_stats, reorder_arrays
@@ -85,7 +86,6 @@ def build_block(layer, stats, hessians, *, heads, eps=1e-5, wbits=4, n_clusters=
 def model_layer_blocks(model, calibration, *, wbits=4, n_clusters=32, head_clusters=4, seed=0, reorder=True,
                        act_order=False, progress=True, timings=None):
     """QuantizedOPTBlocks of every decoder layer of an OPT model after ``calibration.run``."""
-    import sys
 
     from refsim.rptq.calibrate import decoder_layers, layer_arrays
 
@@ -95,13 +95,11 @@ def model_layer_blocks(model, calibration, *, wbits=4, n_clusters=32, head_clust
     layers = decoder_layers(model)
     for i, layer in enumerate(layers):
         if progress:
-            print(f"\rquantize: layer {i + 1}/{len(layers)}", end="", file=sys.stderr, flush=True)
+            report_progress("quantize: layer", i + 1, len(layers))
         blocks.append(build_block(layer_arrays(layer), stats[i], hess[i], heads=cfg.num_attention_heads,
                                   eps=float(layer.self_attn_layer_norm.eps), wbits=wbits, n_clusters=n_clusters,
                                   head_clusters=head_clusters, seed=seed, reorder=reorder, act_order=act_order,
                                   timings=timings))
-    if progress:
-        print(file=sys.stderr)
     return blocks
 
 

@@ -21,6 +21,8 @@ import sys
 
 import numpy as np
 
+from refsim.progress import report_progress
+
 
 def default_model_dir():
     try:
@@ -87,8 +89,7 @@ def run(out, model_dir=None, clusters=32, bits=(4, 8), seed=0):
         rows.append(row)
         if point == "layer_in" and (best is None or spread > best[0]):
             best = (spread, layer, lo, hi, r)
-        print(f"\rrealdemo: {len(rows)}/{len(split)}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        report_progress("realdemo", len(rows), len(split))
     os.makedirs(out, exist_ok=True)
     _, layer, lo, hi, r = best
     plot_ranges([(f"MiniLM layer {layer} input (residual stream)", lo, hi, r.perm, r.sizes)],
