@@ -42,9 +42,14 @@ def _lowbit_numpy(*, a_packed, w_packed, a_zero, w_colsum, cluster_offsets, scal
 
 
 def _sdr_encode_numpy(*, x, group_size, base_bits, rounding, out_codes, out_flags, bug=None):
-    from refsim.sdr import sdr_encode
+    """The encoder from the scalar hardware-step twin, row by row: independent of refsim.sdr_encode,
+    which the harness's reference uses."""
+    from refsim.sdr_scalar import sdr_encode_scalar
 
-    codes, flags = sdr_encode(np.array(x), group_size=group_size, base_bits=base_bits, keep=3, rounding=rounding)
+    rows = [sdr_encode_scalar([int(v) for v in row], group_size=group_size, base_bits=base_bits, keep=3,
+                              rounding=rounding) for row in np.array(x)]
+    codes = np.array([r[0] for r in rows], dtype=np.int32)
+    flags = np.array([r[1] for r in rows], dtype=np.int32)
     if bug == "truncate":  # drop the rounding bit: decode and razor by plain shifting
         mag = np.abs(np.array(x, dtype=np.int64))
         f = np.repeat(flags.astype(np.int64), group_size, axis=1)[:, :mag.shape[1]]
@@ -52,6 +57,27 @@ def _sdr_encode_numpy(*, x, group_size, base_bits, rounding, out_codes, out_flag
     pc, pf = host.pack_sdr(codes, flags)
     out_codes[...] = pc
     out_flags[...] = pf
+
+
+def _sdr_gemm_numpy(*, a_codes, a_flags, w_codes, w_flags, k, group_size, acc_bits, out, bug=None):
+    """The decompression-free MAC from the packed streams: per group, the small code products summed,
+    shifted by f_a + f_w, accumulated in int64 in group order, then wrapped to acc_bits."""
+    groups = -(-k // group_size)
+    ac = unpack(a_codes, "sdr_code4", k, axis=1).astype(np.int64)
+    af = unpack(a_flags, "sdr_flags4", groups, axis=1).astype(np.int64)
+    wc = unpack(w_codes, "sdr_code4", k, axis=1).astype(np.int64)
+    wf = unpack(w_flags, "sdr_flags4", groups, axis=1).astype(np.int64)
+    acc = np.zeros((ac.shape[0], wc.shape[0]), dtype=np.int64)
+    for j in range(groups):
+        sl = slice(j * group_size, min(j * group_size + group_size, k))
+        shift = af[:, j][:, None] + wf[:, j][None, :]
+        if bug == "one_shift":  # the weight flag of group 0 for every group
+            shift = af[:, j][:, None] + wf[:, 0][None, :]
+        acc += (ac[:, sl] @ wc[:, sl].T) << shift
+    if acc_bits < 64:
+        half = np.int64(1) << (acc_bits - 1)
+        acc = ((acc + half) & ((np.int64(1) << acc_bits) - 1)) - half
+    out[...] = acc
 
 
 @pytest.mark.parametrize("bits", [3, 4])
@@ -147,3 +173,15 @@ def test_unknown_target_and_array_module_are_refused():
         harness.get_target("nope")
     with pytest.raises(ValueError, match="xp='jax'.*allowed"):
         harness.ArrayModule("jax")
+
+
+def test_correct_sdr_gemm_passes_and_a_wrong_shift_is_caught():
+    ok = harness.validate(_sdr_gemm_numpy, "sdr_gemm", max_examples=40, seed=4, max_mn=8, max_k=200)
+    assert ok.ok, ok.format()
+    assert ok.cases_run == 40
+
+    def one_shift(**kw):
+        return _sdr_gemm_numpy(**kw, bug="one_shift")
+
+    bad = harness.validate(one_shift, "sdr_gemm", max_examples=60, seed=4, max_mn=8, max_k=200)
+    assert not bad.ok
