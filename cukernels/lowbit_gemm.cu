@@ -23,6 +23,11 @@ __device__ __forceinline__ void mma_s8_16832(int (&d)[4], const u32 (&a)[4], u32
 }
 
 // Unpack rows [row0, row0 + 64) of one 32-code K tile (tile index kt) into shared int8 rows.
+// Accumulator fragment e (0..3) of an m16n8k32 tile at (16 i, 8 j) of a warp's 32 x 32 block:
+// lane = 4 g + t holds rows g and g + 8, columns 2 t and 2 t + 1 (PTX ISA, mma.m16n8k32 s32 layout).
+__device__ __forceinline__ int frag_row(int i, int g, int e) { return 16 * i + g + 8 * (e / 2); }
+__device__ __forceinline__ int frag_col(int j, int t, int e) { return 8 * j + 2 * t + (e % 2); }
+
 template <int BITS>
 __device__ __forceinline__ void load_tile(u32 (*dst)[SROW], const u8 *src, i64 ld, int rows, int row0, int kt) {
     const int tid = threadIdx.x;
@@ -112,8 +117,8 @@ __device__ void lowbit_gemm(const u8 *__restrict__ A, i64 lda, const u8 *__restr
             for (int j = 0; j < 4; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int m = m0 + wm + 16 * i + g + 8 * (e / 2);
-                    const int n = n0 + wn + 8 * j + 2 * t + (e % 2);
+                    const int m = m0 + wm + frag_row(i, g, e);
+                    const int n = n0 + wn + frag_col(j, t, e);
                     if (m < M && n < N) {
                         const int isum = (int)((u32)acc[i][j][e] - z * (u32)w_colsum[(i64)c * N + n]);
                         if (out_isums) out_isums[((i64)c * M + m) * N + n] = isum;  // null: y only
@@ -128,8 +133,8 @@ __device__ void lowbit_gemm(const u8 *__restrict__ A, i64 lda, const u8 *__restr
         for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const int m = m0 + wm + 16 * i + g + 8 * (e / 2);
-                const int n = n0 + wn + 8 * j + 2 * t + (e % 2);
+                const int m = m0 + wm + frag_row(i, g, e);
+                const int n = n0 + wn + frag_col(j, t, e);
                 if (m < M && n < N) {
                     const float y = yacc[i][j][e];
                     out_y[(i64)m * N + n] = bias ? __fadd_rn(y, bias[n]) : y;

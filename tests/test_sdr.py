@@ -179,6 +179,14 @@ def _contexts(values, length, g=4):
     return x
 
 
+def _encode_equals_twin(x, base_bits, keep, rounding):
+    """sdr_encode of groups of 4 equals the scalar twin bit for bit; returns (codes, flags)."""
+    codes, flags = sdr_encode(x, group_size=4, base_bits=base_bits, keep=keep, rounding=rounding)
+    tc, tf = _twin(x, 4, base_bits, keep, rounding)
+    assert np.array_equal(codes, tc) and np.array_equal(flags, tf)
+    return codes, flags
+
+
 @pytest.mark.parametrize("keep", range(1, 8))
 @pytest.mark.parametrize("rounding", ["half_up", "ties_even"])
 def test_every_int8_value_in_every_shift_context(keep, rounding):
@@ -188,9 +196,7 @@ def test_every_int8_value_in_every_shift_context(keep, rounding):
         lim = (1 << length) - 1  # values whose bit length is <= L
         vals = np.arange(-lim, lim + 1)
         x = _contexts(vals, length).astype(np.int8)
-        codes, flags = sdr_encode(x, group_size=4, base_bits=8, keep=keep, rounding=rounding)
-        tc, tf = _twin(x, 4, 8, keep, rounding)
-        assert np.array_equal(codes, tc) and np.array_equal(flags, tf)
+        _, flags = _encode_equals_twin(x, 8, keep, rounding)
         assert np.all(flags == max(0, length - keep))
         seen.add(max(0, length - keep))
     assert seen == set(range(0, 8 - keep))  # every shift 0..7-keep was reached
@@ -203,10 +209,7 @@ def test_every_int16_value_around_each_power_of_two(rounding):
     for keep in (3, 7):
         for length in range(0, 16):
             sub = vals[np.abs(vals) < (1 << length)]
-            x = _contexts(sub, length).astype(np.int16)
-            codes, flags = sdr_encode(x, group_size=4, base_bits=16, keep=keep, rounding=rounding)
-            tc, tf = _twin(x, 4, 16, keep, rounding)
-            assert np.array_equal(codes, tc) and np.array_equal(flags, tf)
+            _encode_equals_twin(_contexts(sub, length).astype(np.int16), 16, keep, rounding)
 
 
 @pytest.mark.parametrize("keep", [1, 3, 7])
@@ -323,7 +326,4 @@ def test_every_int16_value_in_every_context_against_the_twin(keep):
     for rounding in ("half_up", "ties_even"):
         for length in range(0, 16):
             sub = v[np.abs(v) < (1 << length)]
-            x = _contexts(sub, length).astype(np.int16)
-            codes, flags = sdr_encode(x, group_size=4, base_bits=16, keep=keep, rounding=rounding)
-            tc, tf = _twin(x, 4, 16, keep, rounding)
-            assert np.array_equal(codes, tc) and np.array_equal(flags, tf)
+            _encode_equals_twin(_contexts(sub, length).astype(np.int16), 16, keep, rounding)
