@@ -50,11 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"refsim {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    from refsim.cliutil import run_command
+
+    return run_command(args.func, args, args.command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,346 @@
+"""What every ``refsim`` subcommand shares: one-line errors, checked outputs, optional extras.
+
+The rules (docs/cli.md):
+
+- **An error is one line** ``refsim CMD: error: MESSAGE`` on stderr, exit 2, never a traceback.
+  Commands raise :class:`UsageError` (or a ``ValueError``/``FileNotFoundError`` that already
+  names the flag); :func:`run_command` prints it. Ctrl-C is ``refsim CMD: interrupted``, exit 130;
+  a closed pipe (``refsim ... | head``) ends quietly with exit 141 (128 + SIGPIPE), as a shell tool does.
+- **An output is replaced only when it is the command's own**: a directory holding the marker
+  file :data:`MARKER` that a refsim command wrote there (a golden bundle is recognised by its
+  manifest instead). Anything else (a user's directory, a plain file) is refused whatever flag
+  is given. An output equal to, inside, or containing an input is refused. All of this, the
+  writability of the parent and the free disk, is checked by :func:`check_output` *before* any
+  compute.
+- **Outputs are staged**: :func:`staged_output` builds the output in a sibling temporary
+  directory ``.NAME.tmp-PID-XXXX`` and renames it into place; a killed run leaves at most that
+  temporary directory, which the next run for the same output removes (it carries the marker
+  and the dead process's pid). Directories and files follow the umask.
+- ``REFSIM_DEBUG=1`` in the environment lets exceptions through with their tracebacks.
+- **Optional extras** are checked by :func:`require_extra` before any work: one line naming the
+  extra to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+MARKER = ".refsim-output.json"
+TMP_TAG = ".tmp-"
+OLD_TAG = ".old-"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+class UsageError(Exception):
+    """A bad argument, input file or output location. The message names the flag as typed."""
+
+
+class MissingExtra(UsageError):
+    """An optional dependency of one command is not installed."""
+
+
+# ----------------------------------------------------------------------------- extras
+
+def missing_modules(*modules: str) -> list[str]:
+    """The top-level modules among ``modules`` that cannot be imported here (not imported)."""
+    out = []
+    for m in modules:
+        try:
+            found = importlib.util.find_spec(m) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            out.append(m)
+    return out
+
+
+def require_extra(extra: str, *modules: str, what: str = "this command") -> None:
+    """Raise :class:`MissingExtra` naming ``extra`` when any of ``modules`` is not installed."""
+    missing = missing_modules(*modules)
+    if missing:
+        raise MissingExtra(f"{what} needs the [{extra}] extra (missing: {', '.join(missing)}); "
+                           f"install it with: pip install 'refsim[{extra}]'")
+
+
+# ----------------------------------------------------------------------------- argument types
+
+def int_range(lo: int | None = None, hi: int | None = None):
+    """An argparse ``type`` for an integer in [lo, hi]; argparse prefixes the flag's name."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer{_range_text(lo, hi)}, got {text!r}") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"allowed: an integer{_range_text(lo, hi)}; got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+def _range_text(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f" in {lo}..{hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def positive_int(text: str) -> int:
+    return int_range(1)(text)
+
+
+def nonneg_int(text: str) -> int:
+    return int_range(0)(text)
+
+
+def seed_int(text: str) -> int:
+    """A PCG64 seed: an integer in 0..2**64-1."""
+    return int_range(0, 2**64 - 1)(text)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new regular file gets from ``open()`` under the current umask."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~_umask()
+
+
+def follow_umask(path) -> None:
+    """Give ``path`` (a file made by ``mkstemp``, or a tree of them) the umask's modes, not 0600/0700."""
+    path = Path(path)
+    if path.is_dir():
+        os.chmod(path, dir_mode())
+        for root, dirs, files in os.walk(path):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), dir_mode())
+            for f in files:
+                os.chmod(os.path.join(root, f), file_mode())
+    else:
+        os.chmod(path, file_mode())
+
+
+def read_marker(path) -> dict | None:
+    """The marker a refsim command left in directory ``path``, or None."""
+    try:
+        with open(Path(path) / MARKER, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("tool") == "refsim" else None
+
+
+def is_own_output(path, kinds: tuple[str, ...] | None = None) -> bool:
+    """True when directory ``path`` carries a refsim marker (of one of ``kinds`` when given)."""
+    m = read_marker(path)
+    return m is not None and (kinds is None or m.get("kind") in kinds)
+
+
+def write_marker(directory, kind: str, **info) -> None:
+    data = {"tool": "refsim", "kind": kind, "pid": os.getpid(), **info}
+    p = Path(directory) / MARKER
+    p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _related(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+def remove_stale_temporaries(out) -> list[Path]:
+    """Remove ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings of ``out`` that a dead refsim run left.
+
+    Only directories carrying the refsim marker whose pid is no longer alive are removed;
+    anything else with such a name is left alone. Returns what was removed."""
+    out = Path(out)
+    parent = out.parent
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for tag in (TMP_TAG, OLD_TAG):
+        for p in parent.glob(f".{out.name}{tag}*"):
+            if not p.is_dir() or p.is_symlink():
+                continue
+            m = read_marker(p) or read_marker(p / "output")
+            if m is not None and not _pid_alive(m.get("pid")):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def check_output(out, *, flag: str = "--out", kinds: tuple[str, ...] | None = None, replace: bool = False,
+                 replace_flag: str = "--force", inputs: dict | None = None, estimate_bytes: int = 0,
+                 own=None) -> Path:
+    """Check an output directory before any compute; returns its absolute path.
+
+    out: the directory the command will create (or replace).
+    kinds: the marker kinds this command may replace (None: any refsim marker).
+    replace: the user asked to replace an existing output (``replace_flag``).
+    inputs: {flag: path} of what the command reads; the output may not equal, lie inside or
+        contain any of them.
+    estimate_bytes: what will be written; refused when the file system has less free space.
+    own: a predicate ``own(path) -> bool`` recognising this command's outputs (default: the marker).
+    """
+    if out is None or str(out) == "":
+        raise UsageError(f"{flag} is required: the directory to create")
+    path = Path(os.path.abspath(os.fspath(out)))
+    for in_flag, inp in (inputs or {}).items():
+        if inp is None:
+            continue
+        ip = Path(os.path.abspath(os.fspath(inp)))
+        if _related(path, ip.resolve() if ip.exists() else ip) or _related(path, ip):
+            raise UsageError(f"{flag} {out} is, is inside, or contains the input {in_flag} {inp}; "
+                             f"choose an output apart from the inputs")
+    is_own = own or (lambda p: is_own_output(p, kinds))
+    if path.is_symlink():
+        raise UsageError(f"{flag} {out} is a symbolic link; refsim writes only to a real directory path")
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{flag} {out} exists and is not a directory; refsim will not replace it")
+        if not is_own(path):
+            raise UsageError(f"{flag} {out} exists and is not an output this command wrote "
+                             f"(no {MARKER} or manifest); refsim replaces only its own outputs, "
+                             f"whatever flag is given: choose a new directory")
+        if not replace:
+            raise UsageError(f"{flag} {out} exists (an earlier refsim output); pass {replace_flag} to replace it")
+    parent = path.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{flag} {out}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: {probe} is not writable")
+    free = shutil.disk_usage(probe).free
+    if estimate_bytes and estimate_bytes > free:
+        raise UsageError(f"{flag} {out}: about {_size(estimate_bytes)} would be written but only "
+                         f"{_size(free)} is free there")
+    return path
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@contextlib.contextmanager
+def staged_output(out, *, kind: str, marker: bool = True, **info):
+    """Build directory ``out`` in a sibling temporary directory and rename it into place.
+
+    Yields the temporary directory. On success a marker of ``kind`` is written into it (unless
+    ``marker`` is False: a golden bundle is recognised by its manifest), modes follow the umask,
+    and it replaces ``out`` (which :func:`check_output` has already vetted). On any exception,
+    Ctrl-C included, the temporary directory is removed and nothing at ``out`` changes.
+    """
+    out = Path(os.path.abspath(os.fspath(out)))
+    remove_stale_temporaries(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(3)}"
+    os.mkdir(tmp)
+    old = None
+    try:
+        write_marker(tmp, kind, state="incomplete", **info)
+        yield tmp
+        if marker:
+            write_marker(tmp, kind, **info)
+        else:
+            os.remove(tmp / MARKER)
+        follow_umask(tmp)
+        if out.exists():
+            old = out.parent / f".{out.name}{OLD_TAG}{os.getpid()}-{secrets.token_hex(3)}"
+            os.mkdir(old)
+            write_marker(old, kind, state="old")
+            os.replace(out, old / "output")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists() and (old / "output").exists():
+            os.replace(old / "output", out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path`` and rename it (umask modes)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- running
+
+def run_command(func, args, command: str) -> int:
+    """Run a subcommand's ``func(args)``; bad input, Ctrl-C and a closed pipe end in one line."""
+    prog = f"refsim {command}" if command else "refsim"
+    if os.environ.get("REFSIM_DEBUG"):  # a developer wants the traceback
+        return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ValueError, TypeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print(f"{prog}: error: out of memory; choose a smaller size", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit and would raise again on the closed pipe.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
