@@ -65,15 +65,35 @@ def load_calibration(path: str | os.PathLike) -> Calibration:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"calib: no file {path!r}")
-    with np.load(path) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"calib file {path}: not a NumPy .npz archive of arrays x, w, k ({exc})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"calib file {path}: a single .npy array; expected an .npz archive of arrays x, w, k")
+    with z:
         missing = [n for n in ("x", "w", "k") if n not in z]
         if missing:
-            raise ValueError(f"calib: {path!r} lacks arrays {missing} (needs x, w, k)")
-        x, w, k = (np.asarray(z[n], dtype=np.float32) for n in ("x", "w", "k"))
-    if x.ndim != 2 or w.ndim != 2 or k.ndim != 2 or w.shape[1] != x.shape[1]:
-        raise ValueError(f"calib: need x (tokens, C), w (out, C), k (tokens, Ck); "
+            raise ValueError(f"calib file {path}: lacks arrays {missing} (needs x, w, k; has {sorted(z.files)})")
+        arrays = {}
+        for n in ("x", "w", "k"):
+            try:
+                a = z[n]
+            except (OSError, ValueError, EOFError) as exc:
+                raise ValueError(f"calib file {path}: array {n!r} cannot be read ({exc})") from None
+            if a.dtype.kind not in "iuf":
+                raise ValueError(f"calib file {path}: array {n!r} must hold integers or floats, got dtype {a.dtype}")
+            arrays[n] = np.asarray(a, dtype=np.float32)
+    x, w, k = arrays["x"], arrays["w"], arrays["k"]
+    if x.ndim != 2 or w.ndim != 2 or k.ndim != 2 or w.shape[1] != x.shape[1] or 0 in x.shape + w.shape + k.shape:
+        raise ValueError(f"calib file {path}: need non-empty x (tokens, C), w (out, C), k (tokens, Ck); "
                          f"got {x.shape}, {w.shape}, {k.shape}")
+    out = {}
     for name, a in (("x", x), ("w", w), ("k", k)):
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"calib: array {name!r} has non-finite values")
-    return Calibration(_fp16_exact(x), _fp16_exact(w), _fp16_exact(k), source=os.path.basename(path))
+            raise ValueError(f"calib file {path}: array {name!r} has NaN or infinite values")
+        with np.errstate(over="ignore"):
+            out[name] = _fp16_exact(a)
+        if not np.all(np.isfinite(out[name])):
+            raise ValueError(f"calib file {path}: array {name!r} has values beyond the fp16 range (|v| <= 65504)")
+    return Calibration(out["x"], out["w"], out["k"], source=os.path.basename(path))

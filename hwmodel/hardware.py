@@ -24,7 +24,6 @@ HBM2e/HBM3/HBM3e for lack of a published per-bit figure for those.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -133,49 +132,78 @@ class Hardware:
                    notes=notes or f"{rows}x{cols} MAC array of {mac_w_bits}x{mac_a_bits}-bit MACs")
 
     @classmethod
-    def from_spec(cls, spec: dict) -> Hardware:
+    def from_spec(cls, spec: dict, *, where: str | None = None) -> Hardware:
         """A user-defined accelerator from a dict (or a JSON file's contents).
 
         Keys: ``name``; ``bandwidth_gbs`` (GB/s, 10^9 bytes/s); ``capacity_gib`` (GiB); ``buffer_mib``
         (MiB); ``clock_ghz``; and either ``mac_rows, mac_cols, mac_w_bits, mac_a_bits`` (peaks derived
         with :meth:`from_mac_array`) or ``peak_tops`` mapping ``"w,a"`` to dense TOP/s (both: the
         explicit peaks override); optional ``vector_tops``, ``dram_pj_per_bit``, ``notes``.
+        A bad key or value is a ValueError naming ``where`` (the file) and the key.
         """
+        where = where or "hardware spec"
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where}: expected a JSON object of keys, got {type(spec).__name__}")
         allowed = {"name", "bandwidth_gbs", "capacity_gib", "buffer_mib", "clock_ghz", "mac_rows", "mac_cols",
                    "mac_w_bits", "mac_a_bits", "peak_tops", "vector_tops", "dram_pj_per_bit", "notes"}
         unknown = set(spec) - allowed
         if unknown:
-            raise ValueError(f"hardware spec: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
         required = ("name", "bandwidth_gbs", "capacity_gib", "buffer_mib", "clock_ghz")
         missing = [k for k in required if k not in spec]
         if missing:
-            raise ValueError(f"hardware spec: missing keys {missing}")
-        common = dict(bandwidth=float(spec["bandwidth_gbs"]) * 1e9,
-                      capacity=float(spec["capacity_gib"]) * 2**30,
-                      buffer=float(spec["buffer_mib"]) * 2**20, clock_hz=float(spec["clock_ghz"]) * 1e9,
-                      dram_pj_per_bit=float(spec.get("dram_pj_per_bit", HBM_PJ_PER_BIT)))
-        vec = float(spec["vector_tops"]) * 1e12 if "vector_tops" in spec else None
+            raise ValueError(f"{where}: missing keys {missing}")
+
+        def num(key, *, integer=False, zero=False, value=None):
+            v = spec[key] if value is None else value
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            ok = ok and (v >= 0 if zero else v > 0) and (not integer or int(v) == v)
+            if not ok:
+                kind = "integer" if integer else "number"
+                raise ValueError(f"{where}: key {key!r} must be a {'non-negative' if zero else 'positive'} "
+                                 f"{kind}, got {v!r}")
+            return int(v) if integer else float(v)
+
+        if not isinstance(spec["name"], str) or not spec["name"]:
+            raise ValueError(f"{where}: key 'name' must be a non-empty string, got {spec['name']!r}")
+        common = dict(bandwidth=num("bandwidth_gbs") * 1e9, capacity=num("capacity_gib") * 2**30,
+                      buffer=num("buffer_mib", zero=True) * 2**20, clock_hz=num("clock_ghz") * 1e9,
+                      dram_pj_per_bit=num("dram_pj_per_bit", zero=True) if "dram_pj_per_bit" in spec
+                      else HBM_PJ_PER_BIT)
+        vec = num("vector_tops") * 1e12 if "vector_tops" in spec else None
         peaks: dict[tuple[int, int], float] = {}
-        if "mac_rows" in spec:
-            hw = cls.from_mac_array(spec["name"], rows=int(spec["mac_rows"]), cols=int(spec["mac_cols"]),
-                                    mac_w_bits=int(spec["mac_w_bits"]), mac_a_bits=int(spec["mac_a_bits"]),
-                                    vector_ops=vec, notes=spec.get("notes", ""), **common)
+        mac = ("mac_rows", "mac_cols", "mac_w_bits", "mac_a_bits")
+        if any(k in spec for k in mac):
+            absent = [k for k in mac if k not in spec]
+            if absent:
+                raise ValueError(f"{where}: a MAC array needs all of {list(mac)}; missing {absent}")
+            for k in ("mac_w_bits", "mac_a_bits"):
+                if num(k, integer=True) > MAX_BITS:
+                    raise ValueError(f"{where}: key {k!r} must be in 1..{MAX_BITS}, got {spec[k]!r}")
+            hw = cls.from_mac_array(spec["name"], rows=num("mac_rows", integer=True),
+                                    cols=num("mac_cols", integer=True), mac_w_bits=num("mac_w_bits", integer=True),
+                                    mac_a_bits=num("mac_a_bits", integer=True),
+                                    vector_ops=vec, notes=str(spec.get("notes", "")), **common)
             peaks.update(hw.peaks)
             vec = hw.vector_ops
-        for key, tops in spec.get("peak_tops", {}).items():
+        tops_table = spec.get("peak_tops", {})
+        if not isinstance(tops_table, dict):
+            raise ValueError(f"{where}: key 'peak_tops' must map 'w,a' to TOP/s, got {tops_table!r}")
+        for key, tops in tops_table.items():
             try:
                 w, a = (int(x) for x in str(key).split(","))
             except ValueError:
-                raise ValueError(f"hardware spec: peak_tops keys are 'w,a' (e.g. '4,4'), "
-                                 f"got {key!r}") from None
-            peaks[(w, a)] = float(tops) * 1e12
+                raise ValueError(f"{where}: peak_tops keys are 'w,a' (e.g. '4,4'), got {key!r}") from None
+            if not (1 <= w <= MAX_BITS and 1 <= a <= MAX_BITS):
+                raise ValueError(f"{where}: peak_tops key {key!r}: bit widths must be in 1..{MAX_BITS}")
+            peaks[(w, a)] = num(f"peak_tops[{key!r}]", value=tops) * 1e12
         if not peaks:
-            raise ValueError("hardware spec: give mac_rows/mac_cols/mac_w_bits/mac_a_bits or peak_tops")
+            raise ValueError(f"{where}: give mac_rows/mac_cols/mac_w_bits/mac_a_bits or peak_tops")
         if vec is None:
             vec = max(peaks.values()) / 16
         return cls(name=spec["name"], peaks=peaks, vector_ops=vec, hypothetical=True,
                    mac_rows=int(spec.get("mac_rows", 0)), mac_cols=int(spec.get("mac_cols", 0)),
-                   notes=spec.get("notes", "user-defined"), **common)
+                   notes=str(spec.get("notes", "user-defined")), **common)
 
 
 def _peak_table(peaks: dict[tuple[int, int], float]) -> np.ndarray:
@@ -228,9 +256,12 @@ def get_hardware(hw) -> Hardware:
         for name, h in BUILTIN.items():
             if name.lower() == key.lower():
                 return h
-        if key.endswith(".json") and os.path.isfile(key):
-            with open(key, encoding="utf-8") as fh:
-                return Hardware.from_spec(json.load(fh))
+        if key.endswith(".json") or os.path.exists(key):
+            if not os.path.isfile(key):
+                raise ValueError(f"hardware: no file {key!r} (a JSON file describing an accelerator)")
+            from .shapes import read_json
+
+            return Hardware.from_spec(read_json(key, what="hardware file"), where=f"hardware file {key}")
         raise ValueError(f"hardware: unknown hardware {hw!r}; known: {', '.join(BUILTIN)} "
                          f"(or a JSON file describing an accelerator)")
     raise TypeError(f"hardware: expected a name, a JSON path, a dict or a Hardware, got {type(hw).__name__}")

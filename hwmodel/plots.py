@@ -32,12 +32,17 @@ def _plt():
 
 
 def _save(fig, path: str) -> str:
-    """Write the figure to a temporary name beside ``path`` and rename it: never a half-written plot."""
+    """Write the figure to a temporary name beside ``path`` and rename it: never a half-written plot.
+
+    The PNG carries the text chunk ``Software: refsim cost`` (:mod:`hwmodel.outputs`), by which a
+    later ``refsim cost --plot`` recognises a file it may replace."""
+    from .outputs import PNG_METADATA
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     root, ext = os.path.splitext(path)
     tmp = f"{root}.tmp-{os.getpid()}{ext}"  # savefig takes the format from the extension
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata=PNG_METADATA)
         os.replace(tmp, path)
     finally:
         _plt().close(fig)
@@ -46,12 +51,25 @@ def _save(fig, path: str) -> str:
     return path
 
 
+def _plain_log_ticks(axis) -> None:
+    """Log-axis ticks as plain numbers (300, 0.2), not 3x10^2: what an architect reads off a chart."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    def fmt(v, _pos):
+        return f"{v:.4g}"
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(fmt))
+    axis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
+
+
 def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
     plt = _plt()
     batches, seqs = sorted(set(batches)), sorted(set(seqs))
     fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches) + 1, 4.8), squeeze=False)
     n_cfg, n_seq = len(configs), len(seqs)
     width = 0.8 / n_seq
+    over_seen = False
     for ax, b in zip(axes[0], batches, strict=True):
         for j, s in enumerate(seqs):
             ms = [memory(model, c, batch=b, seq=s) for c in configs]
@@ -59,10 +77,15 @@ def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
             bottom = np.zeros(n_cfg)
             comps = (("weights", [m.weights_gib for m in ms]), ("KV cache", [m.kv_cache_gib for m in ms]),
                      ("activations", [m.activations_gib for m in ms]))
+            over = np.array([m.total > hw.capacity for m in ms])
             for comp, vals in comps:
                 ax.bar(x, vals, width * 0.92, bottom=bottom, color=COMPONENT_COLORS[comp],
                        edgecolor="white", linewidth=0.4, label=comp if j == 0 else None)
                 bottom += np.array(vals)
+            if over.any():  # configurations that do not fit the device: hatched over the whole bar
+                ax.bar(x[over], bottom[over], width * 0.92, color="none", edgecolor="0.15", linewidth=0,
+                       hatch="////", label=f"does not fit in {hw.capacity / GIB:.0f} GiB" if not over_seen else None)
+                over_seen = True
             for xi, tot in zip(x, bottom, strict=True):
                 ax.text(xi, tot, f"{s // 1024}k", ha="center", va="bottom", fontsize=6, rotation=90)
         ax.axhline(hw.capacity / GIB, color="crimson", ls="--", lw=1,
@@ -73,7 +96,11 @@ def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
         ax.grid(axis="y", alpha=0.3)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
     axes[0][0].set_ylabel("memory (GiB = 2^30 bytes)")
-    axes[0][-1].legend(fontsize=8, loc="upper right")
+    handles = {}
+    for ax in axes[0]:  # one legend for all panels (the hatch may appear in any of them)
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    axes[0][-1].legend(list(handles.values()), list(handles), fontsize=8, loc="upper right")
     name = getattr(model, "name", model)
     fig.suptitle(f"{name}: memory by component; bars per sequence length {', '.join(str(s) for s in seqs)} "
                  f"(labels in k tokens)", fontsize=10)
@@ -115,10 +142,11 @@ def plot_roofline(shape, config, hw: Hardware, batch: int, seq: int, path: str, 
     ax.axhline(hw.vector_ops, color="gray", lw=0.8, ls=":", label=f"vector {hw.vector_ops / 1e12:g} TOP/s")
     configs = [parse_config(config)] + ([parse_config(compare)] if compare else [])
     markers = {"prefill": "o", "decode": "s"}
-    lowest = np.inf
+    lowest, top = np.inf, max(hw.peaks.values())
+    label_rows = []  # (stage, intensity, perf, names) of the first configuration
     for ci, cfg in enumerate(configs):
         for stage in ("prefill", "decode"):
-            labels: dict[tuple, list[str]] = {}
+            groups: dict[tuple, list] = {}
             for c in cost_ops(build_ops(shape, cfg.fields(), hw, batch, seq, stage), hw):
                 if c.op.kind == "vector" or float(c.op.dram_bytes) == 0:
                     continue
@@ -130,14 +158,28 @@ def plot_roofline(shape, config, hw: Hardware, batch: int, seq: int, path: str, 
                            facecolors=col if ci == 0 else "none")
                 # operations at (almost) the same place share one label
                 key = (round(np.log10(inten) * 8), round(np.log10(perf) * 8))
-                labels.setdefault(key, [inten, perf]).append(c.op.name)
-            if ci == 0:  # labels fanned out above (prefill) or below (decode) with leader lines
-                sign = 1 if stage == "prefill" else -1
-                for i, (inten, perf, *names) in enumerate(sorted(labels.values())):
-                    ax.annotate(", ".join(names), (inten, perf), fontsize=6,
-                                ha="right" if sign < 0 else "left", xytext=(6 * sign, sign * (8 + 11 * i)),
-                                textcoords="offset points",
-                                arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5"))
+                groups.setdefault(key, [inten, perf]).append(c.op.name)
+            if ci == 0:
+                label_rows += [(stage, *g) for g in sorted(groups.values())]
+    # Labels never sit on a marker: prefill labels (compute-bound, at the roofs) in rows above the
+    # highest roof, decode labels (memory-bound, on the bandwidth slope) in rows below and right of
+    # the slope, where no operation can be placed (attained <= intensity x bandwidth). Each label
+    # has its own row, so no two overlap; a leader line joins it to its point.
+    step = 1.75  # one row of 6-pt text on this log axis, with a gap
+    n_pre = 0
+    n_dec = 0
+    for stage, inten, perf, *names in label_rows:
+        if stage == "prefill":
+            xy_text = (inten, top * 2.5 * step**n_pre)
+            n_pre += 1
+        else:
+            xy_text = (inten * 6, perf / (4 * step**n_dec))
+            n_dec += 1
+        ax.annotate(", ".join(names), (inten, perf), xytext=xy_text, textcoords="data", fontsize=6,
+                    ha="center" if stage == "prefill" else "left", va="center", zorder=4,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color="0.45", shrinkA=0, shrinkB=3))
+    top_label = top * 2.5 * step**max(n_pre - 1, 0)
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
@@ -150,7 +192,7 @@ def plot_roofline(shape, config, hw: Hardware, batch: int, seq: int, path: str, 
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(xs[0], xs[-1])
-    ax.set_ylim(min(lowest, hw.vector_ops) / 8, max(p for p in hw.peaks.values()) * 8)
+    ax.set_ylim(min(lowest / (4 * step ** max(n_dec, 1)), hw.vector_ops) / 4, max(top * 8, top_label * 3))
     ax.set_xlabel("arithmetic intensity (ops per DRAM byte)")
     ax.set_ylabel("attained ops/s (MAC = 2 ops)")
     ax.grid(which="both", alpha=0.25)
@@ -161,11 +203,20 @@ def plot_roofline(shape, config, hw: Hardware, batch: int, seq: int, path: str, 
     return _save(fig, path)
 
 
-def plot_pareto(result, path: str) -> str:
+def plot_pareto(result, path: str, capacity_gib: float | None = None) -> str:
+    """SQNR against memory and against decode energy per token, one point per design point.
+
+    ``capacity_gib``: the device's memory; points that need more are drawn hollow and listed in the
+    legend as "does not fit in N GiB" (and the memory panel shows the capacity as a line)."""
     plt = _plt()
     rows = result.rows
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 5.4), sharey=True)
+    fig.subplots_adjust(wspace=0.06)
     colors = {"rptq": "C0", "qrazor": "C1"}
+
+    def fits(r):
+        return capacity_gib is None or r["memory_gib"] <= capacity_gib
+
     for ax, key, front_key, xlabel in (
         (axes[0], "memory_gib", "pareto_memory",
          f"total memory (GiB), batch {result.batch}, seq {result.seq}"),
@@ -173,24 +224,40 @@ def plot_pareto(result, path: str) -> str:
          "decode energy per token (J, 45 nm MAC figures)"),
     ):
         for method, col in colors.items():
-            pts = [r for r in rows if r["method"] == method]
+            pts = [r for r in rows if r["method"] == method and fits(r)]
             if pts:
-                ax.scatter([r[key] for r in pts], [r["sqnr_db"] for r in pts], s=14, color=col, alpha=0.5,
+                ax.scatter([r[key] for r in pts], [r["sqnr_db"] for r in pts], s=14, color=col, alpha=0.55,
                            label=method)
+            big = [r for r in rows if r["method"] == method and not fits(r)]
+            if big:
+                ax.scatter([r[key] for r in big], [r["sqnr_db"] for r in big], s=16, facecolors="none",
+                           edgecolors=col, linewidths=0.8, alpha=0.8,
+                           label=f"{method}: does not fit in {capacity_gib:.0f} GiB")
+        if capacity_gib is not None and key == "memory_gib":
+            ax.axvline(capacity_gib, color="crimson", ls="--", lw=1, label=f"{result.hardware} capacity")
         front = sorted((r for r in rows if r[front_key]), key=lambda r: r[key])
         ax.plot([r[key] for r in front], [r["sqnr_db"] for r in front], "k-", lw=1, marker="o", ms=5,
                 mfc="none", label="Pareto front")
+        ax.set_xscale("log")
+        xs = [r[key] for r in rows]
+        if capacity_gib is not None and key == "memory_gib":
+            xs.append(capacity_gib)  # the capacity line stays in view
+        lo, hi = min(xs) / 1.15, max(xs) * 1.15
+        ax.set_xlim(lo, hi)
+        split = np.exp(np.log(lo) + 0.62 * (np.log(hi) - np.log(lo)))  # labels of points right of this go left
         last = -np.inf
         for r in front:  # label the front, skipping points within 1.5 dB of the last label (legibility)
             if r["sqnr_db"] - last >= 1.5:
-                ax.annotate(r["label"], (r[key], r["sqnr_db"]), fontsize=7, xytext=(5, -3),
-                            textcoords="offset points")
+                left = r[key] > split
+                ax.annotate(r["label"], (r[key], r["sqnr_db"]), fontsize=7, xytext=(-6 if left else 6, -3),
+                            ha="right" if left else "left", textcoords="offset points",
+                            bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
                 last = r["sqnr_db"]
-        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("SQNR (dB): layer output and K cache noise together, refsim")
         ax.grid(which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")  # the front climbs to the upper right: that corner is busy
+    axes[0].set_ylabel("SQNR (dB): layer output and K cache noise together, refsim")
     fig.suptitle(f"{result.model} on {result.hardware}: co-design sweep ({len(rows)} points; calibration "
                  f"{result.calib_source})", fontsize=10)
     return _save(fig, path)

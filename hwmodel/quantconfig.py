@@ -111,6 +111,40 @@ class QuantConfig:
     def label(self) -> str:
         return self.name
 
+    def describe(self) -> str:
+        """What is quantized at which bits, in words (``refsim cost --list``)."""
+        def bits(v, sdr=0, base=None):
+            if v >= 16:
+                return "fp16"
+            t = f"{v:g}-bit"
+            if sdr:
+                t += f" SDR (razored from int{base}, 4-bit flag per {sdr})"
+            return t
+
+        if self.w_bits >= 16:
+            w = "fp16"
+        else:
+            if self.w_clusters:
+                par = f"scale+zero per row and input cluster ({self.w_clusters})"
+            elif self.w_group:
+                par = f"scale+zero per {self.w_group} inputs"
+            else:
+                par = "scale+zero per row" if self.w_zero_bits else "scale per row"
+            w = f"{bits(self.w_bits, self.w_sdr_group, 8)}, {par}"
+        parts = [f"weights {w}"]
+        if self.embed_bits == self.lm_head_bits:
+            parts.append(f"embeddings and output layer {bits(self.embed_bits)}")
+        else:
+            parts.append(f"embeddings {bits(self.embed_bits)}, output layer {bits(self.lm_head_bits)}")
+        act = f"activations {bits(self.a_bits, self.a_sdr_group, 16)}"
+        if self.a_bits < 16 and self.ln_bits != self.a_bits:
+            act += f" (LayerNorm outputs {bits(self.ln_bits)})"
+        if self.clusters:
+            act += f", {self.clusters} reorder clusters"
+        parts.append(act)
+        parts.append(f"KV cache {bits(self.kv_bits, self.kv_sdr_group, 8)}")
+        return f"{self.name} [{self.method}]: " + "; ".join(parts)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -53,7 +53,7 @@ def layer_rows(layers: list[dict]) -> tuple[list[str], list[list[str]]]:
               "ops/B", "datapath", "time", "bound", "energy J"]
     rows = []
     for r in layers:
-        inten = "on-chip" if r["dram_bytes"] == 0 else f"{r['intensity']:.3g}"
+        inten = "on-chip" if r["intensity"] is None else f"{r['intensity']:.3g}"
         rows.append([r["stage"], r["op"], str(r["count"]), fmt_si(r["ops"]), fmt_si(r["weight_bytes"]),
                      fmt_si(r["act_load_bytes"]), fmt_si(r["act_store_bytes"]), fmt_si(r["kv_load_bytes"]),
                      fmt_si(r["kv_store_bytes"]), fmt_si(r["dram_bytes"]), inten, r["datapath"],
@@ -62,8 +62,10 @@ def layer_rows(layers: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def _clean(o):
+    """NaN and +-Inf become None (JSON null, an empty CSV cell): the documented sentinel for a ratio that
+    is undefined or infinite; never a float token that strict JSON parsers reject."""
     if isinstance(o, float) and not math.isfinite(o):
-        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
+        return None
     if isinstance(o, dict):
         return {k: _clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
@@ -72,7 +74,8 @@ def _clean(o):
 
 
 def to_json(doc: dict) -> str:
-    return json.dumps(_clean(doc), indent=2)
+    """Strict JSON (``allow_nan=False``): non-finite numbers are null (see :func:`_clean`)."""
+    return json.dumps(_clean(doc), indent=2, allow_nan=False)
 
 
 def to_csv(rows: list[dict]) -> str:

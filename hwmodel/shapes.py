@@ -215,42 +215,63 @@ def _get(d: Any, key: str, default=None):
     return default if v is None else v
 
 
-def from_transformers(config: Any, name: str | None = None) -> ModelShape:
+_REQUIRED = object()
+
+
+def _need(d: Any, key: str, where: str, default=_REQUIRED) -> int:
+    """Field ``key`` of a config as a positive integer; a missing or non-integer value names ``where`` and the key."""
+    v = _get(d, key, None)
+    if v is None:
+        if default is _REQUIRED:
+            raise ValueError(f"{where}: missing key {key!r} (needed to size the model)")
+        v = default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v <= 0:
+        raise ValueError(f"{where}: key {key!r} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def from_transformers(config: Any, name: str | None = None, *, where: str | None = None) -> ModelShape:
     """Shape from a ``transformers`` configuration object or the dict of a ``config.json``.
 
     Supports ``model_type`` ``opt``, ``llama`` and ``mistral`` (and LLaMA-like types with the same
     field names: ``qwen2`` is not special-cased and is refused to avoid silently wrong biases).
+    A missing or non-integer size field is a ValueError naming ``where`` (the file) and the key.
     """
     mtype = _get(config, "model_type", "")
     name = name or _get(config, "_name_or_path", "") or _get(config, "name_or_path", "") or mtype
-    name = os.path.basename(str(name).rstrip("/")) or mtype
+    name = os.path.basename(str(name).rstrip("/")) or str(mtype)
+    where = where or f"config {name!r}"
+
+    def need(key, default=_REQUIRED):
+        return _need(config, key, where, default)
+
     if mtype == "opt":
-        h = int(_get(config, "hidden_size"))
-        proj = int(_get(config, "word_embed_proj_dim", h))
+        h = need("hidden_size")
+        heads = need("num_attention_heads")
         ln_before = bool(_get(config, "do_layer_norm_before", True))
         remove_final = bool(_get(config, "_remove_final_layer_norm", False))
         return ModelShape(
-            name=name, family="opt", n_layers=int(_get(config, "num_hidden_layers")), hidden=h,
-            ffn=int(_get(config, "ffn_dim")), n_heads=int(_get(config, "num_attention_heads")),
-            n_kv_heads=int(_get(config, "num_attention_heads")), vocab=int(_get(config, "vocab_size")),
-            max_positions=int(_get(config, "max_position_embeddings")),
-            tie_word_embeddings=bool(_get(config, "tie_word_embeddings", True)), word_embed_proj_dim=proj,
+            name=name, family="opt", n_layers=need("num_hidden_layers"), hidden=h,
+            ffn=need("ffn_dim"), n_heads=heads, n_kv_heads=heads, vocab=need("vocab_size"),
+            max_positions=need("max_position_embeddings"),
+            tie_word_embeddings=bool(_get(config, "tie_word_embeddings", True)),
+            word_embed_proj_dim=need("word_embed_proj_dim", h),
             final_norm=ln_before and not remove_final, linear_bias=bool(_get(config, "enable_bias", True)))
     if mtype in ("llama", "mistral"):
-        heads = int(_get(config, "num_attention_heads"))
-        h = int(_get(config, "hidden_size"))
+        heads = need("num_attention_heads")
+        h = need("hidden_size")
         if _get(config, "attention_bias", False) or _get(config, "mlp_bias", False):
-            raise ValueError(f"config {name!r}: attention_bias/mlp_bias are not supported by hwmodel yet")
-        window = _get(config, "sliding_window", 0) if mtype == "mistral" else 0
+            raise ValueError(f"{where}: attention_bias/mlp_bias are not supported by hwmodel yet")
+        window = need("sliding_window", 0) if mtype == "mistral" and _get(config, "sliding_window") else 0
         return ModelShape(
-            name=name, family="llama", n_layers=int(_get(config, "num_hidden_layers")), hidden=h,
-            ffn=int(_get(config, "intermediate_size")), n_heads=heads,
-            n_kv_heads=int(_get(config, "num_key_value_heads", heads)), vocab=int(_get(config, "vocab_size")),
-            max_positions=int(_get(config, "max_position_embeddings")),
-            head_dim=int(_get(config, "head_dim", h // heads)),
+            name=name, family="llama", n_layers=need("num_hidden_layers"), hidden=h,
+            ffn=need("intermediate_size"), n_heads=heads,
+            n_kv_heads=need("num_key_value_heads", heads), vocab=need("vocab_size"),
+            max_positions=need("max_position_embeddings"),
+            head_dim=need("head_dim", max(h // heads, 1)),
             tie_word_embeddings=bool(_get(config, "tie_word_embeddings", False)), linear_bias=False,
-            sliding_window=int(window or 0))
-    raise ValueError(f"config {name!r}: model_type must be one of 'opt', 'llama', 'mistral', got {mtype!r}")
+            sliding_window=window)
+    raise ValueError(f"{where}: model_type must be one of 'opt', 'llama', 'mistral', got {mtype!r}")
 
 
 def from_config_json(path: str | os.PathLike) -> ModelShape:
@@ -259,10 +280,25 @@ def from_config_json(path: str | os.PathLike) -> ModelShape:
     file = os.path.join(path, "config.json") if os.path.isdir(path) else path
     if not os.path.isfile(file):
         raise FileNotFoundError(f"model: no config.json at {file!r}")
-    with open(file, encoding="utf-8") as fh:
-        cfg = json.load(fh)
+    cfg = read_json(file, what="model config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"model config {file}: expected a JSON object, got {type(cfg).__name__}")
     name = os.path.basename(os.path.dirname(os.path.abspath(file))) if os.path.isdir(path) else None
-    return from_transformers(cfg, name=name or cfg.get("_name_or_path") or None)
+    return from_transformers(cfg, name=name or cfg.get("_name_or_path") or None, where=f"model config {file}")
+
+
+def read_json(file: str, *, what: str):
+    """``json.load`` of ``file``; unreadable or malformed JSON is a ValueError naming the file and the line."""
+    try:
+        with open(file, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {file}: not valid JSON: {exc.msg} at line {exc.lineno}, "
+                         f"column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {file}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ValueError(f"{what} {file}: cannot read it ({exc.strerror or exc})") from None
 
 
 def get_shape(model: Any) -> ModelShape:

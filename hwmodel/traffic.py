@@ -228,7 +228,10 @@ class OpCost:
 
     @property
     def intensity(self):
-        return self.op.ops / np.maximum(self.op.dram_bytes, 1e-30)
+        """ops / DRAM bytes; +inf for an operation that moves no DRAM bytes (on-chip: undefined ratio)."""
+        ops, dram = np.broadcast_arrays(np.asarray(self.op.ops, dtype=np.float64),
+                                        np.asarray(self.op.dram_bytes, dtype=np.float64))
+        return np.divide(ops, dram, out=np.full(ops.shape, np.inf), where=dram > 0)
 
     @property
     def bound(self):
@@ -280,7 +283,8 @@ def layer_table(model, config, hw, *, batch: int, seq: int, stage: str) -> list[
             "ops": float(op.ops), "weight_bytes": float(op.w_bytes), "act_load_bytes": float(op.act_load),
             "act_store_bytes": float(op.act_store), "kv_load_bytes": float(op.kv_load),
             "kv_store_bytes": float(op.kv_store), "dram_bytes": float(op.dram_bytes),
-            "intensity": float(c.intensity), "datapath": _datapath(op, hw),
+            # ops per DRAM byte; None (JSON null) for an operation that moves no DRAM bytes (on-chip)
+            "intensity": float(c.intensity) if float(op.dram_bytes) > 0 else None, "datapath": _datapath(op, hw),
             "t_compute_s": float(c.t_compute), "t_memory_s": float(c.t_memory), "time_s": float(c.time),
             "bound": str(c.bound), "energy_j": float(c.energy_pj) * 1e-12,
         })
