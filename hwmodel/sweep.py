@@ -18,6 +18,7 @@ the headline ``sqnr_db`` (layer output and keys together, see :mod:`hwmodel.erro
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
@@ -110,15 +111,19 @@ def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | N
             print(file=sys.stderr)
         return out
 
-    from distributed import Client, LocalCluster, as_completed
-
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+        cluster = _local_cluster(n_workers)
+    from distributed import Client, as_completed
+
+    if cluster is not None:
         client = Client(cluster)
     else:
-        client = Client(scheduler, timeout="30s")
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ValueError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({exc})") from None
+    futures: list = []
     try:
         calib_f = client.scatter(calib, broadcast=True)
         futures = [client.submit(_error_chunk, ch, calib_f, key=f"hwmodel-err-{i}-{id(points)}-{t0}")
@@ -130,11 +135,51 @@ def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | N
             report(done, t0)
         if progress and tty:
             print(file=sys.stderr)
+    except KeyboardInterrupt:
+        # Ctrl-C: cancel the work and shut the cluster down without distributed's shutdown noise
+        _quiet_distributed()
+        with contextlib.suppress(Exception):
+            client.cancel(futures)
+        raise
     finally:
-        client.close()
+        with contextlib.suppress(Exception):
+            client.close()
         if cluster is not None:
-            cluster.close()
+            with contextlib.suppress(Exception):
+                cluster.close()
     return [row for chunk in results for row in chunk]
+
+
+def _quiet_distributed() -> None:
+    import logging
+
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def _local_cluster(n_workers: int):
+    """A ``LocalCluster`` whose worker processes ignore SIGINT.
+
+    Ctrl-C in a terminal sends SIGINT to the whole foreground process group: without this every worker
+    process prints its own KeyboardInterrupt traceback (about 130 lines for two workers). The workers
+    are started with SIGINT ignored, a disposition that survives fork and exec (Python installs its
+    KeyboardInterrupt handler only where SIGINT is at its default), so only this process sees Ctrl-C
+    and shuts them down. The price: a Ctrl-C in the seconds the cluster takes to start is lost (the
+    disposition is process-wide; a blocked mask does not reach the workers, which the spawn resets)."""
+    import logging
+    import signal
+    import threading
+
+    from distributed import LocalCluster
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, silence_logs=logging.CRITICAL)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def compute_costs(points: list[dict], model, hw, *, batch: int, seq: int) -> dict[str, np.ndarray]:
