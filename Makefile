@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-gpu lint bench docs-plots clean
+.PHONY: venv demo test test-slow test-gpu lint bench docs-plots docs-check docs-check-slow clean
 
 venv: $(STAMP)
 
@@ -44,7 +44,15 @@ bench: venv
 
 # The cost-model plots in docs/img (docs/costmodel.md).
 docs-plots: venv
-	$(BIN)/refsim cost opt-66b --hw H200 --config W4A4 --batch 64 --seq 8192 --plot docs/img
+	$(BIN)/refsim cost opt-66b --hw H200 --config W4A4 --batch 64 --seq 8192 --plot docs/img --scheduler inline
+
+# Every figure annotated `<!-- docs-check: ... -->` in README.md and docs/*.md, re-computed (tools/docs_check.py).
+# The default suite runs the same check (tests/test_docs_check.py); -slow adds the entries marked slow.
+docs-check: venv
+	$(BIN)/python tools/docs_check.py
+
+docs-check-slow: venv
+	$(BIN)/python tools/docs_check.py --slow
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
