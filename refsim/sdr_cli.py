@@ -134,7 +134,7 @@ def run_accbits(args) -> int:
     seed = 0 if args.seed is None else args.seed
     if args.measure:
         # float64 draws, int64 decoded operands and their sign splits (refsim.sdr.sdr_acc_bits_needed)
-        check_work(f"--measure on {m}x{args.k} @ {args.k}x{n}",
+        check_work(f"--measure --m {m} --k {args.k} --n {n} ({m}x{args.k} @ {args.k}x{n})",
                    bytes_needed=96 * (m * args.k + args.k * n) + 64 * m * n, macs=4 * m * n * args.k)
 
     from refsim.qrazor import (
@@ -181,7 +181,7 @@ def run_sqnr(args) -> int:
     runs = len(args.configs) * len(args.groups)
     # five (m, k) float64 draws (the operand and four calibration batches), the razored int64 operands,
     # and the attention-score product q (m, 128) @ k_cache^T (128, m)
-    check_work(f"sqnr on {m}x{k} @ {k}x{n}", bytes_needed=96 * m * k + 64 * k * n + 64 * m * n + 64 * m * m
+    check_work(f"--m {m} --k {k} --n {n} ({m}x{k} @ {k}x{n}, {runs} runs)", bytes_needed=96 * m * k + 64 * k * n + 64 * m * n + 64 * m * m
                + (1 << 20), macs=runs * (m * n * k + m * m * 128))
     from refsim.qrazor import sqnr_table
 
