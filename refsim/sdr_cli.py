@@ -181,8 +181,9 @@ def run_sqnr(args) -> int:
     runs = len(args.configs) * len(args.groups)
     # five (m, k) float64 draws (the operand and four calibration batches), the razored int64 operands,
     # and the attention-score product q (m, 128) @ k_cache^T (128, m)
-    check_work(f"--m {m} --k {k} --n {n} ({m}x{k} @ {k}x{n}, {runs} runs)", bytes_needed=96 * m * k + 64 * k * n + 64 * m * n + 64 * m * m
-               + (1 << 20), macs=runs * (m * n * k + m * m * 128))
+    bytes_needed = 96 * m * k + 64 * k * n + 64 * m * n + 64 * m * m + (1 << 20)
+    check_work(f"--m {m} --k {k} --n {n} ({m}x{k} @ {k}x{n}, {runs} runs)", bytes_needed=bytes_needed,
+               macs=runs * (m * n * k + m * m * 128))
     from refsim.qrazor import sqnr_table
 
     if not args.json:

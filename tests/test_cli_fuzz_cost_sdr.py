@@ -221,3 +221,56 @@ def test_bad_arguments_through_a_real_interpreter(tmp_path, argv, flag):
                        cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the reproductions of issue 10
+
+@pytest.mark.parametrize("argv, message", [
+    (["sdr", "accbits", "--k", "100", "--wbits", "64"], "argument --wbits: allowed: an integer in 2..16; got 64"),
+    (["sdr", "accbits", "--k", "100", "--abits", "0"], "argument --abits: allowed: an integer in 2..16; got 0"),
+    (["sdr", "accbits", "--k", "100", "--abits", "4", "--akeep", "4"], "--akeep 4: allowed: an integer in 1..3 "
+                                                                       "for --abits 4"),
+    (["sdr", "accbits", "--k", "100", "--measure", "--m", "0"], "argument --m: allowed: an integer in 1.."),
+    (["sdr", "accbits", "--k", "100", "--m", "8"], "--m: used only with --measure"),
+    (["sdr", "accbits", "--k", str(1 << 30), "--measure", "--m", "4096", "--n", "4096"], "of memory"),
+    (["sdr", "sqnr", "--m", "0"], "argument --m: allowed: an integer in 1.."),
+    (["sdr", "sqnr", "--m", str(1 << 22), "--k", str(1 << 22)], "--m 4194304 --k 4194304"),
+    (["sdr", "sqnr", "--groups", "12"], "argument --groups: allowed: a power of two in 2..65536; got 12"),
+])
+def test_sdr_reproductions_are_one_line_errors(argv, message):
+    rc, text = run_in_process(argv)
+    assert rc == 2 and message in text and "Traceback" not in text, text
+
+
+def _strict(text):
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON token {name}")
+
+    import json
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_sdr_json_outputs():
+    rc, text = run_in_process(["sdr", "accbits", "--k", "14336", "--json"])
+    doc = _strict(text)
+    assert rc == 0 and doc["worst_case_bits"] == 37 and doc["max_k"] == 668 and doc["enough"] is False
+    assert doc["measured"] is None
+    rc, text = run_in_process(["sdr", "sqnr", "--configs", "W4A4", "--groups", "16", "--m", "8", "--k", "64",
+                               "--n", "8", "--json"])
+    doc = _strict(text)
+    assert rc == 0 and [r["group_size"] for r in doc["rows"]] == [16] and doc["rows"][0]["a_effective_bits"] == 4.25
+    assert "null" in doc["null"]
+
+
+def test_every_sdr_and_cost_option_has_help_text():
+    import argparse
+
+    from refsim.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sdr = next(a for a in sub.choices["sdr"]._actions if isinstance(a, argparse._SubParsersAction))
+    for p in (sub.choices["cost"], sdr.choices["accbits"], sdr.choices["sqnr"]):
+        for action in p._actions:
+            assert action.help, (p.prog, action.dest)

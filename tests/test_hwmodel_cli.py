@@ -270,3 +270,11 @@ def test_broken_pipe_is_quiet():
     p.stdout.close()  # like `| head -1`
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) in (0, 141) and "Traceback" not in err
+
+
+def test_to_json_writes_null_for_non_finite_numbers():
+    from hwmodel.report import to_json
+
+    text = to_json({"inf": float("inf"), "rows": [{"nan": float("nan"), "neg": -float("inf"), "x": 1.5}]})
+    assert json.loads(text) == {"inf": None, "rows": [{"nan": None, "neg": None, "x": 1.5}]}
+    assert "Infinity" not in text and "NaN" not in text

@@ -13,7 +13,7 @@ Forms (``COMMAND => EXPECTED``):
 * ``refsim ARGS | py: EXPR => NUMBER``: ``EXPR`` is evaluated with ``j`` = the command's JSON output
   (the command needs ``--json``); the value is rounded to as many decimals as NUMBER shows and must
   equal it. A ``%`` or unit after the number is ignored.
-* ``python: EXPR => NUMBER``: ``EXPR`` evaluated with ``hwmodel`` and ``refsim`` imported.
+* ``python: EXPR => NUMBER``: ``EXPR`` evaluated with ``hwmodel``, ``refsim`` and ``np`` (numpy) imported.
 
 and, in every form, EXPECTED must also appear in the document within :data:`NEAR` lines of the
 annotation: the figure the reader sees is the one checked. ``docs-check slow:`` marks an expensive
@@ -136,11 +136,13 @@ def check(entry: Entry, runner: Runner) -> str | None:
     if not near(entry.file, entry.line, entry.expected):
         return f"{entry.where()}: the figure {entry.expected!r} is not in the text next to its annotation"
     if entry.command.startswith("python: "):
+        import numpy as np
+
         import hwmodel
         import refsim
 
         try:
-            value = eval(entry.command[len("python: "):], {"hwmodel": hwmodel, "refsim": refsim})  # noqa: S307
+            value = eval(entry.command[len("python: "):], {"hwmodel": hwmodel, "refsim": refsim, "np": np})  # noqa: S307
         except Exception as exc:  # a broken expression is a failed check, reported as such
             return f"{entry.where()}: {entry.command}: raised {type(exc).__name__}: {exc}"
         ok, got = rounded_equal(value, entry.expected)
