@@ -61,15 +61,49 @@ def test_csv(capsys):
 
 
 def test_plots_with_small_sweep(capsys, tmp_path):
-    rc, out, err = cost(capsys, "opt-6.7b", "--hw", "A100", "--config", "W4A4", "--batch", "8",
-                        "--seq", "2048",
-                        "--plot", str(tmp_path), "--grid", "small", "--scheduler", "inline")
+    (tmp_path / "notes.txt").write_text("mine")  # a user's file beside the plots stays
+    argv = ["opt-6.7b", "--hw", "A100", "--config", "W4A4", "--batch", "8", "--seq", "2048",
+            "--plot", str(tmp_path), "--grid", "small", "--scheduler", "inline"]
+    rc, out, err = cost(capsys, *argv)
     assert rc == 0 and "Pareto front" in out
     for name in ("memory", "savings", "roofline", "pareto"):
         png = tmp_path / f"cost_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
         assert is_own_plot(png)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PLOT_NAMES)  # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*PLOT_NAMES, "notes.txt"])  # no temporaries
+    first = {n: (tmp_path / n).read_bytes() for n in PLOT_NAMES}
+    assert cost(capsys, *argv)[0] == 0  # its own plots are replaced, with the same bytes
+    assert {n: (tmp_path / n).read_bytes() for n in PLOT_NAMES} == first
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_ctrl_c_during_the_sweep_leaves_nothing(capsys, tmp_path, monkeypatch):
+    import hwmodel.sweep
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hwmodel.sweep, "compute_errors", interrupted)
+    for argv in (["--csv-dir", str(tmp_path / "t")], ["--plot", str(tmp_path / "p")]):
+        rc, out, err = cost(capsys, "opt-125m", "--sweep", "--scheduler", "inline", "--grid", "small", *argv)
+        assert rc == 130 and err.strip() == "refsim cost: interrupted"
+    assert [p.name for p in tmp_path.iterdir()] == []  # no output, no temporary
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_dask_sweep_is_one_line():
+    import os
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "refsim", "cost", "opt-125m", "--sweep"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True, text=True)
+    time.sleep(20)  # the cluster is up and computing
+    os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip() and not line.startswith("sweep errors")] == [
+        "refsim cost: interrupted"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -251,16 +285,6 @@ def test_foreign_files_in_the_way_of_plot_and_csv_dir_survive(capsys, tmp_path):
         rc, out, err = cost(capsys, "opt-125m", *argv)
         assert rc == 2 and message in err and out == "", argv
     assert _snapshot(tmp_path) == before
-
-
-def test_plot_replaces_its_own_plots_and_keeps_other_files(capsys, tmp_path):
-    (tmp_path / "notes.txt").write_text("mine")
-    argv = ["opt-125m", "--config", "W4A4", "--plot", str(tmp_path), "--grid", "small", "--scheduler", "inline"]
-    assert cost(capsys, *argv)[0] == 0
-    first = {n: (tmp_path / n).read_bytes() for n in PLOT_NAMES}
-    assert cost(capsys, *argv)[0] == 0
-    assert {n: (tmp_path / n).read_bytes() for n in PLOT_NAMES} == first  # same inputs, same bytes
-    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_broken_pipe_is_quiet():
