@@ -18,6 +18,7 @@ Modules, each named for what it holds:
 ``errors``         quantization error (SQNR) of a design point, measured with ``refsim``
 ``sweep``          the co-design sweep on Dask and its Pareto fronts
 ``plots``          matplotlib figures; ``report``: tables, JSON, CSV; ``cli``: ``refsim cost``
+``outputs``        where ``refsim cost`` writes: its own plots recognised by a PNG tag, CSV directories
 =================  ==========================================================================
 
 Quick use::

@@ -165,7 +165,8 @@ def _local_cluster(n_workers: int):
     are started with SIGINT ignored, a disposition that survives fork and exec (Python installs its
     KeyboardInterrupt handler only where SIGINT is at its default), so only this process sees Ctrl-C
     and shuts them down. The price: a Ctrl-C in the seconds the cluster takes to start is lost (the
-    disposition is process-wide; a blocked mask does not reach the workers, which the spawn resets)."""
+    disposition is process-wide). Blocking SIGINT with a signal mask instead was tried: the workers
+    still received it."""
     import logging
     import signal
     import threading
