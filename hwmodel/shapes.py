@@ -216,6 +216,7 @@ def _get(d: Any, key: str, default=None):
 
 
 _REQUIRED = object()
+MAX_DIM = 2**31 - 1  # a config.json dimension beyond this is not a model
 
 
 def _need(d: Any, key: str, where: str, default=_REQUIRED) -> int:
@@ -225,8 +226,8 @@ def _need(d: Any, key: str, where: str, default=_REQUIRED) -> int:
         if default is _REQUIRED:
             raise ValueError(f"{where}: missing key {key!r} (needed to size the model)")
         v = default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v <= 0:
-        raise ValueError(f"{where}: key {key!r} must be a positive integer, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_DIM or int(v) != v:
+        raise ValueError(f"{where}: key {key!r} must be a positive integer up to {MAX_DIM}, got {v!r}")
     return int(v)
 
 
@@ -268,10 +269,17 @@ def from_transformers(config: Any, name: str | None = None, *, where: str | None
             ffn=need("intermediate_size"), n_heads=heads,
             n_kv_heads=need("num_key_value_heads", heads), vocab=need("vocab_size"),
             max_positions=need("max_position_embeddings"),
-            head_dim=need("head_dim", max(h // heads, 1)),
+            head_dim=need("head_dim", _head_dim(h, heads, where) if _get(config, "head_dim") is None else 0),
             tie_word_embeddings=bool(_get(config, "tie_word_embeddings", False)), linear_bias=False,
             sliding_window=window)
     raise ValueError(f"{where}: model_type must be one of 'opt', 'llama', 'mistral', got {mtype!r}")
+
+
+def _head_dim(hidden: int, heads: int, where: str) -> int:
+    if hidden % heads:
+        raise ValueError(f"{where}: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) "
+                         f"and no head_dim is given")
+    return hidden // heads
 
 
 def from_config_json(path: str | os.PathLike) -> ModelShape:

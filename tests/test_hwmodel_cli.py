@@ -302,3 +302,21 @@ def test_to_json_writes_null_for_non_finite_numbers():
     text = to_json({"inf": float("inf"), "rows": [{"nan": float("nan"), "neg": -float("inf"), "x": 1.5}]})
     assert json.loads(text) == {"inf": None, "rows": [{"nan": None, "neg": None, "x": 1.5}]}
     assert "Infinity" not in text and "NaN" not in text
+
+
+LLAMA = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 8, "num_hidden_layers": 2,
+         "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 256}
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({**LLAMA, "hidden_size": 10**21}, "key 'hidden_size' must be a positive integer up to"),
+    ({**LLAMA, "hidden_size": 100, "num_attention_heads": 7}, "not a multiple of num_attention_heads"),
+    ({"model_type": "opt", "hidden_size": "768"}, "key 'hidden_size' must be a positive integer"),
+    ({"model_type": "opt", "hidden_size": 768, "num_attention_heads": -12}, "key 'num_attention_heads'"),
+    ({"model_type": "gpt2"}, "model_type must be one of 'opt', 'llama', 'mistral'"),
+    ([1, 2], "expected a JSON object"),
+])
+def test_config_json_bad_values(capsys, tmp_path, cfg, message):
+    d = _model_dir(tmp_path, json.dumps(cfg))
+    rc, out, err = cost(capsys, str(d))
+    assert rc == 2 and message in err and str(d / "config.json") in err and out == ""
