@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-gpu lint bench docs-plots clean
+.PHONY: venv demo test test-slow test-gpu lint bench docs-plots notebooks clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: venv
 # The cost-model plots in docs/img (docs/costmodel.md).
 docs-plots: venv
 	$(BIN)/refsim cost opt-66b --hw H200 --config W4A4 --batch 64 --seq 8192 --plot docs/img
+
+# Execute every notebook from its jupytext source (notebooks/NN_*.py); the executed copies, with
+# outputs and plots, go to build/notebooks/ (not committed).
+notebooks: venv
+	$(BIN)/python notebooks/run_notebooks.py --out build/notebooks
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
