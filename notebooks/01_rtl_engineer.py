@@ -58,7 +58,8 @@ print("activation spec:", {k: manifest["specs"]["act"][k] for k in ("rounding", 
                                                                     "acc_overflow")})
 print(f"\n{'stage':<13} {'role':<8} {'shape':<12} {'bits':>4} {'signed':<6} layout")
 for s in manifest["stages"]:
-    print(f"{s['name']:<13} {s['role']:<8} {str(s['shape']):<12} {s['word_bits']:>4} {str(s['signed']):<6} {s['layout']}")
+    print(f"{s['name']:<13} {s['role']:<8} {str(s['shape']):<12} {s['word_bits']:>4} {str(s['signed']):<6} "
+          f"{s['layout']}")
 
 # %% [markdown]
 # ## Read it with numpy
