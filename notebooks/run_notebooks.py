@@ -45,7 +45,11 @@ def execute(source: Path, *, timeout: int = CELL_TIMEOUT_S):
             client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
                                     resources={"metadata": {"path": work}})
             start = time.perf_counter()
-            client.execute()
+            try:
+                client.execute()
+            except Exception as e:
+                e.notebook = nb  # executed up to the failing cell, for --out
+                raise
             return nb, time.perf_counter() - start
     finally:
         if env_before is None:
@@ -82,6 +86,8 @@ def main(argv=None) -> int:
         except Exception as e:  # a failing cell: report it and go on to the next notebook
             failed += 1
             print(f"FAIL {name}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
+            if args.out and getattr(e, "notebook", None) is not None:
+                write_executed(e.notebook, Path(args.out) / f"{name}.failed.ipynb")
             continue
         print(f"ok   {name}: {seconds:.1f} s")
         if args.out:
