@@ -84,7 +84,7 @@ if HAVE_MODEL:
     box_lo, box_hi = cluster_minmax(lo, hi, r8.ids_old, r8.n_clusters)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 3.8), sharey=True)
     ch = np.arange(lo.size)
-    lw = max(0.2, min(1.0, 400 / lo.size))
+    lw = max(0.8, min(1.5, 400 / lo.size))  # wide enough that a one-channel outlier cluster shows
     ax0.vlines(ch, lo, hi, lw=lw, color="tab:blue")
     ax0.axhspan(lo.min(), hi.max(), color="tab:red", alpha=0.08, label="one range for the tensor")
     ax0.set(title=f"{NAME}: original channel order", xlabel="channel", ylabel="min .. max")
