@@ -97,7 +97,7 @@ for b in bounds:
 ax0.set(title="a_codes (M x K), cluster boundaries in black", xlabel="channel k", ylabel="row m")
 fig.colorbar(im, ax=ax0, label="code")
 im1 = ax1.imshow(isum[0], cmap="viridis", interpolation="nearest")
-ax1.set(title="golden isum, cluster 0 (M x N)", xlabel="n", ylabel="m")
+ax1.set(title="golden isum, c = 0", xlabel="n", ylabel="m")
 fig.colorbar(im1, ax=ax1)
 fig.tight_layout()
 plt.show()
