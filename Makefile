@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-gpu lint bench docs-plots docs-check docs-check-slow clean
+.PHONY: venv demo test test-slow test-gpu lint bench docs-plots docs-check docs-check-slow notebooks clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,11 @@ docs-check: venv
 
 docs-check-slow: venv
 	$(BIN)/python tools/docs_check.py --slow
+
+# Execute every notebook from its jupytext source (notebooks/NN_*.py); the executed copies, with
+# outputs and plots, go to build/notebooks/ (not committed).
+notebooks: venv
+	$(BIN)/python notebooks/run_notebooks.py --out build/notebooks
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
