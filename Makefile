@@ -21,7 +21,7 @@ demo: venv
 	$(BIN)/refsim demo
 
 test: venv
-	$(BIN)/ruff check refsim golden hwmodel cukernels tests benchmarks tools
+	$(BIN)/ruff check refsim golden hwmodel cukernels tests benchmarks tools examples notebooks
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: venv
@@ -31,7 +31,7 @@ test-gpu: venv
 	$(BIN)/python -m pytest -m "gpu" -q
 
 lint: venv
-	$(BIN)/ruff check refsim golden hwmodel cukernels tests benchmarks tools
+	$(BIN)/ruff check refsim golden hwmodel cukernels tests benchmarks tools examples notebooks
 
 # Each script prints its ratios against a baseline measured in the same run.
 bench: venv
