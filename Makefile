@@ -61,6 +61,7 @@ realmodel: venv
 	rm -rf $(DATA)/janeaustenr && mv $(DATA)/.deb.tmp/root/usr/lib/R/site-library/janeaustenr $(DATA)/janeaustenr
 	rm -rf $(DATA)/.deb.tmp
 	REFSIM_DATA=$(DATA) $(BIN)/python -m refsim.corpus --check
+	$(BIN)/python -c "from refsim.formats.gguf import smollm2_gguf; print('model:', smollm2_gguf())"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
