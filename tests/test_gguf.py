@@ -273,3 +273,30 @@ def test_every_smollm2_tensor_equals_gguf_dequantizer():
             assert np.array_equal(bits(scalar(raw, bt.qtype, bt.shape[1])), bits(ref[rows])), t.name
     assert kinds == {"Q4_1", "Q8_0", "F32"}
     assert len(reader.tensors) == 272
+
+
+@pytest.mark.slow
+def test_smollm2_codes_are_what_transformers_loads():
+    """The codes dequantized (rows of attn_q / attn_k un-permuted) equal transformers' float32
+    weights of the same file bit for bit, for the first and the last layer and the embedding."""
+    path = _smollm2()
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    cfg = model.config
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    for i in (0, cfg.num_hidden_layers - 1):
+        for g, h in (("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"), ("attn_v", "self_attn.v_proj"),
+                     ("attn_output", "self_attn.o_proj"), ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"),
+                     ("ffn_down", "mlp.down_proj"), ("attn_norm", "input_layernorm"),
+                     ("ffn_norm", "post_attention_layernorm")):
+            names[f"blk.{i}.{g}.weight"] = f"model.layers.{i}.{h}.weight"
+    tensors = G.read_gguf(path, list(names))
+    for g, h in names.items():
+        w = tensors[g].dequantize()
+        if ".attn_q." in g or ".attn_k." in g:
+            heads = cfg.num_attention_heads if ".attn_q." in g else cfg.num_key_value_heads
+            w = w[G.llama_unpermute_rows(w.shape[0], heads)]
+        assert np.array_equal(bits(w.reshape(sd[h].shape)), bits(sd[h])), g
