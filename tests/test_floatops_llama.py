@@ -6,6 +6,8 @@ transformers' own float32 modules (the bounds are stated beside each comparison)
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -36,8 +38,13 @@ moderate = st.floats(-1e6, 1e6, width=32, allow_nan=False)
 @settings(max_examples=200, deadline=None)
 @given(st.floats(min_value=0, exclude_min=True, allow_infinity=False, width=32))
 def test_rsqrt_is_correctly_rounded(t):
-    got = F.rsqrt_float32(np.float32(t))
-    assert bits(got) == bits(F.rsqrt_float32_exact(float(np.float32(t))))
+    t = float(np.float32(t))
+    r = F.rsqrt_float32_exact(t)
+    assert bits(F.rsqrt_float32(np.float32(t))) == bits(r)
+    # the definition: 1/sqrt(t) lies in r's rounding interval, (r -+ half the gaps to its neighbours)^2 * t vs 1
+    lo, hi = (Fraction(float(np.nextafter(r, np.float32(s)))) for s in (-np.inf, np.inf))
+    rf = Fraction(float(r))
+    assert ((rf + lo) / 2) ** 2 * Fraction(t) <= 1 <= ((rf + hi) / 2) ** 2 * Fraction(t)
 
 
 def test_rsqrt_exact_cases_and_limits():
