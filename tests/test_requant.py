@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import refsim
 from refsim import scalar
+from refsim.checks import code_range
 
 i32 = st.integers(-(2**31), 2**31 - 1)
 CORNERS = [-(2**31), -(2**31) + 1, -(2**30), -1, 0, 1, 2**30, 2**31 - 1]
@@ -104,3 +105,38 @@ def test_requantize_paths(requant):
 def test_requantize_refuses_wide_accumulators():
     with pytest.raises(ValueError, match="acc.*outside the allowed range"):
         refsim.requantize(np.array([2**31]), 0.5, spec=refsim.preset("tflite"))
+
+
+@pytest.mark.parametrize("name", sorted(refsim.PRESETS))
+@pytest.mark.parametrize("saturation", ["saturate", "wrap"])
+def test_requantize_and_quantize_agree_on_the_range_ends(name, saturation):
+    """Both take the code range from the spec (signed, narrow) and leave it the same way.
+
+    With multiplier 1/2 and scale 2 both see the same integers v = acc / 2, exactly, so the
+    rounding rule plays no part: only the range and the saturation rule do.
+    """
+    spec = refsim.preset(name).replace(saturation=saturation)
+    # float16 holds every integer up to 2^11, and v = qmax + 2 must be one of them
+    top = 11 if spec.compute_dtype.value == "float16" else 16
+    for bits in range(2, top + 1 if saturation == "saturate" else 9):
+        for signed in (True, False):
+            qmin, qmax = code_range(bits, signed, spec.narrow)
+            v = [qmin - 2, qmin - 1, qmin, qmin + 1, qmax - 1, qmax, qmax + 1, qmax + 2]
+            if saturation == "saturate":
+                v += [-(2**30), 2**30 - 1]  # far outside: clamped to the ends
+            acc = np.array([2 * x for x in v])
+            got = refsim.requantize(acc, 0.5, bits=bits, signed=signed, spec=spec)
+            want = refsim.quantize(acc.astype(np.float32), 2.0, bits=bits, signed=signed, spec=spec)
+            assert got.tolist() == want.tolist(), (bits, signed)
+            inside = got[2:6].tolist()
+            assert inside == v[2:6]  # the ends themselves are codes
+            if saturation == "saturate":
+                assert got.min() == qmin and got.max() == qmax
+
+
+def test_requantize_honours_the_narrow_range_of_qrazor():
+    """QRazor's narrow range: the most negative accumulator requantizes to -127, as quantize gives."""
+    spec = refsim.preset("qrazor")
+    assert refsim.requantize(np.array([-(2**31), 2**31 - 1]), 1.0, bits=8, spec=spec).tolist() == [-127, 127]
+    full = spec.replace(narrow=False)
+    assert refsim.requantize(np.array([-(2**31), 2**31 - 1]), 1.0, bits=8, spec=full).tolist() == [-128, 127]
