@@ -1,6 +1,6 @@
 """Exact int_gemm throughput against named baselines, measured in one run.
 
-    python benchmarks/bench_int_gemm.py [--n 2048] [--repeats 5] [--backends auto,blas,torch]
+    python benchmarks/bench_int_gemm.py [--n 2048] [--repeats 5] [--backends auto,blas,torch] [--overhead]
 
 Baselines on the same M = N = K shape: torch._int_mm (int8 x int8 -> int32, exact; oneDNN where
 the CPU has AVX512-VNNI, a scalar loop elsewhere), float32 BLAS (np.matmul on float32) and numpy's
@@ -46,6 +46,11 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--slow", type=float, default=5.0, help="seconds above which a call is timed once")
     ap.add_argument("--backends", default="auto,blas", help="comma-separated: auto, blas, torch")
+    ap.add_argument("--overhead", action="store_true",
+                    help="also time everything int_gemm's torch path does around torch._int_mm (see below)")
+    ap.add_argument("--project-gops", type=float, default=834.0,
+                    help="an _int_mm rate to project the overhead onto (default: 834 GOPS, measured with oneDNN "
+                         "on 2026-11-24, docs/benchmarks.md)")
     ap.add_argument("--int32-n", type=int, default=512,
                     help="shape for numpy int32 matmul (it is ~1000x slower; its rate is size-independent)")
     args = ap.parse_args(argv)
@@ -101,6 +106,45 @@ def main(argv=None):
                 vs_torch = f"{rate / rate_torch:.2f}x" if rate_torch else "-"
                 print(f"{name:<14}{dtype:<12}{label:<14}{rate / 1e9:8.1f}{vs_torch:>12}"
                       f"{rate / rate_f32:12.2f}x{rate / rate_i32:12.0f}x{runs:>6}")
+
+    if args.overhead:
+        overhead(args, rng, cases, ops)
+
+
+def overhead(args, rng, cases, ops):
+    """The torch path's checks and conversions, timed without the product.
+
+    int_gemm(backend="torch") runs with torch._int_mm swapped for torch.zeros of the output's
+    shape (a fresh int32 tensor written once, as _int_mm writes its output); the time of that
+    stand-in alone is subtracted. What is left is everything int_gemm adds to the product:
+    the range checks, the int8 conversion, the int64 widening. Projected onto an _int_mm
+    that runs at --project-gops, the ratio int_gemm / _int_mm would be t / (t + overhead).
+    """
+    import torch
+
+    n = args.n
+    t_mm = ops / (args.project_gops * 1e9)
+    real = torch._int_mm
+
+    def stand_in(a, b):
+        return torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int32)
+
+    t_stand, _ = median_time(lambda: stand_in(np.empty((n, 1)), np.empty((1, n))), args.repeats, args.slow)
+    print(f"torch path without the product (torch._int_mm replaced by torch.zeros, {t_stand * 1e3:.1f} ms, "
+          f"subtracted); projected onto _int_mm at {args.project_gops:.0f} GOPS ({t_mm * 1e3:.1f} ms):")
+    print(f"{'operands':<14}{'dtype':<12}{'overhead ms':>12}{'projected vs _int_mm':>22}")
+    torch._int_mm = stand_in
+    try:
+        for name, (alo, ahi), (blo, bhi), narrow in cases[:2]:
+            a64 = rng.integers(alo, ahi, (n, n), dtype=np.int64)
+            b64 = rng.integers(blo, bhi, (n, n), dtype=np.int64)
+            for dta, dtb in (narrow, (np.int32, np.int32), (np.int64, np.int64)):
+                a, b = a64.astype(dta), b64.astype(dtb)
+                t, _ = median_time(lambda a=a, b=b: refsim.int_gemm(a, b, backend="torch"), args.repeats, args.slow)
+                extra = max(t - t_stand, 0.0)
+                print(f"{name:<14}{np.dtype(dta).name:<12}{extra * 1e3:12.1f}{t_mm / (t_mm + extra):21.2f}x")
+    finally:
+        torch._int_mm = real
 
 
 if __name__ == "__main__":

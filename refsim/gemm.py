@@ -150,10 +150,18 @@ def _exact_matmul(a: Operand, b: Operand, backend) -> tuple[np.ndarray, Operand,
     bf = b.values.astype(dtype)
     if chunk >= k:
         return np.matmul(af, bf).astype(np.int64), a, b
-    out = np.zeros((m, n), dtype=np.int64)
+    out = np.empty((m, n), dtype=np.int64)
     for k0 in range(0, k, chunk):
-        out += np.matmul(af[:, k0:k0 + chunk], bf[k0:k0 + chunk]).astype(np.int64)
+        _add_chunk(out.reshape(-1), np.matmul(af[:, k0:k0 + chunk], bf[k0:k0 + chunk]).reshape(-1), k0 == 0)
     return out, a, b
+
+
+@numba.njit(cache=True)
+def _add_chunk(out, chunk, first):
+    """out (+)= int64(chunk) in one pass: each chunk's float sums are exact integers (see above)."""
+    for i in range(out.size):
+        v = np.int64(chunk[i])
+        out[i] = v if first else out[i] + v
 
 
 @functools.cache
