@@ -5,8 +5,10 @@
 Baselines on the same M = N = K shape: torch._int_mm (int8 x int8 -> int32, exact; oneDNN where
 the CPU has AVX512-VNNI, a scalar loop elsewhere), float32 BLAS (np.matmul on float32) and numpy's
 own int32 matmul (exact but not BLAS; timed on a smaller shape, its rate does not depend on size).
-Each figure is the median of ``--repeats`` timed runs after one warm-up (a call slower than
-``--slow`` seconds is timed once: the warm-up is the sample). Ratios are rates (higher is faster).
+Each figure is the median of ``--repeats`` timed runs after one warm-up (a baseline call slower
+than ``--slow`` seconds is timed once: the warm-up is the sample). Ratios are rates (higher is
+faster); the ratio to float32 BLAS is the median over back-to-back pairs, which a shared
+machine's drifting load disturbs least.
 
 The operands are held in three dtypes: the narrowest that holds them (int8: what _int_mm itself
 takes), int32 (what ``refsim.quantize`` returns) and int64, since the checks and conversions
@@ -38,6 +40,23 @@ def median_time(fn, repeats, slow):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), repeats
+
+
+def paired_times(fn, base, repeats):
+    """Median time of fn, and the median over pairs of time(base) / time(fn), each pair run back to
+    back: on a shared machine the load drifts between pairs more than within one."""
+    fn()
+    base()
+    t_fn, ratios = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        base()
+        t1 = time.perf_counter()
+        fn()
+        t2 = time.perf_counter()
+        t_fn.append(t2 - t1)
+        ratios.append((t1 - t0) / (t2 - t1))
+    return statistics.median(t_fn), statistics.median(ratios)
 
 
 def main(argv=None):
@@ -100,12 +119,12 @@ def main(argv=None):
                 if backend != "auto" and backend == auto_pick and "auto" in backends:
                     continue
                 label = f"auto ({auto_pick})" if backend == "auto" else backend
-                t, runs = median_time(lambda a=a, b=b, be=backend: refsim.int_gemm(a, b, backend=be),
-                                      args.repeats, args.slow)
+                t, vs_f32 = paired_times(lambda a=a, b=b, be=backend: refsim.int_gemm(a, b, backend=be),
+                                         lambda: np.matmul(f32a, f32b), args.repeats)
                 rate = ops / t
                 vs_torch = f"{rate / rate_torch:.2f}x" if rate_torch else "-"
                 print(f"{name:<14}{dtype:<12}{label:<14}{rate / 1e9:8.1f}{vs_torch:>12}"
-                      f"{rate / rate_f32:12.2f}x{rate / rate_i32:12.0f}x{runs:>6}")
+                      f"{vs_f32:12.2f}x{rate / rate_i32:12.0f}x{args.repeats:>6}")
 
     if args.overhead:
         overhead(args, rng, cases, ops)
