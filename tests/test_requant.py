@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import specs
 
 import refsim
 from refsim import scalar
@@ -140,3 +141,29 @@ def test_requantize_honours_the_narrow_range_of_qrazor():
     assert refsim.requantize(np.array([-(2**31), 2**31 - 1]), 1.0, bits=8, spec=spec).tolist() == [-127, 127]
     full = spec.replace(narrow=False)
     assert refsim.requantize(np.array([-(2**31), 2**31 - 1]), 1.0, bits=8, spec=full).tolist() == [-128, 127]
+
+
+def _requantize_twin(acc, m, zero_point, bits, spec):
+    """One output code of refsim.requantize, from its docstring's formula, in Python integers."""
+    if spec.requant.value == "float":
+        y = float(np.float32(np.float32(acc) * np.float32(m)))
+        r = scalar.round_rational(Fraction(y), spec.rounding.value) + zero_point
+    else:
+        single = spec.requant.value == "single_rounding"
+        qm, sh = scalar.quantize_multiplier_scalar(m, single)
+        r = scalar.multiply_by_quantized_multiplier_scalar(acc, qm, sh, single) + zero_point
+    qmin, qmax = scalar.code_range(bits, spec.signed, spec.narrow)
+    if spec.saturation.value == "saturate":
+        return min(max(r, qmin), qmax)
+    return (r - qmin) % 2**bits + qmin
+
+
+@given(spec=specs, bits=st.integers(2, 16), data=st.data())
+def test_requantize_equals_scalar_twin_under_every_spec(spec, bits, data):
+    """Every requantization knob of the spec at once: requant form, rounding (float form), signed,
+    narrow and saturation; multipliers below 1, as an accumulator's rescale is."""
+    acc = data.draw(st.lists(i32, min_size=1, max_size=30)) + CORNERS
+    m = data.draw(st.floats(min_value=2.0**-30, max_value=0.999, allow_nan=False))
+    zp = data.draw(st.integers(-(1 << bits), 1 << bits))
+    got = refsim.requantize(np.array(acc), m, zero_point=zp, bits=bits, spec=spec)
+    assert got.tolist() == [_requantize_twin(a, m, zp, bits, spec) for a in acc]
