@@ -91,6 +91,18 @@ def test_float64_chunking_beyond_2_to_the_21():
     assert exact_matmul(a, b, backend="blas")[0, 0] == (k - 1) * 65535 * 65535 + 65535 * 7
 
 
+@pytest.mark.parametrize("dk", [-1, 0, 1])
+def test_float64_chunk_boundary_both_sides(dk):
+    """uint16 x uint16: chunk c = 2^53 // 65535^2 = 2^21 + 64; K = c - 1 and c are one chunk, c + 1 two.
+    Every product is 65535^2 but the last, so the sums sit at the exactness bound in every chunk."""
+    c = (1 << 53) // (65535 * 65535)
+    k = c + dk
+    a = np.full((1, k), 65535, dtype=np.uint16)
+    b = np.full((k, 2), 65535, dtype=np.uint16)
+    b[-1, 1] = 7
+    assert exact_matmul(a, b, backend="blas").tolist() == [[k * 65535 * 65535, (k - 1) * 65535 * 65535 + 65535 * 7]]
+
+
 def test_float_path_is_exact_at_its_bounds():
     """Operands whose partial sums sit at 2^24 (float32) and beyond it (chunked / float64)."""
     k = 1 << 10
