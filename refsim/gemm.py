@@ -7,13 +7,17 @@ path runs the product on float BLAS and is exact by construction: with |A| <= a,
 each product and every partial sum of a K-chunk is an integer of magnitude at most
 chunk * a * b. The chunk is chosen so that bound is <= 2^24 (float32) or <= 2^53 (float64);
 every integer of that magnitude is representable, so no operation BLAS performs, in any
-order, blocking or with FMA, ever rounds. Chunks are summed in int64.
+order, blocking or with FMA, ever rounds. Chunks are summed in int64. The ``torch`` path
+runs torch._int_mm on int8-range operands when K * |a| * |b| < 2^31 bounds every partial
+sum, so its int32 accumulator cannot wrap.
 
 The scalar specification is ``refsim.scalar.int_gemm_scalar`` (Python ints, ascending k).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from typing import NamedTuple
 
 import numba
@@ -32,18 +36,48 @@ from refsim.checks import check_choice, check_range
 OPERAND_MIN, OPERAND_MAX = -(1 << 15), (1 << 16) - 1
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
+INT32_EXACT = 1 << 31
+# Below this many multiply-adds ``auto`` stays on float BLAS: importing torch costs more than the product.
+AUTO_TORCH_MIN_MACS = 1 << 24
 
 
 class Operand(NamedTuple):
-    """A checked integer operand in its own dtype (no int64 copy) and its value range."""
+    """An integer operand in its own dtype (no copy) and proven bounds lo <= every value <= hi.
+
+    ``scanned``: lo and hi are the data's own min and max; otherwise they are the limits of a
+    dtype no wider than 16 bits, which prove the range without reading the data.
+    """
 
     values: np.ndarray
     lo: int
     hi: int
+    scanned: bool
 
     @property
     def absmax(self) -> int:
         return max(-self.lo, self.hi)
+
+
+@numba.njit(cache=True)
+def _minmax_flat(x):
+    lo = x[0]
+    hi = x[0]
+    for i in range(x.size):
+        v = x[i]
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
+
+
+def _minmax(x: np.ndarray) -> tuple[int, int]:
+    """(min, max) of an integer array in one pass over its memory, in its own dtype."""
+    if x.size == 0:
+        return 0, 0
+    if x.flags.c_contiguous or x.flags.f_contiguous:
+        lo, hi = _minmax_flat(x.ravel(order="K"))  # a view: no copy
+    else:
+        lo, hi = x.min(), x.max()
+    return int(lo), int(hi)
 
 
 def _operand(x, name) -> Operand:
@@ -52,10 +86,18 @@ def _operand(x, name) -> Operand:
         raise TypeError(f"{name} must be an integer array, got dtype {x.dtype}")
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-d, got shape {x.shape}")
-    lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    info = np.iinfo(x.dtype)
+    if OPERAND_MIN <= info.min and info.max <= OPERAND_MAX:
+        return Operand(x, int(info.min), int(info.max), False)  # the dtype is the range check
+    lo, hi = _minmax(x)
     if lo < OPERAND_MIN or hi > OPERAND_MAX:
-        check_range(x.astype(np.int64), OPERAND_MIN, OPERAND_MAX, name=name, what="(operands are up to 16 bits)")
-    return Operand(x, lo, hi)
+        check_range(x, OPERAND_MIN, OPERAND_MAX, name=name, what="(operands are up to 16 bits)")
+    return Operand(x, lo, hi, True)
+
+
+def _scanned(x: Operand) -> Operand:
+    """The operand with its data's own range (tighter than its dtype's; one pass, done once)."""
+    return x if x.scanned else Operand(x.values, *_minmax(x.values), True)
 
 
 def _operands(a, b) -> tuple[Operand, Operand]:
@@ -65,20 +107,41 @@ def _operands(a, b) -> tuple[Operand, Operand]:
     return a, b
 
 
+def _int_mm_exact(a: Operand, b: Operand, k: int) -> bool:
+    """int8 x int8 -> int32 is exact: both in int8 range and K * |a| * |b| < 2^31 bounds every partial sum."""
+    int8 = -128 <= min(a.lo, b.lo) and max(a.hi, b.hi) <= 127
+    return int8 and k * a.absmax * b.absmax < INT32_EXACT
+
+
 def exact_matmul(a, b, *, backend="auto") -> np.ndarray:
     """Exact int64 A @ B of 16-bit operands (see the module docstring for why it is exact)."""
     if not isinstance(a, Operand):
         a, b = _operands(a, b)
+    return _exact_matmul(a, b, backend)[0]
+
+
+def _exact_matmul(a: Operand, b: Operand, backend) -> tuple[np.ndarray, Operand, Operand]:
+    """The exact product and the operands with the tightest bounds it had to establish.
+
+    Each decision is taken from proven bounds first (an int8 array needs no pass over its data
+    to prove that int32 holds K = 2048 of its products); the data is read for its range only
+    where the bounds of its dtype do not settle the choice.
+    """
     m, k = a.values.shape
     n = b.values.shape[1]
-    bound = a.absmax * b.absmax
-    if bound == 0 or k == 0:
-        return np.zeros((m, n), dtype=np.int64)
+    if m == 0 or n == 0 or k == 0:
+        return np.zeros((m, n), dtype=np.int64), a, b
     if backend == "auto":
-        backend = "torch" if _torch_available() else "blas"
-    int8_operands = -128 <= min(a.lo, b.lo) and max(a.hi, b.hi) <= 127
-    if backend == "torch" and int8_operands and k * bound < (1 << 31):
-        return _torch_int_mm(a.values, b.values)
+        backend = "torch" if m * n * k >= AUTO_TORCH_MIN_MACS and _torch_int8_is_fast() else "blas"
+    if backend == "torch":
+        if not _int_mm_exact(a, b, k):
+            a, b = _scanned(a), _scanned(b)
+        if _int_mm_exact(a, b, k):
+            return _torch_int_mm(a.values, b.values), a, b
+    a, b = _scanned(a), _scanned(b)  # the chunk length follows the data's own range
+    bound = a.absmax * b.absmax
+    if bound == 0:
+        return np.zeros((m, n), dtype=np.int64), a, b
     if FLOAT32_EXACT // bound >= min(k, 512):
         dtype, chunk = np.float32, FLOAT32_EXACT // bound
     else:
@@ -86,17 +149,43 @@ def exact_matmul(a, b, *, backend="auto") -> np.ndarray:
     af = a.values.astype(dtype)
     bf = b.values.astype(dtype)
     if chunk >= k:
-        return np.matmul(af, bf).astype(np.int64)
-    out = np.zeros((m, n), dtype=np.int64)
+        return np.matmul(af, bf).astype(np.int64), a, b
+    out = np.empty((m, n), dtype=np.int64)
     for k0 in range(0, k, chunk):
-        out += np.matmul(af[:, k0:k0 + chunk], bf[k0:k0 + chunk]).astype(np.int64)
-    return out
+        _add_chunk(out.reshape(-1), np.matmul(af[:, k0:k0 + chunk], bf[k0:k0 + chunk]).reshape(-1), k0 == 0)
+    return out, a, b
 
 
-def _torch_available() -> bool:
-    import importlib.util
+@numba.njit(cache=True)
+def _add_chunk(out, chunk, first):
+    """out (+)= int64(chunk) in one pass: each chunk's float sums are exact integers (see above)."""
+    for i in range(out.size):
+        v = np.int64(chunk[i])
+        out[i] = v if first else out[i] + v
 
-    return importlib.util.find_spec("torch") is not None
+
+@functools.cache
+def _torch_int8_capable() -> bool:
+    """Whether torch._int_mm has a real int8 kernel on this CPU.
+
+    aten's ``_int_mm_out_cpu`` calls oneDNN only when mkldnn is enabled and the CPU has
+    AVX512-VNNI (``at::cpu::is_avx512_vnni_supported``); otherwise it runs a scalar triple
+    loop, measured here at under 1 GOPS, far below float32 BLAS (docs/benchmarks.md).
+    """
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    vnni = getattr(getattr(torch, "cpu", None), "_is_vnni_supported", None)
+    return bool(vnni is not None and vnni() and torch.backends.mkldnn.is_available())
+
+
+def _torch_int8_is_fast() -> bool:
+    if not _torch_int8_capable():
+        return False
+    import torch
+
+    return bool(torch.backends.mkldnn.enabled)  # a user may switch oneDNN off at run time
 
 
 def _torch_int_mm(a, b):
@@ -105,10 +194,14 @@ def _torch_int_mm(a, b):
 
     m, k = a.shape
     n = b.shape[1]
-    # _int_mm wants M > 16 and K, N multiples of 8; zero padding leaves the sum unchanged.
+    # CUDA's _int_mm wants M > 16 and K, N multiples of 8 (older CPU builds too); zero padding
+    # leaves the sum unchanged.
     mp, kp, np_ = max(m, 17), -(-k // 8) * 8, -(-n // 8) * 8
     if (mp, kp, np_) == (m, k, n):
+        # No copy where the operand already is C-contiguous int8 (torch.from_numpy shares it);
+        # a read-only array is copied, since torch only shares writable memory.
         ap, bp = np.ascontiguousarray(a, dtype=np.int8), np.ascontiguousarray(b, dtype=np.int8)
+        ap, bp = (x if x.flags.writeable else x.copy() for x in (ap, bp))
     else:
         ap = np.zeros((mp, kp), dtype=np.int8)
         bp = np.zeros((kp, np_), dtype=np.int8)
@@ -149,16 +242,21 @@ def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="auto") -> np.ndarra
     clamped) or ``raise`` (ValueError naming the first (m, n, k) whose partial sum leaves
     the range). backend: ``blas`` (float BLAS, exact as the module docstring proves),
     ``torch`` (torch._int_mm, int8 x int8 -> int32, for int8-range operands where int32
-    cannot overflow; otherwise blas) or ``auto`` (torch where it is installed, else blas).
-    Every backend returns the same integers; only the speed differs.
+    cannot overflow; otherwise blas) or ``auto`` (torch for products of at least 2^24 MACs
+    where torch._int_mm has its oneDNN kernel, i.e. AVX512-VNNI; else blas, which beats
+    torch's fallback loop by far). Every backend returns the same integers; only the speed
+    differs. Operands are read in their own dtype: an int8 or int16 array needs no pass over
+    its data to prove its range, and one min/max pass serves a wider one.
     ``acc_bits_needed`` tells how wide the accumulator had to be.
     """
     acc_bits, overflow = check_acc(acc_bits, overflow)
     check_choice(backend, ("auto", "blas", "torch"), name="backend")
     a, b = _operands(a, b)
-    exact = exact_matmul(a, b, backend=backend)
+    exact, a, b = _exact_matmul(a, b, backend)
     lo, hi = acc_limits(acc_bits)
     k = a.values.shape[1]
+    if k * a.absmax * b.absmax > hi:  # the dtypes' bounds do not settle it: the data's own range may
+        a, b = _scanned(a), _scanned(b)
     if k * a.absmax * b.absmax <= hi:  # no partial sum can leave the range: every rule is the identity
         return exact
     if overflow == "wrap":

@@ -16,6 +16,8 @@ fl() is IEEE round-to-nearest-even into the compute dtype; round() is the spec's
 Non-finite x raises under ``nonfinite="raise"``; under ``"saturate"``, +Inf -> qmax,
 -Inf -> qmin, NaN -> z. A finite x whose quotient overflows the compute dtype (fp16) is an
 infinity that saturates like any large value (and cannot be wrapped: that is an error).
+Refused scales: not finite and > 0; 0 or inf in the compute dtype; under mul_recip, a scale
+whose reciprocal fl(1 / sc) is inf (0 * inf would be a NaN quotient).
 
 Granularity (the parameters are broadcast to x):
     per tensor   axis=None, scale a scalar
@@ -136,6 +138,9 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
             v = (xc / s).astype(cdt)
         else:
             recip = (np.asarray(1, dtype=cdt) / s).astype(cdt)
+            if not np.all(np.isfinite(recip)):  # 0 * inf would be a NaN quotient, not a code
+                raise ValueError(f"scale's reciprocal overflows the {cdt.__name__} compute dtype "
+                                 "(scale_op='mul_recip'); allowed: a scale whose reciprocal is finite")
             if spec.zero_point_stage is ZeroPointStage.BEFORE_ROUND_FUSED:
                 v = fused_multiply_add(xc, recip, z, cdt)
             else:

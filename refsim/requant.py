@@ -133,12 +133,15 @@ def requantize(acc, real_multiplier, *, zero_point=0, bits=8, signed=None, spec:
                  = double_rounding:  gemmlowp MultiplyByQuantizedMultiplier
                  = single_rounding:  TFLITE_SINGLE_ROUNDING form
     ``real_multiplier`` is one value (per tensor) or one per last-axis channel.
+    The output code range is the spec's, as ``quantize`` takes it: signed (or ``signed``) and
+    spec.narrow (signed narrow [-(2^(b-1)-1), 2^(b-1)-1], unsigned narrow [0, 2^b-2]), and
+    spec.saturation wraps as ``quantize`` does: (r - qmin) mod 2^b + qmin.
     """
     if not isinstance(spec, NumericsSpec):
         raise TypeError("spec must be a refsim.NumericsSpec")
     bits = check_bits(bits)
     signed = spec.signed if signed is None else bool(signed)
-    qmin, qmax = code_range(bits, signed, False)
+    qmin, qmax = code_range(bits, signed, spec.narrow)
     a = as_int_array(acc, name="acc")
     check_range(a, INT32_MIN, INT32_MAX, name="acc", what="(int32 accumulators)")
     mult = np.asarray(real_multiplier, dtype=np.float64)

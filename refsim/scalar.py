@@ -91,6 +91,8 @@ def quantize_scalar(x: float, s: float, z: int, *, bits: int, signed=None, narro
         return z if math.isnan(x) else (qmax if x > 0 else qmin)
     xc = round_to_format(Fraction(x), fmt)
     sc = round_to_format(Fraction(s), fmt)
+    if spec.scale_op.value == "mul_recip" and round_to_format(1 / sc, fmt) == INF:
+        raise ValueError("the scale's reciprocal overflows the compute dtype")
     if xc in (INF, -INF):
         v = xc
     elif spec.scale_op.value == "div":

@@ -91,6 +91,18 @@ def test_float64_chunking_beyond_2_to_the_21():
     assert exact_matmul(a, b, backend="blas")[0, 0] == (k - 1) * 65535 * 65535 + 65535 * 7
 
 
+@pytest.mark.parametrize("dk", [-1, 0, 1])
+def test_float64_chunk_boundary_both_sides(dk):
+    """uint16 x uint16: chunk c = 2^53 // 65535^2 = 2^21 + 64; K = c - 1 and c are one chunk, c + 1 two.
+    Every product is 65535^2 but the last, so the sums sit at the exactness bound in every chunk."""
+    c = (1 << 53) // (65535 * 65535)
+    k = c + dk
+    a = np.full((1, k), 65535, dtype=np.uint16)
+    b = np.full((k, 2), 65535, dtype=np.uint16)
+    b[-1, 1] = 7
+    assert exact_matmul(a, b, backend="blas").tolist() == [[k * 65535 * 65535, (k - 1) * 65535 * 65535 + 65535 * 7]]
+
+
 def test_float_path_is_exact_at_its_bounds():
     """Operands whose partial sums sit at 2^24 (float32) and beyond it (chunked / float64)."""
     k = 1 << 10
@@ -192,3 +204,110 @@ def test_cluster_int_gemm_with_a_far_zero_point_and_empty_clusters():
         refsim.cluster_int_gemm(qa, z, b, 0, np.zeros(2, int), acc_bits=64, overflow="saturate")
     got = refsim.cluster_int_gemm(np.ones((1, 3), int), 0, np.ones((3, 2), int), 0, [0, 0, 1], n_clusters=4)
     assert got.shape == (4, 1, 2) and got[2:].sum() == 0 and got[0, 0, 0] == 2
+
+
+def _narrowest(x):
+    """The narrowest integer dtype holding x's values (int8 for 4- and 8-bit codes), so that the
+    proven bounds of the dtype, not a pass over the data, decide the path where they can."""
+    for dt in (np.int8, np.uint8, np.int16, np.uint16, np.int32):
+        info = np.iinfo(dt)
+        if x.size == 0 or (info.min <= x.min() and x.max() <= info.max):
+            return x.astype(dt)
+    return x
+
+
+@given(data=st.data())
+def test_k_on_both_sides_of_every_chunk_boundary(data):
+    """K at the chunk lengths of the float BLAS path, one below, at and above each.
+
+    For operands with |a| <= ma, |b| <= mb (both attained) the path is: float32 in chunks of
+    c = 2^24 // (ma * mb) when c >= min(K, 512) (one matmul when c >= K), else float64. So K in
+    {c - 1, c, c + 1, 2c, 2c + 1} crosses from one chunk to two and three, and K in {511, 512,
+    513} with c near 512 crosses from float32 to float64.
+    """
+    target = data.draw(st.sampled_from([300, 511, 512, 513, 700, 1023, 1024, 1025]), label="target chunk")
+    ma = data.draw(st.integers(max(1, (1 << 24) // target >> 15), min(1 << 15, (1 << 24) // target)), label="ma")
+    mb = max(1, min(1 << 15, ((1 << 24) // target) // ma))
+    c = (1 << 24) // (ma * mb)
+    ks = sorted({k for k in (c - 1, c, c + 1, 2 * c, 2 * c + 1, 511, 512, 513) if 1 <= k <= 2100})
+    k = data.draw(st.sampled_from(ks), label="k")
+    m, n = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+    fill = data.draw(st.sampled_from(["random", "extreme", "alternating"]), label="fill")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    if fill == "random":
+        a, b = rng.integers(-ma, ma + 1, (m, k)), rng.integers(-mb, mb + 1, (k, n))
+    elif fill == "extreme":  # every product is +-ma*mb: each chunk's partial sums reach the bound
+        a, b = np.full((m, k), -ma), np.full((k, n), -mb) * rng.choice([-1, 1], size=(1, n))
+    else:
+        a, b = np.full((m, k), ma) * (-1) ** np.arange(k), np.full((k, n), mb)
+    a[0, 0], b[0, 0] = data.draw(st.sampled_from([-ma, ma])), data.draw(st.sampled_from([-mb, mb]))
+    want = int_gemm_scalar(a.tolist(), b.tolist(), acc_bits=64, overflow="wrap")
+    for x, y in ((a, b), (_narrowest(a), _narrowest(b))):
+        assert exact_matmul(x, y, backend="blas").tolist() == want
+    acc_bits = data.draw(st.integers(8, 40), label="acc_bits")
+    overflow = data.draw(st.sampled_from(["wrap", "saturate", "raise"]), label="overflow")
+    try:
+        expect = int_gemm_scalar(a.tolist(), b.tolist(), acc_bits=acc_bits, overflow=overflow)
+    except OverflowError as exc:
+        mm, nn, kk = exc.args[0]
+        with pytest.raises(ValueError, match=f"at output \\(m={mm}, n={nn}\\), k={kk}"):
+            refsim.int_gemm(_narrowest(a), _narrowest(b), acc_bits=acc_bits, overflow=overflow)
+        return
+    got = refsim.int_gemm(_narrowest(a), _narrowest(b), acc_bits=acc_bits, overflow=overflow)
+    assert got.dtype == np.int64 and got.tolist() == expect
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int8])
+@pytest.mark.parametrize("k,value", [((1 << 17) - 1, -128), (1 << 17, -128), (1 << 17, 127), ((1 << 17) + 1, 127)])
+def test_torch_path_on_both_sides_of_the_int32_bound(dtype, k, value, monkeypatch):
+    """torch._int_mm (int32) is taken only while K * |a| * |b| < 2^31 bounds every partial sum.
+
+    K = 2^17 products of (-128)^2 sum to exactly 2^31, one past int32: that K must leave for
+    float BLAS; K = 2^17 - 1 stays. For int8 data within +-127 the dtype's bound (128) would
+    refuse K = 2^17, but the data's own range (127^2 * 2^17 < 2^31) admits it.
+    """
+    pytest.importorskip("torch")
+    import refsim.gemm as gemm
+
+    calls = []
+    real = gemm._torch_int_mm
+    monkeypatch.setattr(gemm, "_torch_int_mm", lambda x, y: calls.append(1) or real(x, y))
+    a = np.full((1, k), value, dtype=dtype)
+    b = np.full((k, 3), value, dtype=dtype)
+    b[-1, 1] = 0
+    want = [[k * value * value, (k - 1) * value * value, k * value * value]]
+    assert exact_matmul(a, b, backend="torch").tolist() == want
+    assert refsim.int_gemm(a, b, acc_bits=64, backend="torch").tolist() == want
+    assert len(calls) == (2 if k * value * value < 1 << 31 else 0)
+
+
+def test_auto_backend_equals_blas_where_it_picks_torch(monkeypatch):
+    """auto picks torch only where _int_mm has its oneDNN kernel; the integers are the same either way."""
+    pytest.importorskip("torch")
+    import refsim.gemm as gemm
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(-128, 128, size=(256, 256), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(256, 256), dtype=np.int8)
+    want = exact_matmul(a, b, backend="blas")
+    monkeypatch.setattr(gemm, "_torch_int8_is_fast", lambda: True)
+    calls = []
+    real = gemm._torch_int_mm
+    monkeypatch.setattr(gemm, "_torch_int_mm", lambda x, y: calls.append(1) or real(x, y))
+    assert np.array_equal(refsim.int_gemm(a, b), want) and calls == [1]
+    monkeypatch.setattr(gemm, "_torch_int8_is_fast", lambda: False)
+    assert np.array_equal(refsim.int_gemm(a, b), want) and calls == [1]
+
+
+def test_operands_need_no_copy_or_pass_in_their_own_dtype():
+    """An int8 operand's range is its dtype's (no pass over the data); a wider one is read once,
+    and the 16-bit check names the first offending element."""
+    from refsim.gemm import _operand
+
+    x = np.arange(-8, 8, dtype=np.int8).reshape(4, 4)
+    op = _operand(x, "a")
+    assert op.values is x and (op.lo, op.hi, op.scanned) == (-128, 127, False)
+    op = _operand(x.astype(np.int32).T, "a")  # a transposed view: read in memory order, not copied
+    assert (op.lo, op.hi, op.scanned) == (-8, 7, True)
+    with pytest.raises(ValueError, match=r"a\(1, 2\) = -40000 is outside"):
+        _operand(np.array([[0, 0, 0], [0, 1, -40000]], dtype=np.int32), "a")

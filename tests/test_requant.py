@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import specs
 
 import refsim
 from refsim import scalar
+from refsim.checks import code_range
 
 i32 = st.integers(-(2**31), 2**31 - 1)
 CORNERS = [-(2**31), -(2**31) + 1, -(2**30), -1, 0, 1, 2**30, 2**31 - 1]
@@ -104,3 +106,64 @@ def test_requantize_paths(requant):
 def test_requantize_refuses_wide_accumulators():
     with pytest.raises(ValueError, match="acc.*outside the allowed range"):
         refsim.requantize(np.array([2**31]), 0.5, spec=refsim.preset("tflite"))
+
+
+@pytest.mark.parametrize("name", sorted(refsim.PRESETS))
+@pytest.mark.parametrize("saturation", ["saturate", "wrap"])
+def test_requantize_and_quantize_agree_on_the_range_ends(name, saturation):
+    """Both take the code range from the spec (signed, narrow) and leave it the same way.
+
+    With multiplier 1/2 and scale 2 both see the same integers v = acc / 2, exactly, so the
+    rounding rule plays no part: only the range and the saturation rule do.
+    """
+    spec = refsim.preset(name).replace(saturation=saturation)
+    # float16 holds every integer up to 2^11, and v = qmax + 2 must be one of them
+    top = 11 if spec.compute_dtype.value == "float16" else 16
+    for bits in range(2, top + 1 if saturation == "saturate" else 9):
+        for signed in (True, False):
+            qmin, qmax = code_range(bits, signed, spec.narrow)
+            v = [qmin - 2, qmin - 1, qmin, qmin + 1, qmax - 1, qmax, qmax + 1, qmax + 2]
+            if saturation == "saturate":
+                v += [-(2**30), 2**30 - 1]  # far outside: clamped to the ends
+            acc = np.array([2 * x for x in v])
+            got = refsim.requantize(acc, 0.5, bits=bits, signed=signed, spec=spec)
+            want = refsim.quantize(acc.astype(np.float32), 2.0, bits=bits, signed=signed, spec=spec)
+            assert got.tolist() == want.tolist(), (bits, signed)
+            inside = got[2:6].tolist()
+            assert inside == v[2:6]  # the ends themselves are codes
+            if saturation == "saturate":
+                assert got.min() == qmin and got.max() == qmax
+
+
+def test_requantize_honours_the_narrow_range_of_qrazor():
+    """QRazor's narrow range: the most negative accumulator requantizes to -127, as quantize gives."""
+    spec = refsim.preset("qrazor")
+    assert refsim.requantize(np.array([-(2**31), 2**31 - 1]), 1.0, bits=8, spec=spec).tolist() == [-127, 127]
+    full = spec.replace(narrow=False)
+    assert refsim.requantize(np.array([-(2**31), 2**31 - 1]), 1.0, bits=8, spec=full).tolist() == [-128, 127]
+
+
+def _requantize_twin(acc, m, zero_point, bits, spec):
+    """One output code of refsim.requantize, from its docstring's formula, in Python integers."""
+    if spec.requant.value == "float":
+        y = float(np.float32(np.float32(acc) * np.float32(m)))
+        r = scalar.round_rational(Fraction(y), spec.rounding.value) + zero_point
+    else:
+        single = spec.requant.value == "single_rounding"
+        qm, sh = scalar.quantize_multiplier_scalar(m, single)
+        r = scalar.multiply_by_quantized_multiplier_scalar(acc, qm, sh, single) + zero_point
+    qmin, qmax = scalar.code_range(bits, spec.signed, spec.narrow)
+    if spec.saturation.value == "saturate":
+        return min(max(r, qmin), qmax)
+    return (r - qmin) % 2**bits + qmin
+
+
+@given(spec=specs, bits=st.integers(2, 16), data=st.data())
+def test_requantize_equals_scalar_twin_under_every_spec(spec, bits, data):
+    """Every requantization knob of the spec at once: requant form, rounding (float form), signed,
+    narrow and saturation; multipliers below 1, as an accumulator's rescale is."""
+    acc = data.draw(st.lists(i32, min_size=1, max_size=30)) + CORNERS
+    m = data.draw(st.floats(min_value=2.0**-30, max_value=0.999, allow_nan=False))
+    zp = data.draw(st.integers(-(1 << bits), 1 << bits))
+    got = refsim.requantize(np.array(acc), m, zero_point=zp, bits=bits, spec=spec)
+    assert got.tolist() == [_requantize_twin(a, m, zp, bits, spec) for a in acc]
