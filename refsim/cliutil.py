@@ -377,13 +377,28 @@ def atomic_write_text(path, text: str) -> None:
 
 # ----------------------------------------------------------------------------- running
 
-def run_command(func, args, command: str) -> int:
+def refsim_command() -> str:
+    """How the user can call refsim again from here: ``refsim`` when that is on PATH and is this
+    install, else this environment's script (``.venv/bin/refsim``), else ``python -m refsim``."""
+    script = Path(sys.prefix) / "bin" / "refsim"
+    on_path = shutil.which("refsim")
+    if on_path and script.exists() and Path(on_path).resolve() == script.resolve():
+        return "refsim"
+    if script.exists():
+        try:
+            return os.path.relpath(script)
+        except ValueError:
+            return str(script)
+    return f"{os.path.basename(sys.executable)} -m refsim"
+
+
+def run_command(func, args, command: str, *, prog: str | None = None) -> int:
     """Run a subcommand's ``func(args)``; bad input, Ctrl-C and a closed pipe end in one line.
 
     Exit status: the command's own (0, or 1 for a failed check), 2 for a bad argument, file or
     location (:class:`UsageError`, ``ValueError``, ``OSError``), 130 for Ctrl-C, 141 for a closed
     pipe, 70 for an internal error (a bug: one line, ``REFSIM_DEBUG=1`` shows the traceback)."""
-    prog = f"refsim {command}" if command else "refsim"
+    prog = prog or (f"refsim {command}" if command else "refsim")
     if os.environ.get("REFSIM_DEBUG"):  # a developer wants the traceback
         return int(func(args) or 0)
     try:
@@ -421,6 +436,21 @@ def describe_os_error(exc: OSError) -> str:
     """``PATH: reason`` for an OSError, whatever it carries."""
     where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
     return f"{where}{exc.strerror or exc}"
+
+
+def quiet_broken_pipe() -> bool:
+    """Flush stdout; on a closed pipe silence it (no 'Exception ignored' at exit). False when it was closed."""
+    try:
+        sys.stdout.flush()
+        return True
+    except (BrokenPipeError, ValueError):
+        _silence_stdout()
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        _silence_stdout()
+        return False
 
 
 def _silence_stdout() -> None:
