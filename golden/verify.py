@@ -156,7 +156,7 @@ def verify_bundle(path) -> VerifyReport:
             want = hexio.words_from_array(a, e["word_bits"], name=name, sign_magnitude=e["layout"] == "sign_magnitude")
             same = words.shape == want.shape and np.array_equal(words, want.astype(np.uint64))
             report.add(name, "hex==npy", same, "" if same else f"{path / e['hex']}: words differ from {e['npy']}")
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             report.add(name, "hex==npy", False, str(exc))
     _check_top_level(manifest, arrays, report)
     _rederive(manifest, arrays, report)

@@ -274,7 +274,7 @@ def check_output(out, *, flag: str = "--out", kinds: tuple[str, ...] | None = No
         probe = probe.parent
     if not probe.is_dir():
         raise UsageError(f"{flag} {out}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not os.access(probe, os.W_OK | os.X_OK) or not _can_create_in(probe):
         raise UsageError(f"{flag} {out}: {probe} is not writable")
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {out} is not writable")
@@ -283,6 +283,18 @@ def check_output(out, *, flag: str = "--out", kinds: tuple[str, ...] | None = No
         raise UsageError(f"{flag} {out}: about {format_size(estimate_bytes)} would be written but only "
                          f"{format_size(free)} is free there")
     return path
+
+
+def _can_create_in(directory: Path) -> bool:
+    """Try it: permissions say yes to root on a read-only mount or in /proc."""
+    trial = directory / f".refsim-probe-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        os.mkdir(trial)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        os.rmdir(trial)
+    return True
 
 
 def available_memory() -> int | None:

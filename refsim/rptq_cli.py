@@ -180,6 +180,10 @@ def run(args) -> int:
     from refsim.rptq.model_io import save_quantized, write_json
     from refsim.rptq.pipeline import build_block, model_layer_blocks
 
+    if not progress:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # --quiet: no "Loading weights" bar either
     t0 = time.perf_counter()
     model = load_opt(args.model_dir)
     cal = Calibration(model, keep_inputs=args.report_seqs).run(ids, progress=progress)
