@@ -98,3 +98,45 @@ def tiny_opt(path, *, layers=2, seed=0) -> str:
                                  num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32)
     transformers.OPTForCausalLM(cfg).save_pretrained(path)
     return str(path)
+
+
+# Runs refsim commands one after another in one interpreter whose ``blocked`` modules cannot be
+# imported; prints one JSON line {"results": [[argv, status, stderr], ...], "imported": [...]}.
+SCRIPT = """
+import contextlib, io, json, sys
+blocked = [b for b in sys.argv[1].split(",") if b]
+for name in blocked:
+    sys.modules[name] = None
+from refsim.cli import main
+results = []
+for argv in json.loads(sys.argv[2]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        if argv[0] == "realdemo":
+            from refsim.rptq import realdemo
+            status = realdemo.main(argv[1:])
+        else:
+            try:
+                status = main(argv)
+            except SystemExit as exc:
+                status = exc.code
+    results.append([argv, status, err.getvalue()])
+imported = sorted(b for b in blocked if sys.modules.get(b) is not None)
+print(json.dumps({"results": results, "imported": imported}))
+"""
+
+
+def run_commands_blocked(commands, *, blocked, cwd, timeout=900) -> list:
+    """[(argv, status, stderr)] of ``commands`` (lists of arguments; ``["realdemo", ...]`` for
+    python -m refsim.rptq.realdemo) run in a fresh interpreter with ``blocked`` unimportable."""
+    import json
+
+    e = dict(os.environ, PYTHONPATH=str(REPO))
+    e.pop("REFSIM_DEBUG", None)
+    p = subprocess.run([sys.executable, "-c", SCRIPT, ",".join(blocked), json.dumps([list(map(str, c))
+                                                                                   for c in commands])],
+                       capture_output=True, text=True, cwd=cwd, timeout=timeout, env=e)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout.strip().splitlines()[-1])
+    assert doc["imported"] == [], f"blocked modules were imported anyway: {doc['imported']}"
+    return [tuple(r) for r in doc["results"]]
