@@ -167,12 +167,10 @@ def _check_top_level(manifest, arrays, report) -> None:
     """The manifest's shape, layouts and word widths against the stages (module docstring, step 4)."""
     from golden.stimulus import make_rng
 
-    try:
-        preset = get_preset(manifest["preset"])
-        specs = {role: NumericsSpec.from_dict(d) for role, d in manifest["specs"].items()}
-    except (ValueError, TypeError) as exc:
-        report.add("manifest", "top-level", False, str(exc))
+    recorded = _recorded_preset(manifest, report, "manifest", "top-level")
+    if recorded is None:
         return
+    preset, specs = recorded
     shape = manifest["shape"]
     if list(shape) != list(preset.shape_names):
         report.add("manifest", "shape", False, f"shape names {list(shape)} are not the preset's "
@@ -218,13 +216,21 @@ def _check_top_level(manifest, arrays, report) -> None:
                    f"the inputs regenerate from seed {manifest['generator']['seed']}, level {manifest['level']}")
 
 
-def _rederive(manifest, arrays, report) -> None:
+def _recorded_preset(manifest, report, stage, what):
+    """(preset, {role: NumericsSpec}) the manifest records, or None with a failed check."""
     try:
-        preset = get_preset(manifest["preset"])
         specs = {role: NumericsSpec.from_dict(d) for role, d in manifest["specs"].items()}
+        return get_preset(manifest["preset"]), specs
     except (ValueError, TypeError) as exc:
-        report.add("derive", "setup", False, str(exc))
+        report.add(stage, what, False, str(exc))
+        return None
+
+
+def _rederive(manifest, arrays, report) -> None:
+    recorded = _recorded_preset(manifest, report, "derive", "setup")
+    if recorded is None:
         return
+    preset, specs = recorded
     entries = {e["name"]: e for e in manifest["stages"]}
     inputs = [n for n, e in entries.items() if e["role"] == "input"]
     missing = [n for n in inputs if n not in arrays]
