@@ -1,17 +1,20 @@
 """What every ``refsim`` subcommand shares: one-line errors, checked outputs, optional extras.
 
-The rules (docs/cli.md):
+The rules (README.md, "Use"):
 
 - **An error is one line** ``refsim CMD: error: MESSAGE`` on stderr, exit 2, never a traceback.
   Commands raise :class:`UsageError` (or a ``ValueError``/``FileNotFoundError`` that already
   names the flag); :func:`run_command` prints it. Ctrl-C is ``refsim CMD: interrupted``, exit 130;
-  a closed pipe (``refsim ... | head``) ends quietly with exit 141 (128 + SIGPIPE), as a shell tool does.
+  a closed pipe (``refsim ... | head``) ends quietly with exit 141 (128 + SIGPIPE), as a shell tool
+  does; anything else is one ``internal error`` line, exit 70.
 - **An output is replaced only when it is the command's own**: a directory holding the marker
-  file :data:`MARKER` that a refsim command wrote there (a golden bundle is recognised by its
-  manifest instead). Anything else (a user's directory, a plain file) is refused whatever flag
-  is given. An output equal to, inside, or containing an input is refused. All of this, the
-  writability of the parent and the free disk, is checked by :func:`check_output` *before* any
-  compute.
+  file :data:`MARKER` that a refsim command wrote there, listing every file it wrote (a golden
+  bundle is recognised by its manifest instead), and nothing else: a user's file added later
+  makes it foreign. Anything else (a user's directory, a plain file, the current directory) is
+  refused whatever flag is given. An output equal to, inside, or containing an input is refused.
+  All of this, the writability of the location (tried, not only permission bits) and the free
+  disk against the estimated size, is checked by :func:`check_output` *before* any compute;
+  :func:`check_memory` refuses a size whose working memory exceeds what is available.
 - **Outputs are staged**: :func:`staged_output` builds the output in a sibling temporary
   directory ``.NAME.tmp-PID-XXXX`` and renames it into place; a killed run leaves at most that
   temporary directory, which the next run for the same output removes (it carries the marker
