@@ -134,7 +134,10 @@ def run_golden(args) -> int:
         write_bundle(args.preset, args.out, seed=args.seed, level=args.level, shape=args.shape,
                            force=args.force, progress=progress)
     except ValueError as exc:
-        raise UsageError(_as_flags(str(exc))) from None
+        message = _as_flags(str(exc))
+        if args.shape is not None and "--" not in message and "PRESET" not in message:
+            message = f"--shape {args.shape}: {message}"  # a preset's own limit on a dimension
+        raise UsageError(message) from None
     print(args.out)  # as the user typed it (write_bundle returns it absolute)
     return 0
 

@@ -128,6 +128,10 @@ def golden_cases(w):
         "--shape count": st.tuples(preset, st.integers(1, 5)).filter(
             lambda t: t[1] != len(PRESETS[t[0]].shape_names)).map(
             lambda t: (["golden", t[0], "--shape", ",".join(["2"] * t[1]), *out], "--shape")),
+        "--shape limits": st.sampled_from([("gemm_w4a4", "4,2,4"), ("sdr_gemm_g16", "2,5,2"),
+                                           ("quant_rptq_int4", "3,2"), ("opt_block_w4a4", "2,3,4"),
+                                           ("gemm_w3a3", "2,1,2")]).map(
+            lambda t: (["golden", t[0], "--shape", t[1], *out], "--shape")),
         "--shape text": st.tuples(preset, NOT_INTS.filter(bool)).map(
             lambda t: (["golden", t[0], "--shape", t[1] + ",2,2", *out], "--shape")),
         "--out": st.tuples(preset, bad_path_for_out(w)).map(
@@ -200,7 +204,8 @@ def spec_cases():
 
 KINDS = {
     "demo": ["--tokens", "--hidden", "--clusters", "--clusters>--hidden", "--seed", "huge", "--out"],
-    "golden": ["PRESET", "--level", "--seed", "--shape<=0", "--shape count", "--shape text", "--out", "--json"],
+    "golden": ["PRESET", "--level", "--seed", "--shape<=0", "--shape count", "--shape limits", "--shape text", "--out",
+               "--json"],
     "verify": ["DIR"],
     "compare": ["--stage", "--dut", "--max", "DIR"],
     "calibrate": [f for f, *_ in CAL_INTS] + ["--abits", "--kvbits", "MODEL_DIR", "--out", "--calib"],
