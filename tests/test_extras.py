@@ -109,7 +109,7 @@ def test_a_real_core_only_venv(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["setuptools>=61"], check=True, timeout=900)
+    subprocess.run(pip + ["setuptools>=70.1", "wheel"], check=True, timeout=900)  # bdist_wheel for -e
     subprocess.run(pip + ["--no-build-isolation", "-e", str(REPO)], check=True, timeout=1800)
     refsim = str(venv / "bin" / "refsim")
     work = tmp_path / "work"
