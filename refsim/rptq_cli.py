@@ -93,6 +93,10 @@ def calibration_tokens(args, model_cfg):
     if not os.path.isfile(args.calib):
         raise UsageError(f"--calib {args.calib!r} is not a file")
     if args.calib.endswith(".npy"):
+        with open(args.calib, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise UsageError(f"--calib {args.calib!r} is not a .npy file (no NUMPY header); give token ids "
+                                 "saved with numpy.save, or a UTF-8 text file without the .npy suffix")
         try:
             arr = np.load(args.calib, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
