@@ -11,7 +11,8 @@ A bundle is a directory (docs/golden.md):
 The manifest holds no timestamp and no absolute path: the same preset, seed, level and shape
 give byte-identical files on any machine. The bundle is written to a temporary directory
 beside the target and renamed into place, so a crash leaves no half-written bundle; an
-existing target is replaced only with ``force=True``.
+existing target is replaced only when it is a bundle (its manifest lists every file in it) and
+``force=True``; anything else is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +32,15 @@ import refsim
 from golden import hexio
 from golden.presets import Preset, Stage, get_preset
 from golden.stimulus import GENERATOR, LEVELS, check_level, make_rng
+from refsim.cliutil import (
+    UsageError,
+    available_memory,
+    check_memory,
+    check_output,
+    foreign_files,
+    format_size,
+    staged_output,
+)
 
 SCHEMA_VERSION = 2  # CHANGELOG.md: what each version changed
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
@@ -119,9 +128,117 @@ def _stderr_progress(msg: str) -> None:
     print(f"golden: {msg}", file=sys.stderr, flush=True)
 
 
-def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=False, progress=None) -> Path:
+def is_bundle_dir(path) -> bool:
+    """True when ``path`` is a bundle refsim wrote: a manifest.json of refsim whose stage files,
+    with the manifest, are everything the directory holds (a user's file put there makes it foreign)."""
+    path = Path(os.fspath(path))
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("tool", {}).get("name") != "refsim":
+            return False
+        written = [MANIFEST] + [e[k] for e in manifest["stages"] for k in ("npy", "hex")]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return False
+    return not foreign_files(path, written)
+
+
+# A stage's words as the .hex holds them: hex digits and a newline; the .npy at most 8 bytes a word.
+def _bytes_on_disk(words: int, word_bits: int = 64) -> int:
+    return words * (8 + -(-word_bits // 4) + 1)
+
+
+def _sizes(stages) -> tuple[int, int]:
+    return (sum(s.array.nbytes for s in stages), sum(_bytes_on_disk(s.array.size, s.word_bits) for s in stages))
+
+
+def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False) -> tuple[int, int] | None:
+    """(bytes in memory, bytes on disk) of a bundle at ``shape``, from bundles built at small shapes.
+
+    Every stage's size is a sum of products of the shape's dimensions (M*K, K*N, M*N/g, ...) with
+    non-negative coefficients. So the size at the default shape d times prod_i max(s_i/d_i, 1) is an
+    upper bound (``bound_only``: one small build). The estimate proper treats the size as a
+    multilinear polynomial: building at every corner of {d, 2d}^n fixes its 2^n coefficients and
+    the polynomial gives the size at ``shape`` without building it (a dimension that enters squared,
+    like the OPT block's T x T scores, is then under-counted). None when the small builds are not
+    possible.
+    """
+    if shape is None:
+        return None
+    base = tuple(p.default_shape)
+    n = len(base)
+    corners = {}
+    try:
+        for bits in range(1 if bound_only else 1 << n):
+            t = tuple(1 + ((bits >> i) & 1) for i in range(n))
+            small = tuple(d * ti for d, ti in zip(base, t, strict=True))
+            corners[bits] = _sizes(build_stages(p, seed=seed, level=level, shape=small)[0])
+    except (ValueError, TypeError, MemoryError):
+        return None
+    ratio = [s / d for s, d in zip(shape, base, strict=True)]
+    if bound_only:
+        grow = 1.0
+        for r in ratio:
+            grow *= max(r, 1.0)
+        return int(corners[0][0] * grow), int(corners[0][1] * grow)
+    # f(t) = sum_S e_S prod_{i in S} (t_i - 1); e_S by inclusion-exclusion over the corners below S.
+    total = [0.0, 0.0]
+    for S in range(1 << n):
+        e = [0, 0]
+        T = S
+        while True:
+            sign = -1 if bin(S ^ T).count("1") % 2 else 1
+            e[0] += sign * corners[T][0]
+            e[1] += sign * corners[T][1]
+            if T == 0:
+                break
+            T = (T - 1) & S
+        w = 1.0
+        for i in range(n):
+            if (S >> i) & 1:
+                w *= ratio[i] - 1
+        total[0] += e[0] * w
+        total[1] += e[1] * w
+    return max(int(total[0]), 0), max(int(total[1]), 0)
+
+
+def check_bundle_size(p: Preset, out, *, seed, level, shape) -> None:
+    """Refuse, naming --shape, a bundle that would not fit in memory or on disk (before building it)."""
+    if shape is None:
+        return
+    shown = ",".join(map(str, shape))
+    avail = available_memory()
+    free = shutil.disk_usage(_existing_parent(out)).free
+    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape, bound_only=True)
+    if sizes is None or (avail is None or sizes[0] * WORKING_MEMORY_FACTOR <= avail) and sizes[1] <= free:
+        return
+    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape)
+    if sizes is None:
+        return
+    check_memory(sizes[0] * WORKING_MEMORY_FACTOR, flag="--shape", value=shown, what=f"preset {p.name} at {shown}")
+    if sizes[1] > free:
+        raise UsageError(f"--shape {shown}: the bundle would take about {format_size(sizes[1])} on disk but only "
+                         f"{format_size(free)} is free under {out}; choose a smaller --shape")
+
+
+def _existing_parent(path) -> Path:
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    return probe
+
+
+# Generating and deriving holds the stages plus float64/int64 intermediates of about the same size.
+WORKING_MEMORY_FACTOR = 4
+
+
+def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=False, progress=None,
+                 replace_flag="--force") -> Path:
     """Write a bundle of ``preset`` (the default bundle when None) to directory ``out``; returns its path.
 
+    The output is checked first (refsim.cliutil.check_output): an existing directory is replaced
+    only when it is a bundle refsim wrote (manifest and nothing else) and ``force`` is True; a
+    user's directory or file is refused whatever ``force`` says. A ``shape`` whose bundle would not
+    fit in memory or on disk is refused before anything is computed.
     progress: None (report on stderr when the bundle exceeds 16 MiB), True, False, or a
     callable taking one message string.
     """
@@ -130,32 +247,21 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     if out is None:
         raise TypeError("write_bundle needs out, the bundle directory to create")
     p = get_preset(preset)
-    out = Path(os.fspath(out))
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists; pass force=True (--force) to replace it")
-    stages, shape = build_stages(p, seed=seed, level=level, shape=shape)
+    check_level(level)
+    parsed = parse_shape(shape, p)
+    out = check_output(out, own=is_bundle_dir, replace=force, replace_flag=replace_flag)
+    if level != 2 and not (level == 1 and p.pattern_shape is not None):
+        check_bundle_size(p, out, seed=seed, level=level, shape=parsed)
+    stages, shape = build_stages(p, seed=seed, level=level, shape=parsed)
     total = sum(s.array.nbytes for s in stages)
     if progress is None:
         progress = total > PROGRESS_BYTES
     report = _stderr_progress if progress is True else (progress or None)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_output(out, kind="golden-bundle", marker=False) as tmp:
         entries = write_stage_files(tmp, stages, report=report)
         manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries)
         (tmp / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is for sharing
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "bundle")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if report:
         report(f"wrote {out} ({len(stages)} stages, preset {p.name}, level {level}, seed {seed})")
     return out

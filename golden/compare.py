@@ -45,6 +45,13 @@ class CompareResult:
     def ok(self) -> bool:
         return self.count == 0 and self.expected_words == self.received_words
 
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "ok": self.ok, "word_bits": self.word_bits, "shape": list(self.shape),
+                "expected_words": self.expected_words, "received_words": self.received_words,
+                "mismatches": self.count,
+                "first": [{"index": m.index, "position": list(m.position), "expected": m.expected,
+                           "received": m.received, "xor": m.xor} for m in self.first]}
+
     def __str__(self):
         nd = hexio.hex_digits(self.word_bits)
         lines = [f"stage {self.stage}: {self.expected_words} words of {self.word_bits} bits, shape {list(self.shape)}"]
@@ -63,13 +70,18 @@ class CompareResult:
 def read_dut(path, entry) -> np.ndarray:
     path = Path(os.fspath(path))
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the DUT file does not exist")
+        raise FileNotFoundError(f"--dut {path}: " + ("is a directory, not a file" if path.is_dir() else
+                                                     "the DUT file does not exist"))
     wb = entry["word_bits"]
-    if path.suffix == ".npy":
-        a = np.load(path, allow_pickle=False)
-        return hexio.words_from_array(a, wb, name=path.name,
-                                      sign_magnitude=entry["layout"] == "sign_magnitude").astype(np.uint64)
-    return hexio.read_hex(path, word_bits=wb)
+    try:
+        if path.suffix == ".npy":
+            a = np.load(path, allow_pickle=False)
+            return hexio.words_from_array(a, wb, name=path.name,
+                                          sign_magnitude=entry["layout"] == "sign_magnitude").astype(np.uint64)
+        return hexio.read_hex(path, word_bits=wb)
+    except (ValueError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--dut {path}: not a readable {'.npy' if path.suffix == '.npy' else '$readmemh'} "
+                         f"file of {wb}-bit words ({exc})") from None
 
 
 def compare(bundle, stage: str, dut, *, max_report: int = 10) -> CompareResult:
@@ -77,7 +89,7 @@ def compare(bundle, stage: str, dut, *, max_report: int = 10) -> CompareResult:
     manifest = load_manifest(bundle)
     entries = {e["name"]: e for e in manifest["stages"]}
     if stage not in entries:
-        raise ValueError(f"stage={stage!r} is not in bundle {bundle}; allowed: {', '.join(entries)}")
+        raise ValueError(f"--stage {stage!r} is not in bundle {bundle}; allowed: {', '.join(entries)}")
     e = entries[stage]
     expected = np.load(bundle / e["npy"], allow_pickle=False)
     want = hexio.words_from_array(expected, e["word_bits"], name=stage,

@@ -6,7 +6,11 @@ Order of the checks (each reported, stage by stage):
        golden/manifest.schema.json
     2. every stage's .npy and .hex exist and match their SHA-256 in the manifest
     3. every .npy has the manifest's dtype and shape; every .hex holds the same words
-    4. the derived stages equal what the preset computes from the input stages, the recorded
+    4. the manifest's top-level fields agree with the stages: the input stages regenerated from
+       the recorded seed, level and ``shape`` have the stored stages' shapes, dtypes, word widths,
+       signedness and layouts (and, for a portable preset, their values), so the ``shape`` RTL
+       teams size their memories from is the one the stages have
+    5. the derived stages equal what the preset computes from the input stages, the recorded
        numerics specs and the recorded config (``np.array_equal``, dtype included)
 
 A bundle whose manifest is missing, unreadable or of an unknown schema version is refused at
@@ -62,6 +66,11 @@ class VerifyReport:
     def add(self, stage, what, ok, detail=""):
         self.checks.append(Check(stage, what, bool(ok), detail))
 
+    def to_dict(self) -> dict:
+        return {"bundle": str(self.path), "preset": self.preset, "ok": self.ok,
+                "passed": len(self.checks) - len(self.failures), "total": len(self.checks),
+                "checks": [{"stage": c.stage, "what": c.what, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+
     def __str__(self):
         lines = [f"bundle {self.path} (preset {self.preset})"] + [str(c) for c in self.checks]
         lines.append(f"{'OK' if self.ok else 'FAILED'}: {len(self.checks) - len(self.failures)} of "
@@ -94,8 +103,9 @@ def load_manifest(path) -> dict:
 def schema_errors(manifest: dict) -> list[str]:
     try:
         import jsonschema
-    except ImportError:  # the `golden` extra; the Makefile installs it
-        raise BundleError("verify needs the jsonschema package (pip install 'refsim[golden]')") from None
+    except ImportError:  # a core dependency; missing only in a broken install
+        raise BundleError("verify needs the jsonschema package, a core dependency of refsim "
+                          "(pip install 'jsonschema>=4')") from None
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
     return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
@@ -146,19 +156,81 @@ def verify_bundle(path) -> VerifyReport:
             want = hexio.words_from_array(a, e["word_bits"], name=name, sign_magnitude=e["layout"] == "sign_magnitude")
             same = words.shape == want.shape and np.array_equal(words, want.astype(np.uint64))
             report.add(name, "hex==npy", same, "" if same else f"{path / e['hex']}: words differ from {e['npy']}")
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             report.add(name, "hex==npy", False, str(exc))
+    _check_top_level(manifest, arrays, report)
     _rederive(manifest, arrays, report)
     return report
 
 
-def _rederive(manifest, arrays, report) -> None:
-    try:
-        preset = get_preset(manifest["preset"])
-        specs = {role: NumericsSpec.from_dict(d) for role, d in manifest["specs"].items()}
-    except (ValueError, TypeError) as exc:
-        report.add("derive", "setup", False, str(exc))
+def _check_top_level(manifest, arrays, report) -> None:
+    """The manifest's shape, layouts and word widths against the stages (module docstring, step 4)."""
+    from golden.stimulus import make_rng
+
+    recorded = _recorded_preset(manifest, report, "manifest", "top-level")
+    if recorded is None:
         return
+    preset, specs = recorded
+    shape = manifest["shape"]
+    if list(shape) != list(preset.shape_names):
+        report.add("manifest", "shape", False, f"shape names {list(shape)} are not the preset's "
+                   f"{list(preset.shape_names)}")
+        return
+    entries = {e["name"]: e for e in manifest["stages"]}
+    # every dimension is the length of some axis of an input stage: checked before regenerating,
+    # so an edited shape never makes verify build something huge
+    axes = {n for e in entries.values() if e["role"] == "input" for n in e["shape"]}
+    stray = {k: v for k, v in shape.items() if v not in axes}
+    if stray:
+        report.add("manifest", "shape", False, f"shape {shape}: {stray} is the length of no axis of any input stage")
+        return
+    try:
+        fresh = preset.inputs(make_rng(manifest["generator"]["seed"]), manifest["level"], tuple(shape.values()),
+                              manifest["config"], specs)
+    except (ValueError, TypeError, MemoryError) as exc:
+        report.add("manifest", "shape", False, f"the preset cannot generate inputs at shape {shape}: {exc}")
+        return
+    bad = []
+    values_differ = []
+    for s in fresh:
+        e = entries.get(s.name)
+        if e is None or e["role"] != "input":
+            bad.append(f"input stage {s.name} is missing from the manifest")
+            continue
+        want = {"shape": list(s.array.shape), "dtype": s.array.dtype.str, "word_bits": s.word_bits,
+                "signed": s.signed, "layout": s.layout}
+        diff = {k: (e[k], v) for k, v in want.items() if e[k] != v}
+        if diff:
+            bad.append(f"{s.name}: " + ", ".join(f"{k} {got} (shape {shape} gives {v})"
+                                                 for k, (got, v) in diff.items()))
+        elif preset.portable and s.name in arrays and not same_bits(arrays[s.name], s.array):
+            values_differ.append(s.name)
+    extra = [n for n, e in entries.items() if e["role"] == "input" and n not in {s.name for s in fresh}]
+    bad += [f"input stage {n} is not one the preset generates" for n in extra]
+    report.add("manifest", "shape", not bad, "; ".join(bad) if bad else
+               f"shape {shape}, layouts and word widths agree with the input stages")
+    if not bad and preset.portable:
+        report.add("manifest", "seed", not values_differ,
+                   f"input stages {values_differ} do not regenerate from the recorded seed "
+                   f"{manifest['generator']['seed']} and level {manifest['level']}" if values_differ else
+                   f"the inputs regenerate from seed {manifest['generator']['seed']}, level {manifest['level']}")
+
+
+def _recorded_preset(manifest, report, stage, what):
+    """(preset, {role: NumericsSpec}) the manifest records, or None with a failed check."""
+    try:
+        specs = {role: NumericsSpec.from_dict(d) for role, d in manifest["specs"].items()}
+        return get_preset(manifest["preset"]), specs
+    except (ValueError, TypeError) as exc:
+        report.add(stage, what, False, str(exc))
+        return None
+
+
+def _rederive(manifest, arrays, report) -> None:
+    recorded = _recorded_preset(manifest, report, "derive", "setup")
+    if recorded is None:
+        return
+    preset, specs = recorded
     entries = {e["name"]: e for e in manifest["stages"]}
     inputs = [n for n, e in entries.items() if e["role"] == "input"]
     missing = [n for n in inputs if n not in arrays]

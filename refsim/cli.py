@@ -16,6 +16,7 @@ import sys
 # optional dependency absent at import time) is skipped so the rest of the CLI still works.
 SUBCOMMAND_MODULES = [
     "refsim.demo",
+    "refsim.spec_cli",
     "refsim.sdr_cli",
     "refsim.rptq_cli",
     "golden.cli",
@@ -45,13 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    from refsim.cliutil import run_command
+    """Parse and run; argparse's own exits (``--help``, a bad flag) stay SystemExit, as argparse makes them."""
+    from refsim.cliutil import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, quiet_broken_pipe, run_command
 
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:
+            quiet_broken_pipe()  # `refsim --help | head`
+            raise
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0 if quiet_broken_pipe() else EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("\nrefsim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return run_command(args.func, args, args.command)
 
 

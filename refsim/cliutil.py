@@ -1,17 +1,20 @@
 """What every ``refsim`` subcommand shares: one-line errors, checked outputs, optional extras.
 
-The rules (docs/cli.md):
+The rules (README.md, "Use"):
 
 - **An error is one line** ``refsim CMD: error: MESSAGE`` on stderr, exit 2, never a traceback.
   Commands raise :class:`UsageError` (or a ``ValueError``/``FileNotFoundError`` that already
   names the flag); :func:`run_command` prints it. Ctrl-C is ``refsim CMD: interrupted``, exit 130;
-  a closed pipe (``refsim ... | head``) ends quietly with exit 141 (128 + SIGPIPE), as a shell tool does.
+  a closed pipe (``refsim ... | head``) ends quietly with exit 141 (128 + SIGPIPE), as a shell tool
+  does; anything else is one ``internal error`` line, exit 70.
 - **An output is replaced only when it is the command's own**: a directory holding the marker
-  file :data:`MARKER` that a refsim command wrote there (a golden bundle is recognised by its
-  manifest instead). Anything else (a user's directory, a plain file) is refused whatever flag
-  is given. An output equal to, inside, or containing an input is refused. All of this, the
-  writability of the parent and the free disk, is checked by :func:`check_output` *before* any
-  compute.
+  file :data:`MARKER` that a refsim command wrote there, listing every file it wrote (a golden
+  bundle is recognised by its manifest instead), and nothing else: a user's file added later
+  makes it foreign. Anything else (a user's directory, a plain file, the current directory) is
+  refused whatever flag is given. An output equal to, inside, or containing an input is refused.
+  All of this, the writability of the location (tried, not only permission bits) and the free
+  disk against the estimated size, is checked by :func:`check_output` *before* any compute;
+  :func:`check_memory` refuses a size whose working memory exceeds what is available.
 - **Outputs are staged**: :func:`staged_output` builds the output in a sibling temporary
   directory ``.NAME.tmp-PID-XXXX`` and renames it into place; a killed run leaves at most that
   temporary directory, which the next run for the same output removes (it carries the marker
@@ -40,6 +43,7 @@ OLD_TAG = ".old-"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+EXIT_INTERNAL = 70
 
 
 class UsageError(Exception):
@@ -48,6 +52,10 @@ class UsageError(Exception):
 
 class MissingExtra(UsageError):
     """An optional dependency of one command is not installed."""
+
+
+class OutputExists(UsageError, FileExistsError):
+    """The output exists (an earlier refsim output) and replacing it was not asked for."""
 
 
 # ----------------------------------------------------------------------------- extras
@@ -153,13 +161,39 @@ def read_marker(path) -> dict | None:
     return data if isinstance(data, dict) and data.get("tool") == "refsim" else None
 
 
+def list_files(directory) -> list[str]:
+    """Every entry under ``directory`` (files, links, empty directories) as sorted relative paths."""
+    directory = Path(directory)
+    out = []
+    for root, dirs, files in os.walk(directory):
+        rel = Path(root).relative_to(directory)
+        out.extend(str(rel / f) if str(rel) != "." else f for f in files)
+        out.extend(str(rel / d) + "/" if str(rel) != "." else d + "/" for d in dirs
+                   if Path(root, d).is_symlink() or not any(os.scandir(Path(root, d))))
+    return sorted(out)
+
+
+def foreign_files(directory, written) -> list[str]:
+    """What ``directory`` holds besides the files ``written`` (and the marker): a user's files."""
+    allowed = set(written) | {MARKER}
+    return [f for f in list_files(directory) if f not in allowed]
+
+
 def is_own_output(path, kinds: tuple[str, ...] | None = None) -> bool:
-    """True when directory ``path`` carries a refsim marker (of one of ``kinds`` when given)."""
+    """True when directory ``path`` carries a refsim marker (of one of ``kinds`` when given) and holds
+    nothing but the files that marker lists (a user's file added later makes it foreign)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
     m = read_marker(path)
-    return m is not None and (kinds is None or m.get("kind") in kinds)
+    if m is None or (kinds is not None and m.get("kind") not in kinds) or m.get("state") == "incomplete":
+        return False
+    files = m.get("files")
+    return isinstance(files, list) and not foreign_files(path, files)
 
 
 def write_marker(directory, kind: str, **info) -> None:
+    """The marker file that makes ``directory`` a refsim output of ``kind`` (with the pid that wrote it)."""
     data = {"tool": "refsim", "kind": kind, "pid": os.getpid(), **info}
     p = Path(directory) / MARKER
     p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -199,13 +233,14 @@ def remove_stale_temporaries(out) -> list[Path]:
 
 
 def check_output(out, *, flag: str = "--out", kinds: tuple[str, ...] | None = None, replace: bool = False,
-                 replace_flag: str = "--force", inputs: dict | None = None, estimate_bytes: int = 0,
+                 replace_flag: str | None = "--force", inputs: dict | None = None, estimate_bytes: int = 0,
                  own=None) -> Path:
     """Check an output directory before any compute; returns its absolute path.
 
     out: the directory the command will create (or replace).
     kinds: the marker kinds this command may replace (None: any refsim marker).
-    replace: the user asked to replace an existing output (``replace_flag``).
+    replace: the user asked to replace an existing output (``replace_flag``); with
+        ``replace_flag=None`` the command replaces its own output without being asked (``refsim demo``).
     inputs: {flag: path} of what the command reads; the output may not equal, lie inside or
         contain any of them.
     estimate_bytes: what will be written; refused when the file system has less free space.
@@ -218,9 +253,13 @@ def check_output(out, *, flag: str = "--out", kinds: tuple[str, ...] | None = No
         if inp is None:
             continue
         ip = Path(os.path.abspath(os.fspath(inp)))
-        if _related(path, ip.resolve() if ip.exists() else ip) or _related(path, ip):
+        if _related(path, ip) or _related(path.resolve(), ip.resolve()):
             raise UsageError(f"{flag} {out} is, is inside, or contains the input {in_flag} {inp}; "
                              f"choose an output apart from the inputs")
+    cwd = Path(os.getcwd())
+    if path == cwd or path in cwd.parents:
+        raise UsageError(f"{flag} {out} is (or contains) the current directory; refsim replaces a directory as a "
+                         f"whole, so choose a directory to create, e.g. {flag} ./out")
     is_own = own or (lambda p: is_own_output(p, kinds))
     if path.is_symlink():
         raise UsageError(f"{flag} {out} is a symbolic link; refsim writes only to a real directory path")
@@ -228,42 +267,83 @@ def check_output(out, *, flag: str = "--out", kinds: tuple[str, ...] | None = No
         if not path.is_dir():
             raise UsageError(f"{flag} {out} exists and is not a directory; refsim will not replace it")
         if not is_own(path):
-            raise UsageError(f"{flag} {out} exists and is not an output this command wrote "
-                             f"(no {MARKER} or manifest); refsim replaces only its own outputs, "
+            raise UsageError(f"{flag} {out} exists and is not an output this command wrote (no {MARKER} or "
+                             f"manifest listing every file in it); refsim replaces only its own outputs, "
                              f"whatever flag is given: choose a new directory")
-        if not replace:
-            raise UsageError(f"{flag} {out} exists (an earlier refsim output); pass {replace_flag} to replace it")
-    parent = path.parent
-    probe = parent
+        if not replace and replace_flag is not None:
+            raise OutputExists(f"{flag} {out} exists (an earlier refsim output); pass {replace_flag} to replace it")
+    probe = path.parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise UsageError(f"{flag} {out}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not os.access(probe, os.W_OK | os.X_OK) or not _can_create_in(probe):
         raise UsageError(f"{flag} {out}: {probe} is not writable")
+    if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out} is not writable")
     free = shutil.disk_usage(probe).free
     if estimate_bytes and estimate_bytes > free:
-        raise UsageError(f"{flag} {out}: about {_size(estimate_bytes)} would be written but only "
-                         f"{_size(free)} is free there")
+        raise UsageError(f"{flag} {out}: about {format_size(estimate_bytes)} would be written but only "
+                         f"{format_size(free)} is free there")
     return path
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+def _can_create_in(directory: Path) -> bool:
+    """Try it: permissions say yes to root on a read-only mount or in /proc."""
+    trial = directory / f".refsim-probe-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        os.mkdir(trial)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        os.rmdir(trial)
+    return True
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(estimate_bytes: int, *, flag: str, value=None, what: str = "this run") -> None:
+    """Refuse, naming ``flag``, a size whose estimated working memory exceeds what is available."""
+    avail = available_memory()
+    if avail is not None and estimate_bytes > avail:
+        shown = f"{flag} {value}" if value is not None else flag
+        raise UsageError(f"{shown}: {what} would need about {format_size(estimate_bytes)} of memory but only "
+                         f"{format_size(avail)} is available; choose a smaller {flag}")
+
+
+def format_size(n: float) -> str:
+    """Bytes as people read them: ``512 B``, ``3.2 MiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+_size = format_size  # the name other modules used first
 
 
 @contextlib.contextmanager
 def staged_output(out, *, kind: str, marker: bool = True, **info):
     """Build directory ``out`` in a sibling temporary directory and rename it into place.
 
-    Yields the temporary directory. On success a marker of ``kind`` is written into it (unless
-    ``marker`` is False: a golden bundle is recognised by its manifest), modes follow the umask,
-    and it replaces ``out`` (which :func:`check_output` has already vetted). On any exception,
-    Ctrl-C included, the temporary directory is removed and nothing at ``out`` changes.
+    Yields the temporary directory. On success a marker of ``kind`` listing every file written is
+    put into it (unless ``marker`` is False: a golden bundle is recognised by its manifest), modes
+    follow the umask, and it replaces ``out`` (which :func:`check_output` has already vetted). On
+    any exception, Ctrl-C included, the temporary directory is removed and nothing at ``out`` changes.
     """
     out = Path(os.path.abspath(os.fspath(out)))
     remove_stale_temporaries(out)
@@ -275,7 +355,8 @@ def staged_output(out, *, kind: str, marker: bool = True, **info):
         write_marker(tmp, kind, state="incomplete", **info)
         yield tmp
         if marker:
-            write_marker(tmp, kind, **info)
+            os.remove(tmp / MARKER)
+            write_marker(tmp, kind, files=list_files(tmp), **info)
         else:
             os.remove(tmp / MARKER)
         follow_umask(tmp)
@@ -311,16 +392,40 @@ def atomic_write_text(path, text: str) -> None:
 
 # ----------------------------------------------------------------------------- running
 
-def run_command(func, args, command: str) -> int:
-    """Run a subcommand's ``func(args)``; bad input, Ctrl-C and a closed pipe end in one line."""
-    prog = f"refsim {command}" if command else "refsim"
+def refsim_command() -> str:
+    """How the user can call refsim again from here: ``refsim`` when that is on PATH and is this
+    install, else this environment's script (``.venv/bin/refsim``), else ``python -m refsim``."""
+    script = Path(sys.prefix) / "bin" / "refsim"
+    on_path = shutil.which("refsim")
+    if on_path and script.exists() and Path(on_path).resolve() == script.resolve():
+        return "refsim"
+    if script.exists():
+        try:
+            return os.path.relpath(script)
+        except ValueError:
+            return str(script)
+    return f"{os.path.basename(sys.executable)} -m refsim"
+
+
+def run_command(func, args, command: str, *, prog: str | None = None) -> int:
+    """Run a subcommand's ``func(args)``; bad input, Ctrl-C and a closed pipe end in one line.
+
+    Exit status: the command's own (0, or 1 for a failed check), 2 for a bad argument, file or
+    location (:class:`UsageError`, ``ValueError``, ``OSError``), 130 for Ctrl-C, 141 for a closed
+    pipe, 70 for an internal error (a bug: one line, ``REFSIM_DEBUG=1`` shows the traceback)."""
+    prog = prog or (f"refsim {command}" if command else "refsim")
     if os.environ.get("REFSIM_DEBUG"):  # a developer wants the traceback
         return int(func(args) or 0)
     try:
-        return int(func(args) or 0)
+        rc = int(func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return rc
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
@@ -328,15 +433,39 @@ def run_command(func, args, command: str) -> int:
         if exc.errno == errno.EPIPE:
             _silence_stdout()
             return EXIT_BROKEN_PIPE
-        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"{prog}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except (UsageError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
         print(f"{prog}: error: out of memory; choose a smaller size", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - a user never sees a traceback; the message says how to get it
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (set REFSIM_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``PATH: reason`` for an OSError, whatever it carries."""
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def quiet_broken_pipe() -> bool:
+    """Flush stdout; on a closed pipe silence it (no 'Exception ignored' at exit). False when it was closed."""
+    try:
+        sys.stdout.flush()
+        return True
+    except (BrokenPipeError, ValueError):
+        _silence_stdout()
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        _silence_stdout()
+        return False
 
 
 def _silence_stdout() -> None:

@@ -25,20 +25,34 @@ from pathlib import Path
 
 import numpy as np
 
+from refsim.cliutil import UsageError, check_memory, check_output, int_range, positive_int, refsim_command
+
+OUTLIERS = 4  # outlier channels of the seeded activation
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the reference end to end on a built-in seeded default",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seed", type=int, default=0, help="seed of numpy's PCG64 generator (default 0)")
-    p.add_argument("--tokens", type=int, default=256)
-    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0,
+                   help="seed of numpy's PCG64 generator, an integer in 0..2^63-1 (default 0)")
+    p.add_argument("--tokens", type=positive_int, default=256, help="activation rows, a positive integer (default 256)")
+    p.add_argument("--hidden", type=int_range(OUTLIERS), default=512,
+                   help=f"channels in and out of the layer, an integer >= {OUTLIERS} (default 512)")
     p.add_argument("--out", type=Path, default=Path("out/demo-bundle"),
-                   help="where the default golden bundle goes (overwritten)")
-    p.add_argument("--clusters", type=int, default=8)
+                   help="where the default golden bundle goes; an earlier bundle there is replaced, any other "
+                   "directory is refused (default out/demo-bundle)")
+    p.add_argument("--clusters", type=positive_int, default=8,
+                   help="activation clusters, an integer in 1..--hidden (default 8)")
     p.set_defaults(func=run)
 
 
-def heavy_tailed_activation(rng, tokens, hidden, outliers=4):
+def working_bytes(tokens: int, hidden: int, clusters: int) -> int:
+    """Memory the demo holds at its peak: float64 copies of x (tokens x hidden) and of the (hidden x hidden)
+    weight, and the per-cluster int64 sums (clusters x tokens x hidden)."""
+    return 8 * (8 * tokens * hidden + 4 * hidden * hidden + 2 * clusters * tokens * hidden)
+
+
+def heavy_tailed_activation(rng, tokens, hidden, outliers=OUTLIERS):
     x = rng.standard_t(3, size=(tokens, hidden)).astype(np.float32)
     cols = rng.choice(hidden, size=outliers, replace=False)
     x[:, cols] *= 20.0
@@ -47,9 +61,13 @@ def heavy_tailed_activation(rng, tokens, hidden, outliers=4):
 
 def run(args) -> int:
     import refsim
+    from golden.bundle import is_bundle_dir
 
-    if args.clusters < 1 or args.clusters > args.hidden:
-        raise ValueError(f"--clusters={args.clusters} is not allowed; allowed: 1..--hidden ({args.hidden})")
+    if args.clusters > args.hidden:
+        raise UsageError(f"--clusters={args.clusters} is not allowed; allowed: 1..--hidden ({args.hidden})")
+    check_memory(working_bytes(args.tokens, args.hidden, args.clusters), flag="--tokens/--hidden",
+                 value=f"{args.tokens}/{args.hidden}", what="the demo")
+    check_output(args.out, own=is_bundle_dir, replace=True, replace_flag=None)
     rng = np.random.default_rng(args.seed)
     t, h, n_out = args.tokens, args.hidden, args.hidden
     x = heavy_tailed_activation(rng, t, h)
@@ -103,8 +121,9 @@ def run(args) -> int:
 
     path = golden.write_bundle(None, args.out, seed=args.seed, force=True)
     report = golden.verify_bundle(path)
-    print(f"  golden: default bundle written to {path} and verified: {'OK' if report.ok else 'FAILED'}")
-    print(f"  next: refsim verify {path};  refsim golden --list;  refsim cost opt-66b --hw H200 --config W4A4KV")
+    print(f"  golden: default bundle written to {args.out} and verified: {'OK' if report.ok else 'FAILED'}")
+    cmd = refsim_command()
+    print(f"  next: {cmd} verify {args.out};  {cmd} golden --list;  {cmd} cost opt-66b --hw H200 --config W4A4KV")
     return 0 if report.ok else 1
 
 

@@ -11,31 +11,53 @@ ranges before and after reordering). Light at import: torch and transformers loa
 from __future__ import annotations
 
 import os
+import sys
 import time
 
+from refsim.cliutil import (
+    UsageError,
+    check_output,
+    format_size,
+    int_range,
+    missing_modules,
+    positive_int,
+    require_extra,
+    seed_int,
+)
 from refsim.progress import report_progress
 
 ACT_BITS_ALLOWED = "an integer in 2..8, or 16 (not quantized)"
+HF_MODULES = ("torch", "transformers", "safetensors")
+PLOT_NOTE = "matplotlib is not installed: ranges.png is not written (pip install matplotlib for the plot)"
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("calibrate", help="RPTQ calibration + GPTQ quantization of a local OPT model",
-                              description=__doc__.split("\n\n")[0])
+                              description=__doc__.split("\n\n")[0] + " Needs the [hf] extra; matplotlib for "
+                              "the range plot (without it the plot is skipped, with a note).")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a local transformers OPT directory (save_pretrained)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory to create; an earlier calibrate output is replaced only with --overwrite, "
+                   "any other directory is refused, and DIR may not be, contain or lie inside MODEL_DIR")
     p.add_argument("--wbits", type=int, default=4, help="weight bits, 2..8 (GPTQ, asymmetric)")
     p.add_argument("--abits", type=int, default=4, help=f"activation bits: {ACT_BITS_ALLOWED}")
     p.add_argument("--kvbits", type=int, default=4, help=f"K/V bits: {ACT_BITS_ALLOWED}")
-    p.add_argument("--clusters", type=int, default=32, help="clusters for R1, R4, R5 (default 32)")
-    p.add_argument("--head-clusters", type=int, default=4, help="clusters per head for R2, R3 (default 4)")
-    p.add_argument("--calib", metavar="FILE", help=".npy token ids (n, seqlen) or 1-d, or a UTF-8 text file")
-    p.add_argument("--nsamples", type=int, default=16, help="calibration sequences (default 16)")
-    p.add_argument("--seqlen", type=int, default=128, help="tokens per calibration sequence (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of k-means and of random calibration tokens")
+    p.add_argument("--clusters", type=positive_int, default=32,
+                   help="clusters for R1, R4, R5: 1..the model's hidden size (default 32)")
+    p.add_argument("--head-clusters", type=positive_int, default=4,
+                   help="clusters per head for R2, R3: 1..the head size (default 4)")
+    p.add_argument("--calib", metavar="FILE", help=".npy integer token ids (n, seqlen) or 1-d, or a UTF-8 text file "
+                   "tokenized with MODEL_DIR's tokenizer (default: seeded random tokens, said plainly in the report)")
+    p.add_argument("--nsamples", type=int_range(1, 1 << 20), default=16, help="calibration sequences (default 16)")
+    p.add_argument("--seqlen", type=int_range(1, 1 << 20), default=128,
+                   help="tokens per calibration sequence, 1..the model's positions (default 128)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of k-means and of random calibration tokens")
     p.add_argument("--act-order", action="store_true", help="GPTQ act-order (with static per-cluster groups)")
-    p.add_argument("--report-seqs", type=int, default=1, help="held calibration sequences the report runs")
-    p.add_argument("--plot-layer", type=int, default=None, help="layer of the range plot (default: middle)")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--report-seqs", type=positive_int, default=1,
+                   help="held calibration sequences the report runs, 1..--nsamples (default 1)")
+    p.add_argument("--plot-layer", type=int_range(0), default=None,
+                   help="layer of the range plot, 0..layers-1 (default: the middle layer)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR when it is an earlier calibrate output")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -45,7 +67,15 @@ def _check_int(name, value, lo, hi, extra=()):
         return
     if not lo <= value <= hi:
         allowed = f"{lo}..{hi}" + (f" or {', '.join(map(str, extra))}" if extra else "")
-        raise ValueError(f"--{name}={value} is not allowed; allowed: {allowed}")
+        raise UsageError(f"--{name}={value} is not allowed; allowed: {allowed}")
+
+
+def _estimate_output_bytes(model_dir) -> int:
+    """The output holds the float weights again plus int codes and scales: at most about 1.5x the
+    checkpoint's weights (float32 checkpoints; fp16 ones give less), and reports of a few MiB."""
+    from refsim.rptq.calibrate import weight_files
+
+    return int(1.5 * sum(os.path.getsize(f) for f in weight_files(model_dir))) + (4 << 20)
 
 
 def calibration_tokens(args, model_cfg):
@@ -61,9 +91,18 @@ def calibration_tokens(args, model_cfg):
                      f"(numpy PCG64, seed {args.seed}, uniform over the {vocab}-token vocabulary). Ranges and errors "
                      "below are those of random tokens, not of real text.")
     if not os.path.isfile(args.calib):
-        raise FileNotFoundError(f"--calib {args.calib!r} is not a file")
+        raise UsageError(f"--calib {args.calib!r} is not a file")
     if args.calib.endswith(".npy"):
-        arr = np.load(args.calib, allow_pickle=False)
+        with open(args.calib, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise UsageError(f"--calib {args.calib!r} is not a .npy file (no NUMPY header); give token ids "
+                                 "saved with numpy.save, or a UTF-8 text file without the .npy suffix")
+        try:
+            arr = np.load(args.calib, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise UsageError(f"--calib {args.calib!r} is not a readable .npy file ({exc})") from None
+        if not isinstance(arr, np.ndarray):
+            raise UsageError(f"--calib {args.calib!r} must hold one array of token ids, not an archive")
         if arr.dtype.kind not in "iu":
             raise ValueError(f"--calib {args.calib!r} must hold integer token ids, got dtype {arr.dtype}")
         if arr.ndim == 2:
@@ -87,8 +126,12 @@ def calibration_tokens(args, model_cfg):
         except (OSError, ValueError) as exc:
             raise ValueError(f"--calib {args.calib!r} is text, but MODEL_DIR has no usable tokenizer ({exc}); "
                              "give token ids in a .npy file instead") from None
-        with open(args.calib, encoding="utf-8") as f:
-            text = f.read()
+        try:
+            with open(args.calib, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--calib {args.calib!r} is neither a .npy file nor UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start})") from None
         stream = np.asarray(tok(text)["input_ids"], dtype=np.int64)
         ids = stream[: (stream.size // t) * t].reshape(-1, t)[:n]
         source = f"text from {args.calib} tokenized with the model's tokenizer, cut into {t}-token sequences"
@@ -100,33 +143,37 @@ def calibration_tokens(args, model_cfg):
 
 
 def run(args) -> int:
+    # checked here rather than by argparse types so that a bad value is a returned status 2 like
+    # the checks that need the model's config
     _check_int("wbits", args.wbits, 2, 8)
     _check_int("abits", args.abits, 2, 8, extra=(16,))
     _check_int("kvbits", args.kvbits, 2, 8, extra=(16,))
-    _check_int("nsamples", args.nsamples, 1, 1 << 20)
-    _check_int("seqlen", args.seqlen, 1, 1 << 20)
-    _check_int("clusters", args.clusters, 1, 1 << 20)
-    _check_int("head-clusters", args.head_clusters, 1, 1 << 20)
     _check_int("report-seqs", args.report_seqs, 1, args.nsamples)
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not args.overwrite:
-        raise FileExistsError(f"--out {args.out!r} exists; choose a new directory or pass --overwrite")
+    require_extra("hf", *HF_MODULES, what="refsim calibrate")
+    plot = not missing_modules("matplotlib")
+    if not plot:
+        print(f"note: {PLOT_NOTE}", file=sys.stderr)
 
-    from refsim.rptq.calibrate import check_model_dir
+    from refsim.rptq.calibrate import check_model_dir  # torch loads here
 
-    check_model_dir(args.model_dir)
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(args.model_dir)
+    inputs = {"MODEL_DIR": args.model_dir, "--calib": args.calib}
+    check_output(args.out, kinds=("calibrate",), replace=args.overwrite, replace_flag="--overwrite", inputs=inputs)
+    cfg = check_model_dir(args.model_dir)
+    out = str(check_output(args.out, kinds=("calibrate",), replace=args.overwrite, replace_flag="--overwrite",
+                           inputs=inputs, estimate_bytes=_estimate_output_bytes(args.model_dir)))
     hidden, heads, ffn = cfg.hidden_size, cfg.num_attention_heads, cfg.ffn_dim
     if args.clusters > min(hidden, ffn):
-        raise ValueError(f"--clusters={args.clusters} is more than the {min(hidden, ffn)} channels of R1/R4/R5; "
+        raise UsageError(f"--clusters={args.clusters} is more than the {min(hidden, ffn)} channels of R1/R4/R5; "
                          f"allowed: 1..{min(hidden, ffn)}")
     if args.head_clusters > hidden // heads:
-        raise ValueError(f"--head-clusters={args.head_clusters} is more than the {hidden // heads} channels of a "
+        raise UsageError(f"--head-clusters={args.head_clusters} is more than the {hidden // heads} channels of a "
                          f"head; allowed: 1..{hidden // heads}")
     if args.seqlen > cfg.max_position_embeddings:
-        raise ValueError(f"--seqlen={args.seqlen} exceeds the model's {cfg.max_position_embeddings} positions")
+        raise UsageError(f"--seqlen={args.seqlen} exceeds the model's {cfg.max_position_embeddings} positions; "
+                         f"allowed: 1..{cfg.max_position_embeddings}")
+    n_layers = cfg.num_hidden_layers
+    plot_layer = n_layers // 2 if args.plot_layer is None else args.plot_layer
+    _check_int("plot-layer", plot_layer, 0, n_layers - 1)
     ids, calib_note = calibration_tokens(args, cfg)
     progress = not args.quiet
     import numpy as np
@@ -137,6 +184,10 @@ def run(args) -> int:
     from refsim.rptq.model_io import save_quantized, write_json
     from refsim.rptq.pipeline import build_block, model_layer_blocks
 
+    if not progress:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # --quiet: no "Loading weights" bar either
     t0 = time.perf_counter()
     model = load_opt(args.model_dir)
     cal = Calibration(model, keep_inputs=args.report_seqs).run(ids, progress=progress)
@@ -166,8 +217,6 @@ def run(args) -> int:
         layers.append({"activations": report.activation_sqnr(block, xs, abits=abits, kvbits=kvbits),
                        "stages": stages, "acc_bits": report.acc_bits(block, xs, configs["CLI"])})
     timings["report"] = time.perf_counter() - t1
-    plot_layer = len(blocks) // 2 if args.plot_layer is None else args.plot_layer
-    _check_int("plot-layer", plot_layer, 0, len(blocks) - 1)
     stats = cal.stats[plot_layer]
     b = blocks[plot_layer]
     panels = [(f"layer {plot_layer} {p} ({r})", *stats[p], b[f"{r}.perm"], b[f"{r}.sizes"])
@@ -183,10 +232,11 @@ def run(args) -> int:
                                                       "layers": layers, "timings_s": timings})
         with open(os.path.join(tmp, "report.md"), "w") as f:
             f.write(md)
-        report.plot_ranges(panels, os.path.join(tmp, "ranges.png"),
-                           title="Per-channel ranges before / after RPTQ reordering (red: cluster boundaries)")
+        if plot:
+            report.plot_ranges(panels, os.path.join(tmp, "ranges.png"),
+                               title="Per-channel ranges before / after RPTQ reordering (red: cluster boundaries)")
 
-    save_quantized(out, blocks, info=info, write_extra=extra, overwrite=args.overwrite)
+    save_quantized(out, blocks, info=info, write_extra=extra, overwrite=args.overwrite, inputs=inputs)
     first = layers[plot_layer]["activations"]
     print(calib_note)
     print(f"layer {plot_layer}: activation SQNR dB per-tensor -> per-cluster: " +
@@ -195,5 +245,10 @@ def run(args) -> int:
     flat = np.mean([lay["stages"]["CLI per-tensor (no reorder)"]["out"] for lay in layers])
     print(f"block output SQNR (W{args.wbits}A{args.abits}KV{args.kvbits}), mean over layers: reordered per-cluster "
           f"{cli:.2f} dB, per-tensor without reordering {flat:.2f} dB")
-    print(f"wrote {out} (model.safetensors, quant_config.json, report.md, report.json, ranges.png)")
+    written = "model.safetensors, quant_config.json, report.md, report.json" + (", ranges.png" if plot else "")
+    print(f"wrote {out} ({written}; {format_size(_dir_bytes(out))})" + ("" if plot else f"; {PLOT_NOTE}"))
     return 0
+
+
+def _dir_bytes(path) -> int:
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)

@@ -52,3 +52,36 @@ def test_progress_lines_on_a_log_and_on_a_terminal():
     for i in range(1, 4):
         report_progress("work", i, 3, stream=tty)
     assert tty.getvalue() == "\rwork: 1/3\rwork: 2/3\rwork: 3/3\n"
+
+
+def test_cliutil_outputs_and_sizes(tmp_path, monkeypatch):
+    import argparse
+
+    import pytest
+
+    from refsim import cliutil
+
+    with pytest.raises(argparse.ArgumentTypeError, match=r"allowed: an integer in 2\.\.8; got 9"):
+        cliutil.int_range(2, 8)("9")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected an integer >= 1, got 'x'"):
+        cliutil.positive_int("x")
+    with cliutil.staged_output(tmp_path / "o", kind="demo") as tmp:
+        (tmp / "a.txt").write_text("a")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.txt").write_text("b")
+    assert cliutil.read_marker(tmp_path / "o")["files"] == ["a.txt", "sub/b.txt"]
+    assert cliutil.is_own_output(tmp_path / "o", ("demo",)) and not cliutil.is_own_output(tmp_path / "o", ("x",))
+    (tmp_path / "o" / "sub" / "mine").mkdir()  # an empty directory of the user's counts too
+    assert not cliutil.is_own_output(tmp_path / "o")
+    with pytest.raises(cliutil.UsageError, match="is, is inside, or contains the input --in"):
+        cliutil.check_output(tmp_path / "o" / "x", inputs={"--in": tmp_path / "o"})
+    monkeypatch.chdir(tmp_path / "o" / "sub")
+    with pytest.raises(cliutil.UsageError, match="current directory"):
+        cliutil.check_output(tmp_path / "o")
+    with pytest.raises(cliutil.UsageError, match="would be written but only"):
+        cliutil.check_output(tmp_path / "new", estimate_bytes=1 << 62)
+    with pytest.raises(cliutil.UsageError, match=r"--size 9: the test would need about .* choose a smaller --size"):
+        cliutil.check_memory(1 << 62, flag="--size", value=9, what="the test")
+    assert cliutil.format_size(512) == "512 B" and cliutil.format_size(3 << 20) == "3.0 MiB"
+    assert (cliutil.available_memory() or 1) > 0
+    assert "refsim" in cliutil.refsim_command()

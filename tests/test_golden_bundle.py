@@ -34,11 +34,18 @@ def test_default_bundle_verifies(default_bundle, capsys):
     assert report.ok and len(report.checks) > 3 * len(m["stages"])
 
 
-def test_list_one_line_per_preset(capsys):
+def test_list_explains_each_preset(capsys):
     assert main(["golden", "--list"]) == 0
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith("(")]
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith(("(", "    "))]
     assert len(lines) == len(PRESETS)
-    assert all(any(f" {name} " in ln for ln in lines) for name in PRESETS)
+    assert all(any(f" {name}: " in ln for ln in lines) for name in PRESETS)
+    assert main(["golden", "--list", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    by_name = {p["name"]: p for p in doc["presets"]}
+    assert doc["default"] == golden.DEFAULT_PRESET and set(by_name) == set(PRESETS)
+    assert by_name["gemm_w4a4"]["bits"] == {"bits": 4} and by_name["opt_block_w4a4"]["levels"] == {"0": "random"}
+    assert by_name["sdr_gemm_g16"]["levels"] == {"0": "random", "1": "patterns"}
+    assert by_name["gemm_w4a4"]["specs"]["act"] == PRESETS["gemm_w4a4"].specs["act"].to_dict()
 
 
 def test_manifest_has_everything_and_no_paths_or_times(default_bundle):
@@ -93,7 +100,7 @@ def test_compare_npy_dut_and_errors(default_bundle, tmp_path):
     np.save(tmp_path / "short.npy", a.reshape(-1)[:-1])
     res = golden.compare(default_bundle, "a_codes", tmp_path / "short.npy")
     assert not res.ok and "LENGTH MISMATCH" in str(res)
-    with pytest.raises(ValueError, match="stage='nope' is not in bundle"):
+    with pytest.raises(ValueError, match="--stage 'nope' is not in bundle"):
         golden.compare(default_bundle, "nope", tmp_path / "dut.npy")
 
 
@@ -146,7 +153,7 @@ def test_never_overwrites_without_force(default_bundle, tmp_path, capsys):
     out = tmp_path / "b"
     golden.write_bundle("pack_int4_lo_first", out)
     before = (out / "manifest.json").read_bytes()
-    with pytest.raises(FileExistsError, match="pass force=True"):
+    with pytest.raises(FileExistsError, match="pass --force"):
         golden.write_bundle("requant", out)
     assert main(["golden", "requant", "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err

@@ -109,8 +109,8 @@ def test_cli_end_to_end(model_dir, tmp_path, capsys):
     rc = main(["calibrate", model_dir, "--wbits", "4", "--abits", "4", "--kvbits", "4", "--clusters", "4",
                "--head-clusters", "2", "--calib", str(calib), "--seqlen", "16", "--out", str(out), "--quiet"])
     assert rc == 0
-    assert sorted(os.listdir(out)) == ["model.safetensors", "quant_config.json", "ranges.png", "report.json",
-                                       "report.md"]
+    assert sorted(os.listdir(out)) == [".refsim-output.json", "model.safetensors", "quant_config.json", "ranges.png",
+                                       "report.json", "report.md"]
     rep = json.loads((out / "report.json").read_text())
     acts = rep["layers"][0]["activations"]
     assert set(acts) == {"ln1", "q", "k", "v", "attn", "ln2", "fc2_in"}

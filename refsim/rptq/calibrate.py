@@ -15,6 +15,7 @@ torch and transformers are imported here, so import this module only when they a
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -28,18 +29,75 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-def check_model_dir(path) -> None:
-    """A clear error for a missing directory, config or weights, and for unsupported models."""
+def check_model_dir(path):
+    """A clear error for a missing directory, config or weights, a truncated or unreadable weights
+    file, and for unsupported models; returns the model's config."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"MODEL_DIR {path!r} is not a directory")
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"MODEL_DIR {path!r} has no config.json (save_pretrained writes one)")
     if not any(os.path.isfile(os.path.join(path, f)) for f in WEIGHT_FILES):
         raise FileNotFoundError(f"MODEL_DIR {path!r} has no weights; expected one of {', '.join(WEIGHT_FILES)}")
+    for f in weight_files(path):
+        if f.endswith(".safetensors"):
+            check_safetensors(f)
+    cfg = load_config(path)
+    check_config(cfg)
+    return cfg
+
+
+def load_config(path):
+    """transformers' AutoConfig of MODEL_DIR, with one line naming the file when it cannot be read."""
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(path)
-    check_config(cfg)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, JSON errors
+        raise ValueError(f"MODEL_DIR {path!r}: config.json cannot be read by transformers "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def weight_files(path) -> list[str]:
+    """The weight files MODEL_DIR holds (a sharded checkpoint's shards from its index)."""
+    files = []
+    for name in WEIGHT_FILES:
+        f = os.path.join(path, name)
+        if not os.path.isfile(f):
+            continue
+        if name.endswith(".index.json"):
+            try:
+                with open(f, encoding="utf-8") as fh:
+                    shards = sorted(set(json.load(fh)["weight_map"].values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"MODEL_DIR {path!r}: {name} is not a readable index ({exc})") from None
+            for shard in shards:
+                sp = os.path.join(path, shard)
+                if not os.path.isfile(sp):
+                    raise FileNotFoundError(f"MODEL_DIR {path!r}: shard {shard} named in {name} is missing")
+                files.append(sp)
+        else:
+            files.append(f)
+        break  # transformers loads the first kind found, in WEIGHT_FILES' order
+    return files
+
+
+def check_safetensors(path) -> None:
+    """A safetensors file is an 8-byte little-endian header length, a JSON header giving every tensor's
+    byte range, then the data: refuse a file shorter than its header says (a copy cut short)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            raise ValueError(f"{path}: not a complete safetensors file ({size} bytes; its header is cut short)")
+        try:
+            header = json.loads(f.read(n))
+            end = max([int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"], default=0)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            raise ValueError(f"{path}: not a safetensors file (its header is not safetensors JSON)") from None
+    if 8 + n + end > size:
+        raise ValueError(f"{path}: truncated: its header describes {8 + n + end} bytes, the file has {size}; "
+                         "copy the checkpoint again")
 
 
 def check_config(cfg) -> None:
@@ -61,7 +119,12 @@ def load_opt(path):
     check_model_dir(path)
     from transformers import OPTForCausalLM
 
-    model = OPTForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    try:
+        model = OPTForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    except Exception as exc:  # noqa: BLE001 - one line naming the directory instead of transformers' traceback
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"MODEL_DIR {path!r}: transformers could not load the weights ({type(exc).__name__}: "
+                         f"{first})") from None
     model.eval()
     return model
 

@@ -7,7 +7,7 @@ A quantized model directory holds
     quant_config.json     format and version, per-layer metadata, the numerics specs (RPTQ
                           activations, GPTQ weights), calibration description, anything given
 plus whatever the caller writes (reports, plots). The directory is written under a temporary
-name beside the target and renamed, so a crash leaves nothing half-written. Only the decoder
+name beside the target and renamed, so a crash leaves nothing half-written; modes follow the umask. Only the decoder
 layers are stored; embeddings, final LayerNorm and lm_head stay those of the original checkpoint.
 """
 
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
 import refsim
+from refsim.cliutil import atomic_write_text, check_output, staged_output
 from refsim.rptq.block import QuantizedOPTBlock
 
 FORMAT = "refsim-rptq-opt"
@@ -39,23 +38,23 @@ def _json_default(o):
 
 def write_json(path, obj) -> None:
     """JSON to a temporary name, then renamed."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_json_default)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default))
 
 
-def save_quantized(out_dir, blocks, *, info=None, write_extra=None, overwrite=False) -> str:
-    """Write blocks (and ``write_extra(tmp_dir)``'s files) to ``out_dir`` atomically; returns out_dir."""
+OUTPUT_KIND = "calibrate"  # the refsim.cliutil marker kind of a quantized model directory
+
+
+def save_quantized(out_dir, blocks, *, info=None, write_extra=None, overwrite=False, inputs=None) -> str:
+    """Write blocks (and ``write_extra(tmp_dir)``'s files) to ``out_dir`` atomically; returns out_dir.
+
+    ``out_dir`` is checked by refsim.cliutil.check_output: replaced only when it is an earlier
+    quantized-model directory (its marker lists every file in it) and ``overwrite`` is True; never
+    when it is, lies inside or contains one of ``inputs`` ({flag: path})."""
     from safetensors.numpy import save_file
 
-    out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not overwrite:
-        raise FileExistsError(f"--out {out_dir!r} exists; choose a new directory (or overwrite)")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=parent)
-    try:
+    out_dir = str(check_output(out_dir, kinds=(OUTPUT_KIND,), replace=overwrite, replace_flag="--overwrite",
+                               inputs=inputs))
+    with staged_output(out_dir, kind=OUTPUT_KIND) as tmp:
         tensors = {}
         for i, b in enumerate(blocks):
             for k, v in b.arrays.items():
@@ -71,16 +70,6 @@ def save_quantized(out_dir, blocks, *, info=None, write_extra=None, overwrite=Fa
         write_json(os.path.join(tmp, "quant_config.json"), config)
         if write_extra is not None:
             write_extra(tmp)
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".old-", dir=parent)
-            os.rename(out_dir, os.path.join(old, "x"))
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

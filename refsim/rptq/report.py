@@ -109,7 +109,7 @@ def plot_ranges(panels, path, *, title="") -> None:
                 for b in np.cumsum(sizes)[:-1]:
                     ax.axvline(b - 0.5, color="tab:red", linewidth=0.6, alpha=0.7)
             ax.set_title(f"{name}: {label}" + (f" ({len(sizes)} clusters)" if col == 1 else ""), fontsize=9)
-            ax.set_xlabel("channel")
+            ax.set_xlabel("channel" if col == 0 else "reordered position (new[j] = old[perm[j]])")
             ax.set_ylabel("min .. max")
     if title:
         fig.suptitle(title, fontsize=10)

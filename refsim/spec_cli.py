@@ -1,0 +1,57 @@
+"""``refsim spec PRESET``: a preset's full numerics spec as JSON (``refsim spec --list`` names them).
+
+Two kinds of names are accepted: a numerics preset (``refsim.PRESETS``: onnx, torch, gptq, rptq,
+qrazor, tflite, ...), printed as one ``NumericsSpec.to_dict()``; and a golden-bundle preset
+(``refsim golden --list``), printed as ``{"preset", "config", "specs": {role: spec}}``, exactly
+what that bundle's manifest records. Every knob is filled in: the JSON is the spec.
+"""
+
+from __future__ import annotations
+
+import json
+
+from refsim.cliutil import UsageError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("spec", help="print a preset's full numerics spec as JSON",
+                              description=__doc__.split("\n\n")[0] + " Accepts numerics presets (refsim.PRESETS) "
+                              "and golden-bundle presets (refsim golden --list).")
+    p.add_argument("preset", nargs="?", metavar="PRESET", help="a numerics or golden-bundle preset name")
+    p.add_argument("--list", action="store_true", help="the names accepted, as JSON: numerics and golden presets")
+    p.set_defaults(func=run)
+
+
+def names() -> dict:
+    import refsim
+    from golden.presets import PRESETS as GOLDEN
+
+    return {"numerics": list(refsim.PRESETS), "golden": list(GOLDEN)}
+
+
+def spec_document(name: str) -> dict:
+    """The JSON document ``refsim spec NAME`` prints; a UsageError listing the names for an unknown one."""
+    import refsim
+    from golden.presets import PRESETS as GOLDEN
+
+    if name in refsim.PRESETS:
+        return refsim.PRESETS[name].to_dict()
+    if name in GOLDEN:
+        p = GOLDEN[name]
+        return {"preset": name, "summary": p.summary, "config": dict(p.config),
+                "specs": {role: s.to_dict() for role, s in p.specs.items()}}
+    n = names()
+    raise UsageError(f"PRESET {name!r} is not known; allowed: numerics presets {', '.join(n['numerics'])}; "
+                     f"golden presets {', '.join(n['golden'])}")
+
+
+def run(args) -> int:
+    if args.list:
+        if args.preset is not None:
+            raise UsageError("give PRESET or --list, not both")
+        print(json.dumps(names(), indent=2))
+        return 0
+    if args.preset is None:
+        raise UsageError("PRESET is required (refsim spec --list names them)")
+    print(json.dumps(spec_document(args.preset), indent=2, sort_keys=False))
+    return 0
