@@ -12,10 +12,9 @@ with no quantization noise). Kept light at import: refsim.qrazor is imported ins
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from refsim.cliutil import UsageError, int_range, seed_int
+from refsim.cliutil import UsageError, available_memory, int_range, seed_int
 
 #: base precisions SDR razors from (refsim.sdr.sdr_encode: int2..int16 sign-magnitude lanes)
 BASE_BITS = (2, 16)
@@ -89,24 +88,9 @@ def register(subparsers) -> None:
     sq.set_defaults(func=run_sqnr)
 
 
-def available_memory() -> int:
-    """Bytes of memory available here (MemAvailable of /proc/meminfo; physical pages elsewhere)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
-
-
 def check_work(what: str, *, bytes_needed: int, macs: int) -> None:
     """Refuse, before any work, a computation that would not fit in memory here or would run for hours."""
-    avail = available_memory()
+    avail = available_memory() or (1 << 62)  # unknown: let the multiply-accumulate bound decide
     if bytes_needed > avail // 2:
         raise UsageError(f"{what} needs about {bytes_needed / 2**30:.1f} GiB of memory; "
                          f"{avail / 2**30:.1f} GiB is available here: choose smaller sizes")
