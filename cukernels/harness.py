@@ -99,6 +99,10 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def crashed(self) -> bool:
+        return bool(self.failures) and self.failures[-1].error is not None
+
     def format(self, max_lines=10) -> str:
         head = (f"{self.kernel} against target {self.target}: {self.cases_run} cases, "
                 f"{len(self.failures)} failing, campaign seed {self.campaign_seed}, {self.seconds:.1f} s")
@@ -106,9 +110,10 @@ class ValidationReport:
             return head + ": zero mismatches"
         worst = self.failures[-1]  # hypothesis replays its minimal failing example last
         lines = [head, f"minimal failing case: {worst.params.describe()}"]
-        if worst.error:
-            lines.append(f"  error: {worst.error}")
-        lines.append(f"  {worst.mismatch_count} mismatching elements; first {len(worst.mismatches)}:")
+        if worst.error:  # a crash is not a mismatch: nothing was compared
+            lines.append(f"  crashed: the kernel raised {worst.error}")
+        else:
+            lines.append(f"  {worst.mismatch_count} mismatching elements; first {len(worst.mismatches)}:")
         for mm in worst.mismatches[:max_lines]:
             ulp = f", {mm.ulp} ulp" if mm.ulp is not None else ""
             lines.append(f"  {mm.output}{list(mm.index)}: expected {mm.expected!r}, received {mm.received!r}, "
@@ -486,9 +491,8 @@ def run_case(kernel: Callable, params: CaseParams, *, xp="numpy", max_report=10)
     try:
         got = _normalize_result(kernel(**inputs, **outputs), outputs, mod)
         mod.synchronize()
-    except Exception as exc:  # a kernel that raises on a supported case fails that case
+    except Exception as exc:  # a kernel that raises on a supported case fails that case, as a crash
         res.error = f"{type(exc).__name__}: {exc}"
-        res.mismatch_count = 1
         return res
     for name, exp in case.expected.items():
         if isinstance(exp, tuple):

@@ -28,6 +28,18 @@ __device__ __forceinline__ void mma_s8_16832(int (&d)[4], const u32 (&a)[4], u32
 __device__ __forceinline__ int frag_row(int i, int g, int e) { return 16 * i + g + 8 * (e / 2); }
 __device__ __forceinline__ int frag_col(int j, int t, int e) { return 8 * j + 2 * t + (e % 2); }
 
+// Tile of block t, all tiles on gridDim.x (gridDim.y would limit M to 65535 tiles), in grouped
+// order: GROUP_M tile rows walked column by column (host.lowbit_gemm_tile is the twin).
+#define GROUP_M 8
+__device__ __forceinline__ void gemm_tile(int t, int M, int N, int &tm, int &tn) {
+    const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN;
+    const int per_group = GROUP_M * tiles_n;
+    const int first = (t / per_group) * GROUP_M;
+    const int rows = min(tiles_m - first, GROUP_M);
+    tm = first + (t % per_group) % rows;
+    tn = (t % per_group) / rows;
+}
+
 template <int BITS>
 __device__ __forceinline__ void load_tile(u32 (*dst)[SROW], const u8 *src, i64 ld, int rows, int row0, int kt) {
     const int tid = threadIdx.x;
@@ -74,7 +86,9 @@ __device__ void lowbit_gemm(const u8 *__restrict__ A, i64 lda, const u8 *__restr
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
     const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    int tm, tn;
+    gemm_tile(blockIdx.x, M, N, tm, tn);
+    const int m0 = tm * BM, n0 = tn * BN;
 
     float yacc[2][4][4];
 #pragma unroll
