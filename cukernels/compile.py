@@ -21,8 +21,9 @@ def nvcc_path() -> str | None:
     return shutil.which("nvcc")
 
 
-def nvcc_compile(source, arch, out_dir) -> subprocess.CompletedProcess:
-    """nvcc -cubin for one arch (device code only, through ptxas); returns the finished process."""
+def nvcc_compile(source, arch, out_dir, extra=()) -> subprocess.CompletedProcess:
+    """nvcc -cubin for one arch (device code only, through ptxas), ``extra`` flags appended; returns the
+    finished process."""
     src = Path(source)
     if arch not in ARCHS:
         raise ValueError(f"arch={arch!r} is not allowed; allowed: {', '.join(ARCHS)}")
@@ -30,7 +31,7 @@ def nvcc_compile(source, arch, out_dir) -> subprocess.CompletedProcess:
     if nvcc is None:
         raise FileNotFoundError("nvcc is not on PATH")
     out = Path(out_dir) / f"{src.stem}.{arch}.cubin"
-    cmd = [nvcc, *NVCC_FLAGS, f"-arch={arch}", f"-I{KERNEL_DIR}", "-o", str(out), str(src)]
+    cmd = [nvcc, *NVCC_FLAGS, f"-arch={arch}", f"-I{KERNEL_DIR}", *extra, "-o", str(out), str(src)]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
