@@ -98,7 +98,7 @@ def test_grids_past_the_old_grid_y_limits(launch):
                           w_flags=cp.asarray(pwf), k=16, group_size=16).get()
     assert np.array_equal(got, np.asarray(want, dtype=np.int64))
     m = 4_194_241 + 63
-    a = rng.integers(-8, 7, size=(m, 32), endpoint=True)
+    a = rng.integers(-8, 7, size=(m, 32), endpoint=True, dtype=np.int8)
     w = rng.integers(-8, 7, size=(2, 32), endpoint=True)
     z = np.array([3], np.int32)
     prep = host.prepare_lowbit_weights(w, [32], 4)
@@ -107,7 +107,7 @@ def test_grids_past_the_old_grid_y_limits(launch):
                                   w_colsum=cp.asarray(prep["w_colsum"]),
                                   cluster_offsets=cp.asarray(prep["cluster_offsets"]),
                                   scale_a=cp.ones(1, cp.float32), scale_w=cp.ones(2, cp.float32), bits=4)
-    want = ((a - 3) @ w.T).astype(np.int32)
+    want = ((a.astype(np.int64) - 3) @ w.T).astype(np.int32)
     assert np.array_equal(isums.get()[0], want)
 
 
