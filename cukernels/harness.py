@@ -314,7 +314,7 @@ def _sometimes_big(st, small, big):
 
 
 def _lowbit_strategy(st, *, bits=(3, 4), max_mn=80, max_k=256):
-    # big: up to 4 x 4 blocks of 64 x 64 and up to 8 clusters (about 20 K tiles)
+    # big: 2 x 2 blocks of 128 x 128 and up to 8 clusters (about 20 K tiles)
     dims = _sometimes_big(st, st.tuples(st.integers(1, max_mn), st.integers(1, max_mn),
                                         _cluster_sizes_strategy(st, max_k)),
                           st.tuples(st.integers(129, 256), st.integers(129, 256), _cluster_sizes_strategy(st, 700, 8)))

@@ -22,9 +22,10 @@ from refsim.checks import as_int_array, check_choice, check_range
 from refsim.layouts import get_layout, pack
 
 TILE_K = 32  # codes per mma.sync m16n8k32 step; also one int3_planar block
-GEMM_BLOCK_M = 64
-GEMM_BLOCK_N = 64
-GEMM_THREADS = 128  # 4 warps, each a 32 x 32 sub-tile
+GEMM_BLOCK_M = 128
+GEMM_BLOCK_N = 128
+GEMM_THREADS = 256  # 8 warps, each a 64 x 32 sub-tile
+GEMM_ROW_ALIGN = {4: 16, 3: 4}  # bytes: the GEMM's cp.async copies 16-byte (int4) or 4-byte (int3) pieces
 LOWBIT_LAYOUTS = {4: "int4_lo_first", 3: "int3_planar"}  # activation and weight codes, signed
 WXA16_LAYOUTS = {4: "int4_word32", 3: "int3_planar"}  # GPTQ-style unsigned weight codes
 ZERO_POINT_LIMIT = (1 << 15) - 8  # |z| bound so that a - z stays a 16-bit int_gemm operand

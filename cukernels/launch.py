@@ -130,8 +130,8 @@ def prepare_lowbit_gemm(*, a_packed, w_packed, a_zero, w_colsum, cluster_offsets
                                 cluster_offsets=cluster_offsets, scale_a=scale_a, scale_w=scale_w, bias=bias,
                                 out_isums=out_isums if write_isums else _Shape((c, m, n), np.int32),
                                 out_y=out_y, bits=bits)
-    a, lda = _rows(a_packed, "a_packed", 4)
-    w, ldw = _rows(w_packed, "w_packed", 4)
+    a, lda = _rows(a_packed, "a_packed", host.GEMM_ROW_ALIGN[bits])
+    w, ldw = _rows(w_packed, "w_packed", host.GEMM_ROW_ALIGN[bits])
     grid, block = host.lowbit_gemm_grid(m, n)
     kern = module("lowbit_gemm").get_function("lowbit_gemm_w4a4" if bits == 4 else "lowbit_gemm_w3a3")
     bias_d = _vector(bias, "bias") if bias is not None else None

@@ -162,8 +162,10 @@ def measure(func: Function, kind: str, bits: int) -> dict:
         body = func.body(lp)
         imma = sum(op.startswith("IMMA") for _, op, _ in body)
         fig.update(loop_length=len(body), imma=imma, per_imma=len(body) / imma,
-                   lds=sum(op.startswith("LDS") for _, op, _ in body),
-                   ldg=sum(op.startswith("LDG") for _, op, _ in body))
+                   ldsm=sum(op.split(".")[0] == "LDSM" for _, op, _ in body),  # ldmatrix
+                   ldgsts=sum(op.split(".")[0] == "LDGSTS" for _, op, _ in body),  # cp.async
+                   lds=sum(op.split(".")[0] == "LDS" for _, op, _ in body),
+                   ldg=sum(op.split(".")[0] == "LDG" for _, op, _ in body))
     return fig
 
 
@@ -203,7 +205,8 @@ def format_table(figs: dict) -> str:
              "(st/ld bytes) | static shared |", "|---|---|---|---|---|---|---|---|"]
     for (label, arch), f in figs.items():
         per_code = f"{f['per_code']:.2f} ({f['codes_per_iteration']} codes)" if "per_code" in f else ""
-        per_imma = f"{f['per_imma']:.1f} ({f['imma']} IMMA)" if "per_imma" in f else ""
+        per_imma = (f"{f['per_imma']:.1f} ({f['imma']} IMMA, {f['ldsm']} LDSM, {f['ldgsts']} LDGSTS)"
+                    if "per_imma" in f else "")
         lines.append(f"| {label} | {arch} | {f['loop_length']} | {per_code} | {per_imma} | {f['registers']} | "
                      f"{f['spill_stores']}/{f['spill_loads']} | {f['shared_bytes']} |")
     return "\n".join(lines)

@@ -8,9 +8,12 @@ the B and C/D figures after it), with groupID = laneid >> 2 and threadID_in_grou
   B (32 x 8, col): b_i (i = 0..7; register i // 4) at row = threadID_in_group * 4 + (i & 3) (+ 16 for
       i >= 4), col = groupID;
   C / D (16 x 8, s32): c_i (i = 0..3) at row = groupID (+ 8 for i >= 2), col = threadID_in_group * 2 + (i & 1).
+and section 9.7.14.5.15 "ldmatrix" (.m8n8 .x4 .b16): lanes 8 q .. 8 q + 7 give the addresses of
+the 8 rows (16 bytes each) of matrix q; lane l receives in register q the 32 bits at b16
+columns 2 (l % 4), 2 (l % 4) + 1 of row l // 4 of matrix q.
 The functions below are those formulas; the emulations are the kernel's code, line for line
-(load_tile, the fragment loads from the shared rows, frag_row / frag_col, unpack8_int4 with
-__byte_perm and __vsub4 as the CUDA Math API defines them, planar3_code).
+(issue_tile's row and byte choice, unpack_tile, the ldmatrix row addresses, frag_row / frag_col,
+unpack8_int4 with __byte_perm and __vsub4 as the CUDA Math API defines them, planar3_code).
 """
 
 import numpy as np
@@ -73,79 +76,103 @@ def int8s(word):
     return [((word >> (8 * n)) & 0xFF) - (256 if (word >> (8 * n)) & 0x80 else 0) for n in range(4)]
 
 
-def load_tile(packed, bits, row0, kt, rows_total):
-    """load_tile<BITS>: the 128 threads' stores of rows [row0, row0 + 64) of K tile kt into dst[64][SROW]."""
+RAW_WORDS = {4: 4, 3: 3}
+BM = BN = 128
+
+
+def issue_and_unpack(packed, bits, row0, kt, rows_total, kt_total):
+    """issue_tile (thread r copies row row0 + r of K tile kt: bytes kt * 4 RAW_WORDS .. + 4 RAW_WORDS, zeros past
+    the rows or tiles) then unpack_tile (the same thread writes words 0..7 of int8 row r): dst[BM][SROW]."""
     words = packed.view("<u4")
-    dst = np.full((64, SROW), -1, dtype=np.int64)  # -1: never written (pad words stay unread)
-    for tid in range(128):
+    dst = np.full((BM, SROW), -1, dtype=np.int64)  # -1: never written (pad words are never read either)
+    rw = RAW_WORDS[bits]
+    for r in range(BM):
+        valid = row0 + r < rows_total and kt < kt_total
+        raw = [int(v) for v in words[row0 + r, kt * rw:kt * rw + rw]] if valid else [0] * rw
+        out = []
         if bits == 4:
-            for rep in range(2):
-                r, w = tid // 4 + rep * 32, tid % 4
-                lo = hi = 0
-                if row0 + r < rows_total:
-                    lo, hi = unpack8_int4(int(words[row0 + r, kt * 4 + w]))
-                dst[r, 2 * w], dst[r, 2 * w + 1] = lo, hi
+            for v in raw:
+                out.extend(unpack8_int4(v))
         else:
-            r, h = tid // 2, tid % 2
-            out = [0, 0, 0, 0]
-            if row0 + r < rows_total:
-                w0, w1, w2 = (int(v) for v in words[row0 + r, kt * 3:kt * 3 + 3])
-                for q in range(4):
-                    j = 16 * h + 4 * q
-                    out[q] = pack4_int8(*(planar3_code(w0, w1, w2, j + e, True) for e in range(4)))
-            for q in range(4):
-                dst[r, 4 * h + q] = out[q]
+            for q in range(8):
+                out.append(pack4_int8(*(planar3_code(*raw, 4 * q + e, True) for e in range(4))))
+        dst[r, :8] = out
     return dst
 
 
-@given(bits=st.sampled_from([3, 4]), rows=st.integers(1, 70), tiles=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
-def test_load_tile_puts_codes_4j_to_4j_plus_3_in_word_j(bits, rows, tiles, seed):
+def ldmatrix_x4(smem, rows_of, words_of):
+    """PTX ldmatrix .x4 .b16 on int8 rows of SROW words: lane l gives row rows_of(l), word offset words_of(l);
+    returns regs[lane][q] (32-bit words) as the PTX ISA distributes them."""
+    addr = [(rows_of(lane), words_of(lane)) for lane in range(32)]
+    regs = [[0] * 4 for _ in range(32)]
+    for q in range(4):
+        rows = addr[8 * q:8 * q + 8]  # the 8 row addresses of matrix q
+        for lane in range(32):
+            r, w = rows[lane // 4]
+            regs[lane][q] = int(smem[r, w + lane % 4])  # b16 columns 2 (l % 4), +1 = 32-bit word l % 4
+    return regs
+
+
+@given(bits=st.sampled_from([3, 4]), rows=st.integers(1, 140), tiles=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_unpacked_tile_holds_codes_4j_to_4j_plus_3_in_word_j(bits, rows, tiles, seed):
     rng = np.random.default_rng(seed)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     codes = rng.integers(lo, hi, size=(rows, 32 * tiles), endpoint=True)
     packed = host.pack_lowbit_operand(codes, [32 * tiles], bits)
     assert np.array_equal(unpack(packed, host.LOWBIT_LAYOUTS[bits], 32 * tiles, axis=1, signed=True), codes)
-    kt = int(rng.integers(0, tiles))
-    dst = load_tile(packed, bits, 0, kt, rows)
-    for r in range(64):
+    kt = int(rng.integers(0, tiles + 1))  # one past the last tile: zeros (the ring's tail)
+    dst = issue_and_unpack(packed, bits, 0, kt, rows, tiles)
+    for r in range(BM):
         for j in range(8):
-            want = list(codes[r, 32 * kt + 4 * j:32 * kt + 4 * j + 4]) if r < rows else [0, 0, 0, 0]
+            real = r < rows and kt < tiles
+            want = list(codes[r, 32 * kt + 4 * j:32 * kt + 4 * j + 4]) if real else [0, 0, 0, 0]
             assert int8s(int(dst[r, j])) == want, (r, j)
-        assert np.all(dst[r, 8:] == -1)  # the 4 pad words are never written (nor read: see below)
+        assert np.all(dst[r, 8:] == -1)
 
 
-def test_fragment_loads_give_the_ptx_fragments_and_the_mma_product():
-    """As[r][t], As[r + 8][t], As[r][t + 4], As[r + 8][t + 4] and Ws[nr][t], Ws[nr][t + 4] (the kernel's loads)
-    hold exactly the elements the PTX ISA assigns to a0..a15 and b0..b7; the D fragment assembled by
-    ptx_c then equals A @ B^T, and frag_row / frag_col (host twins) are ptx_c."""
+def test_ldmatrix_loads_give_the_ptx_fragments_and_the_mma_product():
+    """The kernel's ldmatrix row addresses (a_row, a_word, b_row, b_word) give exactly the elements the PTX ISA
+    assigns to a0..a15 and b0..b7 of every m16n8k32 tile of every warp's 64 x 32 block; the D fragment
+    assembled by ptx_c equals A @ W^T, and frag_row / frag_col are ptx_c."""
     rng = np.random.default_rng(5)
-    a = rng.integers(-8, 7, size=(64, 32), endpoint=True)
-    w = rng.integers(-8, 7, size=(64, 32), endpoint=True)
-    As = load_tile(host.pack_lowbit_operand(a, [32], 4), 4, 0, 0, 64)
-    Ws = load_tile(host.pack_lowbit_operand(w, [32], 4), 4, 0, 0, 64)
-    for warp in range(4):
-        wm, wn = (warp // 2) * 32, (warp % 2) * 32
-        for i in range(2):
+    a = rng.integers(-8, 7, size=(BM, 32), endpoint=True)
+    w = rng.integers(-8, 7, size=(BN, 32), endpoint=True)
+    As = issue_and_unpack(host.pack_lowbit_operand(a, [32], 4), 4, 0, 0, BM, 1)
+    Ws = issue_and_unpack(host.pack_lowbit_operand(w, [32], 4), 4, 0, 0, BN, 1)
+    for warp in range(8):
+        wm, wn = (warp // 4) * 64, (warp % 4) * 32
+        bf = [[0, 0] for _ in range(4)]
+        for jj in (0, 2):
+            regs = ldmatrix_x4(Ws, lambda lane, jj=jj, wn=wn: wn + 8 * (lane // 16) + lane % 8 + 8 * jj,
+                               lambda lane: 4 * ((lane // 8) % 2))
+            for j in (jj, jj + 1):  # registers 0, 1: b0, b1 of n-tile jj; 2, 3: of jj + 1
+                bf[j] = [[regs[lane][2 * (j - jj)], regs[lane][2 * (j - jj) + 1]] for lane in range(32)]
+        for i in range(4):
+            af = ldmatrix_x4(As, lambda lane, i=i, wm=wm: wm + lane % 8 + 8 * ((lane // 8) % 2) + 16 * i,
+                             lambda lane: 4 * (lane // 16))
             for j in range(4):
+                tile = a[wm + 16 * i:wm + 16 * i + 16] @ w[wn + 8 * j:wn + 8 * j + 8].T
                 d = np.zeros((16, 8), dtype=np.int64)
                 for lane in range(32):
                     g, t = lane >> 2, lane % 4
-                    r, nr = wm + 16 * i + g, wn + 8 * j + g
-                    regs_a = [As[r, t], As[r + 8, t], As[r, t + 4], As[r + 8, t + 4]]
-                    regs_b = [Ws[nr, t], Ws[nr, t + 4]]
                     for e in range(16):
                         row, col = ptx_a(lane, e)
-                        assert int8s(int(regs_a[e // 4]))[e % 4] == a[wm + 16 * i + row, col]
+                        assert int8s(af[lane][e // 4])[e % 4] == a[wm + 16 * i + row, col], (warp, i, lane, e)
                     for e in range(8):
                         k, col = ptx_b(lane, e)
-                        assert int8s(int(regs_b[e // 4]))[e % 4] == w[wn + 8 * j + col, k]
-                    tile = a[wm + 16 * i:wm + 16 * i + 16] @ w[wn + 8 * j:wn + 8 * j + 8].T
+                        assert int8s(bf[j][lane][e // 4])[e % 4] == w[wn + 8 * j + col, k], (warp, j, lane, e)
                     for e in range(4):
                         row, col = ptx_c(lane, e)
                         d[row, col] = tile[row, col]
                         # lowbit_gemm.cu frag_row(i, g, e) = 16 i + g + 8 (e / 2); frag_col(j, t, e) = 8 j + 2 t + e % 2
                         assert (16 * i + g + 8 * (e // 2), 8 * j + 2 * t + e % 2) == (16 * i + row, 8 * j + col)
-                assert np.array_equal(d, a[wm + 16 * i:wm + 16 * i + 16] @ w[wn + 8 * j:wn + 8 * j + 8].T)
+                assert np.array_equal(d, tile)
+
+
+def test_warps_tile_the_block_once():
+    cells = {(wm + r, wn + c) for warp in range(8) for wm, wn in [((warp // 4) * 64, (warp % 4) * 32)]
+             for r in range(64) for c in range(32)}
+    assert cells == {(r, c) for r in range(BM) for c in range(BN)}
 
 
 def test_ptx_fragments_cover_each_element_once():
@@ -157,12 +184,15 @@ def test_ptx_fragments_cover_each_element_once():
     assert c_cells == [(r, c) for r in range(16) for c in range(8)]
 
 
-def test_fragment_loads_are_bank_conflict_free():
-    """Row stride 12 words: the 32 lanes' As[r][t] (r = base + g) fall in 32 distinct banks, for every word offset."""
-    for base in (0, 8, 16, 24, 32, 48):
-        for off in (0, 4):
-            banks = {((base + (lane >> 2)) * SROW + (lane % 4) + off) % 32 for lane in range(32)}
-            assert len(banks) == 32
+def test_shared_memory_accesses_are_bank_conflict_free():
+    """Row stride SROW = 12 words. ldmatrix reads 8 rows of 16 bytes per phase, unpack_tile writes 16 bytes per lane
+    (8 lanes per phase), at rows r0 .. r0 + 7: their 4-word groups must fall in 8 distinct bank groups."""
+    for r0 in range(0, 128, 8):
+        for word in (0, 4):
+            groups = {((r0 + r) * SROW + word) % 32 // 4 for r in range(8)}
+            assert len(groups) == 8
+    # the packed ring: int4 rows of 16 bytes (LDS.128, 8 lanes contiguous), int3 rows of 3 words (LDS.32)
+    assert len({(3 * r + 1) % 32 for r in range(32)}) == 32
 
 
 def test_unpack_helpers_match_refsim_layouts_exhaustively():
@@ -195,3 +225,37 @@ def test_cluster_padding_keeps_tiles_inside_clusters(sizes, seed):
         assert np.all(cid[32 * kt:32 * kt + 32] == c)
         real = src[32 * kt:32 * kt + 32] >= 0
         assert not np.any(np.diff(real.astype(int)) > 0)  # real codes, then padding
+
+
+def _source_defines():
+    import re
+
+    from cukernels.compile import KERNEL_DIR
+
+    text = (KERNEL_DIR / "lowbit_gemm.cu").read_text()
+    return {k: int(v) for k, v in re.findall(r"^#define (\w+) (\d+)", text, flags=re.M)}
+
+
+def test_the_emulations_use_the_kernels_constants():
+    d = _source_defines()
+    assert (d["BM"], d["BN"], d["BK"], d["SROW"], d["THREADS"]) == (BM, BN, 32, SROW, host.GEMM_THREADS)
+    assert (host.GEMM_BLOCK_M, host.GEMM_BLOCK_N, host.GEMM_GROUP_M) == (d["BM"], d["BN"], d["GROUP_M"])
+    assert d["THREADS"] == BM + BN  # issue_tile / unpack_tile: one thread per row of A and of W
+
+
+def test_cp_async_ring_schedule_never_reads_an_unlanded_or_overwritten_slot():
+    """The loop's order: wait_group(STAGES - 2), barrier, unpack slot kt % STAGES, barrier, issue tile
+    kt + STAGES - 1 into slot (kt + STAGES - 1) % STAGES, commit (one group per tile, empty past KT)."""
+    stages = _source_defines()["STAGES"]
+    for kt_total in range(1, 14):
+        slot_tile, groups = {}, []
+        for s in range(stages - 1):
+            slot_tile[s] = s
+            groups.append(s)
+        for kt in range(kt_total):
+            landed = groups[:len(groups) - (stages - 2)]  # wait_group N: all but the newest N groups are complete
+            assert kt in landed and slot_tile[kt % stages] == kt
+            nxt = kt + stages - 1
+            assert slot_tile.get(nxt % stages, -1) <= kt - 1  # the slot overwritten was consumed already
+            slot_tile[nxt % stages] = nxt
+            groups.append(nxt)

@@ -97,17 +97,18 @@ def test_grids_past_the_old_grid_y_limits(launch):
     got = launch.sdr_gemm(a_codes=cp.asarray(pac), a_flags=cp.asarray(paf), w_codes=cp.asarray(pwc),
                           w_flags=cp.asarray(pwf), k=16, group_size=16).get()
     assert np.array_equal(got, np.asarray(want, dtype=np.int64))
-    m = 4_194_241 + 63
-    a = rng.integers(-8, 7, size=(m, 32), endpoint=True, dtype=np.int8)
+    m = 65535 * host.GEMM_BLOCK_M + 63  # past 65535 row tiles (the old kernel's limit was 4,194,240)
+    base = rng.integers(-8, 7, size=(1000, 32), endpoint=True)  # 1000 distinct rows, tiled over M
     w = rng.integers(-8, 7, size=(2, 32), endpoint=True)
+    reps = -(-m // 1000)
+    a_packed = np.tile(host.pack_lowbit_operand(base, [32], 4), (reps, 1))[:m]
     z = np.array([3], np.int32)
     prep = host.prepare_lowbit_weights(w, [32], 4)
-    isums, y = launch.lowbit_gemm(a_packed=cp.asarray(host.pack_lowbit_operand(a, [32], 4)),
-                                  w_packed=cp.asarray(prep["w_packed"]), a_zero=cp.asarray(z),
-                                  w_colsum=cp.asarray(prep["w_colsum"]),
+    isums, y = launch.lowbit_gemm(a_packed=cp.asarray(a_packed), w_packed=cp.asarray(prep["w_packed"]),
+                                  a_zero=cp.asarray(z), w_colsum=cp.asarray(prep["w_colsum"]),
                                   cluster_offsets=cp.asarray(prep["cluster_offsets"]),
                                   scale_a=cp.ones(1, cp.float32), scale_w=cp.ones(2, cp.float32), bits=4)
-    want = ((a.astype(np.int64) - 3) @ w.T).astype(np.int32)
+    want = np.tile(((base - 3) @ w.T).astype(np.int32), (reps, 1))[:m]
     assert np.array_equal(isums.get()[0], want)
 
 

@@ -114,7 +114,8 @@ def test_grouped_order_walks_group_rows_first():
 
 def test_grids_past_the_old_grid_y_limits():
     """M beyond 65535 tiles (gridDim.y) launches on gridDim.x; beyond 2^31 - 1 blocks is refused."""
-    g, _ = host.lowbit_gemm_grid(4_194_241, 64)
+    rows = 65535 * host.GEMM_BLOCK_M + 1  # one row past 65535 tiles on gridDim.y
+    g, _ = host.lowbit_gemm_grid(rows, 64)
     assert g == (65536, 1, 1)
     g, _ = host.sdr_gemm_grid(1_048_561, 16)
     assert g == (65536, 1, 1)
