@@ -100,3 +100,39 @@ def test_event_timer_takes_the_median_per_inner_call():
     t = bench.event_time(lambda: calls.append(1), repeat=3, inner=4,
                          events=lambda: (Ev(), Ev(), lambda a, b: b.t - a.t))
     assert t == 2.0 / 4 and len(calls) == 3 + 3 * 4
+
+
+def test_the_multi_process_campaign_runs_numpy_kernels_and_catches_a_bug():
+    """The orchestration of `make gpu-campaign` (spawned workers, deadline, queue, counts), rehearsed on CPU
+    with the numpy kernels of tests/test_harness.py: a correct kernel passes; a crashing kernel, a kernel
+    that cannot be loaded and a wrong one each fail their target with a report."""
+    res = campaign.run_campaign(6, 4, chunk=5, xp="numpy", targets=("sdr_gemm", "sdr_encode", "wxa16", "ln_quant"),
+                                kernels={"sdr_gemm": "test_harness:_sdr_gemm_numpy",
+                                         "sdr_encode": "test_cukernels_report:_raises",
+                                         "wxa16": "nosuch_module_xyz:f",
+                                         "ln_quant": "test_cukernels_report:_off_by_one"})
+    assert res["_lost_workers"] == 0
+    assert res["sdr_gemm"]["cases"] >= 5 and res["sdr_gemm"]["failing"] == 0
+    assert res["sdr_encode"]["failing"] == 1
+    assert "crashed: the kernel raised TypeError" in res["sdr_encode"]["reports"][0]
+    assert res["wxa16"]["failing"] == 1 and "worker 0 of wxa16 failed: UsageError" in res["wxa16"]["reports"][0]
+    assert res["ln_quant"]["failing"] == 1
+    assert not campaign.campaign_ok(res, min_cases=1)
+    bad = campaign.run_campaign(2, 5, chunk=5, xp="numpy", targets=("sdr_gemm",),
+                                kernels={"sdr_gemm": "test_cukernels_report:_off_by_one"})
+    assert bad["sdr_gemm"]["workers"] == 5 and bad["sdr_gemm"]["failing"] >= 1
+    assert "bit difference" in bad["sdr_gemm"]["reports"][0]
+
+
+def _raises(**kw):
+    raise TypeError("bad operand")
+
+
+def _off_by_one(**kw):
+    """The right SDR GEMM plus one in every output (as the sdr_gemm target); anything else for another target."""
+    from test_harness import _sdr_gemm_numpy
+
+    if "out" not in kw:
+        return None  # leaves the poisoned outputs: every element mismatches
+    _sdr_gemm_numpy(**kw)
+    kw["out"] += 1
