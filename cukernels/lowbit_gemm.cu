@@ -106,10 +106,11 @@ __device__ __forceinline__ void unpack_tile(const u32 (*raw)[2][BM][RAW_WORDS(BI
         unpack8_int4(v.w, out[6], out[7]);
     } else {
         const u32 w0 = src[0], w1 = src[1], w2 = src[2];
+        // codes 8 o .. 8 o + 7: low fields in bits 16 (o % 2) .. of w0 (o < 2) or w1, high bits 8 o .. of w2
 #pragma unroll
-        for (int q = 0; q < 8; ++q)
-            out[q] = pack4_int8(planar3_code(w0, w1, w2, 4 * q, true), planar3_code(w0, w1, w2, 4 * q + 1, true),
-                                planar3_code(w0, w1, w2, 4 * q + 2, true), planar3_code(w0, w1, w2, 4 * q + 3, true));
+        for (int o = 0; o < 4; ++o)
+            unpack8_int4(planar3_to_int4x8((o < 2 ? w0 : w1) >> (16 * (o % 2)), w2 >> (8 * o)), out[2 * o],
+                         out[2 * o + 1]);
     }
     *(uint4 *)&dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
     *(uint4 *)&dst[4] = make_uint4(out[4], out[5], out[6], out[7]);

@@ -13,7 +13,8 @@ the 8 rows (16 bytes each) of matrix q; lane l receives in register q the 32 bit
 columns 2 (l % 4), 2 (l % 4) + 1 of row l // 4 of matrix q.
 The functions below are those formulas; the emulations are the kernel's code, line for line
 (issue_tile's row and byte choice, unpack_tile, the ldmatrix row addresses, frag_row / frag_col,
-unpack8_int4 with __byte_perm and __vsub4 as the CUDA Math API defines them, planar3_code).
+unpack8_int4 with __byte_perm and __vsub4 as the CUDA Math API defines them, planar3_to_int4x8);
+planar3_code is a scalar decoder written from the int3_planar layout, to check them against.
 """
 
 import numpy as np
@@ -62,14 +63,24 @@ def unpack8_int4(word):
 
 
 def planar3_code(w0, w1, w2, j, is_signed):
-    """common.cuh planar3_code, as written."""
+    """Code j of an int3_planar block, scalar, from the layout's definition (the reference decoder)."""
     low = ((w0 if j < 16 else w1) >> (2 * (j & 15))) & 3
     v = low | (((w2 >> j) & 1) << 2)
     return ((v ^ 4) - 4) if is_signed else v
 
 
-def pack4_int8(a, b, c, d):
-    return (a & 0xFF) | ((b & 0xFF) << 8) | ((c & 0xFF) << 16) | ((d & 0xFF) << 24)
+def planar3_to_int4x8(low16, high8):
+    """common.cuh planar3_to_int4x8, as written."""
+    v = low16 & 0xFFFF
+    v = (v | (v << 8)) & 0x00FF00FF
+    v = (v | (v << 4)) & 0x0F0F0F0F
+    v = (v | (v << 2)) & 0x33333333
+    h = high8 & 0xFF
+    h = (h | (h << 12)) & 0x000F000F
+    h = (h | (h << 6)) & 0x03030303
+    h = (h | (h << 3)) & 0x11111111
+    nib = v | (h << 2)
+    return (nib | ((nib & 0x44444444) << 1)) & 0xFFFFFFFF
 
 
 def int8s(word):
@@ -94,8 +105,9 @@ def issue_and_unpack(packed, bits, row0, kt, rows_total, kt_total):
             for v in raw:
                 out.extend(unpack8_int4(v))
         else:
-            for q in range(8):
-                out.append(pack4_int8(*(planar3_code(*raw, 4 * q + e, True) for e in range(4))))
+            w0, w1, w2 = raw
+            for o in range(4):
+                out.extend(unpack8_int4(planar3_to_int4x8((w0 if o < 2 else w1) >> (16 * (o % 2)), w2 >> (8 * o))))
         dst[r, :8] = out
     return dst
 
@@ -204,13 +216,18 @@ def test_unpack_helpers_match_refsim_layouts_exhaustively():
             want = [0] * 8
             want[pos] = v - 16 if v >= 8 else v
             assert got == want
-    # every 3-bit code at every position of an int3_planar block
+    # every 3-bit code at every position of an int3_planar block, through both decoders
     for v in range(8):
         for j in range(32):
             codes = np.zeros((1, 32), dtype=np.int64)
             codes[0, j] = v - 8 if v >= 4 else v
             w0, w1, w2 = (int(x) for x in host.pack_lowbit_operand(codes, [32], 3).view("<u4")[0])
             assert [planar3_code(w0, w1, w2, i, True) for i in range(32)] == list(codes[0])
+            fast = []
+            for o in range(4):
+                lo, hi = unpack8_int4(planar3_to_int4x8((w0 if o < 2 else w1) >> (16 * (o % 2)), w2 >> (8 * o)))
+                fast.extend(int8s(lo) + int8s(hi))
+            assert fast == list(codes[0])
 
 
 @given(sizes=st.lists(st.integers(1, 70), min_size=1, max_size=5), seed=st.integers(0, 2**32 - 1))
