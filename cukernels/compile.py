@@ -59,10 +59,24 @@ def _nvidia_wheel_includes() -> list[Path]:
     return out
 
 
+def _cupy_bundled_includes() -> list[Path]:
+    """cupy's own copies of the CUDA fp16 headers (for machines with no toolkit), newest CUDA first."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("cupy")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.origin:
+        return []
+    root = Path(spec.origin).parent / "_core" / "include" / "cupy" / "_cuda"
+    return sorted(root.glob("cuda-*"), reverse=True)
+
+
 def cuda_include_dirs(*, env=None, nvcc=None, cupy_path=None, wheel_dirs=None) -> list[str]:
     """Folders that hold ``cuda_fp16.h``, best first: cupy's CUDA path, ``CUDA_PATH`` / ``CUDA_HOME``,
     the folder above the real ``nvcc`` (symlinks and wrapper scripts resolved by looking beside
-    ``bin``), ``/usr/local/cuda``, the nvidia-* wheels. NVRTC does not always search them itself
+    ``bin``), ``/usr/local/cuda``, the nvidia-* wheels, then cupy's bundled fp16 headers. NVRTC does not always search them itself
     (issue 15: a bare NVRTC fails on ``#include <cuda_fp16.h>``), so the launchers pass each as ``-I``.
     The keyword arguments replace what is looked up, for the tests.
     """
@@ -84,6 +98,8 @@ def cuda_include_dirs(*, env=None, nvcc=None, cupy_path=None, wheel_dirs=None) -
         cands.append(r / "include")
         cands.extend(sorted((r / "targets").glob("*/include")))
     cands.extend(_nvidia_wheel_includes() if wheel_dirs is None else [Path(d) for d in wheel_dirs])
+    if wheel_dirs is None:
+        cands.extend(_cupy_bundled_includes())
     out: list[str] = []
     for c in cands:
         if (c / "cuda_fp16.h").is_file() and str(c.resolve()) not in out:
