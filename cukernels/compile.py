@@ -76,8 +76,9 @@ def _cupy_bundled_includes() -> list[Path]:
 def cuda_include_dirs(*, env=None, nvcc=None, cupy_path=None, wheel_dirs=None) -> list[str]:
     """Folders that hold ``cuda_fp16.h``, best first: cupy's CUDA path, ``CUDA_PATH`` / ``CUDA_HOME``,
     the folder above the real ``nvcc`` (symlinks and wrapper scripts resolved by looking beside
-    ``bin``), ``/usr/local/cuda``, the nvidia-* wheels, then cupy's bundled fp16 headers. NVRTC does not always search them itself
-    (issue 15: a bare NVRTC fails on ``#include <cuda_fp16.h>``), so the launchers pass each as ``-I``.
+    ``bin``), ``/usr/local/cuda``, the nvidia-* wheels, then cupy's bundled fp16 headers. NVRTC does
+    not always search them itself (issue 15: a bare NVRTC fails on ``#include <cuda_fp16.h>``), so the
+    launchers pass each as ``-I``.
     The keyword arguments replace what is looked up, for the tests.
     """
     env = os.environ if env is None else env
