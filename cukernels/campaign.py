@@ -39,7 +39,7 @@ CASE_COST = {"lowbit_gemm": 6, "ln_quant": 2, "sdr_encode": 2, "sdr_gemm": 2, "w
 BIT_EXACT = ("lowbit_gemm", "ln_quant", "sdr_encode", "sdr_gemm")
 MIN_CASES = 10_000
 # Shares of the budget: tests, campaign, benchmark (the rest is start-up and the report).
-PLAN = {"tests": 0.15, "campaign": 0.45, "bench": 0.30}
+PLAN = {"tests": 0.22, "campaign": 0.50, "bench": 0.18}
 
 
 def assign_workers(workers: int, targets=tuple(CASE_COST)) -> dict[str, int]:
