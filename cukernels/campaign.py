@@ -88,12 +88,15 @@ def _worker(target: str, index: int, deadline: float, queue, chunk: int, xp: str
                    "failures": [f"worker {index} of {target} failed: {type(exc).__name__}: {exc}"]})
 
 
-def run_campaign(seconds: float, workers: int, chunk: int = 100, *, xp="cupy", kernels=None, targets=None) -> dict:
+def run_campaign(seconds: float, workers: int, chunk: int = 100, *, xp="cupy", kernels=None, targets=None,
+                 grace: float | None = None) -> dict:
     """{target: {"cases", "failing", "reports", "workers"}} of a time-boxed multi-process campaign.
 
     ``kernels`` maps a target to a ``module:function`` kernel (default: the built-in launcher);
     ``targets`` restricts the campaign (default: every target). With ``xp="numpy"`` and numpy
-    kernels it runs on any machine (the tests rehearse it so)."""
+    kernels it runs on any machine (the tests rehearse it so). Workers still running ``grace``
+    seconds after the deadline (default: min(30, a quarter of the campaign + 5)) are stopped and
+    counted as lost."""
     targets = tuple(targets or CASE_COST)
     ctx = mp.get_context("spawn")  # CUDA contexts do not survive fork
     queue = ctx.Queue()
@@ -108,7 +111,8 @@ def run_campaign(seconds: float, workers: int, chunk: int = 100, *, xp="cupy", k
     results: dict = {t: {"cases": 0, "failing": 0, "reports": [], "workers": 0} for t in targets}
     got = 0
     # a worker finishes its last chunk after the deadline; give it some grace, then stop waiting
-    while got < len(procs) and time.time() < deadline + min(30.0, 0.25 * seconds + 5):
+    grace = min(30.0, 0.25 * seconds + 5) if grace is None else grace
+    while got < len(procs) and time.time() < deadline + grace:
         try:
             r = queue.get(timeout=1.0)
         except Exception:

@@ -106,7 +106,8 @@ def test_the_multi_process_campaign_runs_numpy_kernels_and_catches_a_bug():
     """The orchestration of `make gpu-campaign` (spawned workers, deadline, queue, counts), rehearsed on CPU
     with the numpy kernels of tests/test_harness.py: a correct kernel passes; a crashing kernel, a kernel
     that cannot be loaded and a wrong one each fail their target with a report."""
-    res = campaign.run_campaign(6, 4, chunk=5, xp="numpy", targets=("sdr_gemm", "sdr_encode", "wxa16", "ln_quant"),
+    res = campaign.run_campaign(3, 4, chunk=5, xp="numpy", grace=300,
+                                targets=("sdr_gemm", "sdr_encode", "wxa16", "ln_quant"),
                                 kernels={"sdr_gemm": "test_harness:_sdr_gemm_numpy",
                                          "sdr_encode": "test_cukernels_report:_raises",
                                          "wxa16": "nosuch_module_xyz:f",
@@ -118,7 +119,7 @@ def test_the_multi_process_campaign_runs_numpy_kernels_and_catches_a_bug():
     assert res["wxa16"]["failing"] == 1 and "worker 0 of wxa16 failed: UsageError" in res["wxa16"]["reports"][0]
     assert res["ln_quant"]["failing"] == 1
     assert not campaign.campaign_ok(res, min_cases=1)
-    bad = campaign.run_campaign(2, 5, chunk=5, xp="numpy", targets=("sdr_gemm",),
+    bad = campaign.run_campaign(1, 5, chunk=5, xp="numpy", grace=300, targets=("sdr_gemm",),
                                 kernels={"sdr_gemm": "test_cukernels_report:_off_by_one"})
     assert bad["sdr_gemm"]["workers"] == 5 and bad["sdr_gemm"]["failing"] >= 1
     assert "bit difference" in bad["sdr_gemm"]["reports"][0]
