@@ -498,3 +498,48 @@ def test_cuda_include_dirs_are_found_from_env_nvcc_and_wheels(tmp_path):
     from cukernels.launch import rawmodule_options
 
     assert rawmodule_options(["/a", "/b"])[-2:] == ("-I/a", "-I/b")
+
+
+@given(g_blocks=st.integers(1, 200), chunks=st.integers(1, 12))
+def test_wxa16_group_tracking_without_division(g_blocks, chunks):
+    """wxa16.cu keeps grp = blk / bpg, rem = blk % bpg for blk = 32 c + lane, advancing by 32 blocks per
+    chunk as step_q = 32 / bpg, step_r = 32 % bpg plus a carry: equal to the division for every lane."""
+    bpg = g_blocks  # group size g = 32 bpg
+    step_q, step_r = 32 // bpg, 32 % bpg
+    for lane in range(32):
+        grp, rem = lane // bpg, lane % bpg
+        for c in range(chunks):
+            if c > 0:
+                grp, rem = grp + step_q, rem + step_r
+                if rem >= bpg:
+                    rem, grp = rem - bpg, grp + 1
+            blk = 32 * c + lane
+            assert (grp, rem) == (blk // bpg, blk % bpg) == ((32 * blk) // (32 * bpg), blk % bpg)
+
+
+def _ln_quant_pack_emulation(codes_row, bits):
+    """ln_quant.cu's packing of one row: per 32-code block b, lane j holds code j; int4: f = (code & 15) << 4 (j & 7),
+    OR over shfl_xor 1, 2, 4, lane with j & 7 == 0 stores word 4 b + j / 8; int3: f = (code & 3) << 2 (j & 15), OR over
+    shfl_xor 1, 2, 4, 8, lanes 0 and 16 store words 3 b, 3 b + 1, lane 0 stores the ballot of bit 2 as word 3 b + 2."""
+    words = []
+    for b in range(len(codes_row) // 32):
+        c = [int(v) for v in codes_row[32 * b:32 * b + 32]]
+        if bits == 4:
+            f = [(c[j] & 15) << (4 * (j & 7)) for j in range(32)]
+            for d in (1, 2, 4):
+                f = [f[j] | f[j ^ d] for j in range(32)]
+            words += [f[j] for j in range(32) if j & 7 == 0]
+        else:
+            f = [(c[j] & 3) << (2 * (j & 15)) for j in range(32)]
+            for d in (1, 2, 4, 8):
+                f = [f[j] | f[j ^ d] for j in range(32)]
+            words += [f[0], f[16], sum(((c[j] >> 2) & 1) << j for j in range(32))]
+    return np.array(words, dtype="<u4").view(np.uint8)
+
+
+@given(bits=st.sampled_from([3, 4]), blocks=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
+def test_ln_quant_shuffle_packing_is_the_refsim_layout(bits, blocks, seed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-(1 << (bits - 1)), (1 << (bits - 1)) - 1, size=(1, 32 * blocks), endpoint=True)
+    want = host.pack_lowbit_operand(codes, [32 * blocks], bits)[0]
+    assert np.array_equal(_ln_quant_pack_emulation(codes[0], bits), want)
