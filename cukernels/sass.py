@@ -169,8 +169,9 @@ def measure(func: Function, kind: str, bits: int) -> dict:
     return fig
 
 
-def compile_and_dump(source: Path, arch: str, out_dir) -> dict[str, Function]:
-    proc = nvcc_compile(source, arch, out_dir, extra=("-Xptxas", "-v"))
+def compile_and_dump(source: Path, arch: str, out_dir, defines=()) -> dict[str, Function]:
+    """Every function of ``source`` compiled for ``arch`` (``-D`` each of ``defines``): SASS and ptxas figures."""
+    proc = nvcc_compile(source, arch, out_dir, extra=("-Xptxas", "-v", *(f"-D{d}" for d in defines)))
     if proc.returncode:
         raise RuntimeError(f"nvcc failed for {source.name} {arch}:\n{proc.stderr}")
     cubin = Path(out_dir) / f"{Path(source).stem}.{arch}.cubin"

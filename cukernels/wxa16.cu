@@ -29,6 +29,10 @@
 // 2 above (the M x WX_CPW accumulators and x registers must fit without spilling).
 #define WX_CPW_OF(M) ((M) <= 4 ? 4 : 2)
 #define WX_KC 1024
+// Blocks per SM ptxas must fit (register budget): 3 for M <= 2 (the GEMV needs many loads in flight),
+// 2 up to M = 4, then 1, which lets the M x WX_CPW accumulators use up to 255 registers (with 2,
+// ptxas capped M = 11 and 15 at 128 registers and spilled).
+#define WX_MIN_BLOCKS(M) ((M) <= 2 ? 3 : (M) <= 4 ? 2 : 1)
 
 // Float index of code position p (0..WX_KC-1) of a chunk row in shared memory.
 __device__ __forceinline__ int wx_swizzle(int p) { return (p & ~31) | ((((p >> 2) & 7) ^ ((p >> 5) & 7)) << 2) | (p & 3); }
@@ -184,12 +188,20 @@ __device__ void wxa16(const __half *__restrict__ x, i64 ldx, const u8 *__restric
 // One kernel per (BITS, M): NVRTC instantiates only the one a launch needs (cupy name
 // expressions "wxa16_kernel<4, 1>"); nvcc (the compile test and cukernels/sass.py) builds these.
 template <int BITS, int M>
-__global__ void __launch_bounds__(WX_THREADS)
+__global__ void __launch_bounds__(WX_THREADS, WX_MIN_BLOCKS(M))
 wxa16_kernel(const __half *x, i64 ldx, const u8 *W, i64 ldw, const __half *scales, i64 lds, const u8 *zeros,
              i64 ldz, int g, float *out, int N, int K) {
     wxa16<BITS, M>(x, ldx, W, ldw, scales, lds, zeros, ldz, g, out, N, K);
 }
 
+#if !defined(__CUDACC_RTC__) && defined(WX_ALL_M)  // every instantiation (the slow SASS test: no spills for any M)
+#define WX_INST(B, M) template __global__ void wxa16_kernel<B, M>(const __half *, i64, const u8 *, i64, const __half *, \
+                                                               i64, const u8 *, i64, int, float *, int, int);
+#define WX_INST_ALL(B) WX_INST(B, 2) WX_INST(B, 3) WX_INST(B, 4) WX_INST(B, 5) WX_INST(B, 6) WX_INST(B, 7) \
+    WX_INST(B, 8) WX_INST(B, 9) WX_INST(B, 10) WX_INST(B, 11) WX_INST(B, 12) WX_INST(B, 13) WX_INST(B, 14) WX_INST(B, 15)
+WX_INST_ALL(4)
+WX_INST_ALL(3)
+#endif
 #ifndef __CUDACC_RTC__
 template __global__ void wxa16_kernel<4, 1>(const __half *, i64, const u8 *, i64, const __half *, i64, const u8 *,
                                             i64, int, float *, int, int);

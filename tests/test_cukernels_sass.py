@@ -76,3 +76,24 @@ def test_lowbit_gemm_instructions_per_imma(figures, label):
 def test_lowbit_gemm_main_loop_uses_ldmatrix_and_cp_async(figures, label):
     f = figures[(label, "sm_90")]
     assert f["ldsm"] == 6 and f["ldgsts"] >= 1 and f["ldg"] == 0, f  # 4 A + 2 B ldmatrix.x4 per K tile
+
+
+@pytest.mark.slow
+def test_no_wxa16_instantiation_spills():
+    """All 32 (BITS, M) instantiations (-DWX_ALL_M), not only the four the default run measures."""
+    import re
+    import tempfile
+
+    from cukernels.compile import KERNEL_DIR
+
+    if sass.tools_missing():
+        pytest.skip("nvcc / cuobjdump / nvdisasm not found")
+    with tempfile.TemporaryDirectory() as tmp:
+        funcs = sass.compile_and_dump(KERNEL_DIR / "wxa16.cu", "sm_90", tmp, defines=("WX_ALL_M",))
+    seen = set()
+    for name, f in funcs.items():
+        bits, m = (int(v) for v in re.search(r"ILi(\d)ELi(\d+)E", name).groups())
+        seen.add((bits, m))
+        assert f.spill_stores == 0 and f.spill_loads == 0, (bits, m, f.registers)
+        assert sass.measure(f, "wxa16", bits)["per_code"] <= 2 * m + 8, (bits, m)
+    assert seen == {(b, m) for b in (3, 4) for m in range(1, 17)}
