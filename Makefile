@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-gpu lint bench docs-plots docs-check docs-check-slow notebooks realmodel clean
+.PHONY: venv demo test test-slow test-gpu lint bench docs-plots docs-check docs-check-slow notebooks realmodel gpu-campaign clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,13 @@ bench: venv
 	$(BIN)/python benchmarks/bench_hwmodel.py
 	$(BIN)/python benchmarks/bench_rptq.py
 	$(BIN)/python benchmarks/bench_kernels.py
+
+# The prepared device run (issue 15): GPU tests, harness campaign, kernel benchmark, figures into
+# docs/benchmarks.md, in one call of at most 8 minutes. Uses the venv when there is one, else python3
+# with PYTHONPATH=. (the GPU machine has cupy-cuda13x, torch, numba, hypothesis and pytest, no .venv).
+GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
+gpu-campaign:
+	PYTHONPATH=. timeout 470 $(GPU_PY) -m cukernels.campaign --budget 420
 
 # The cost-model plots in docs/img (docs/costmodel.md).
 docs-plots: venv

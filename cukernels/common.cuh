@@ -21,16 +21,23 @@ __device__ __forceinline__ void unpack8_int4(u32 word, u32 &lo_codes, u32 &hi_co
     hi_codes = __byte_perm(even, odd, 0x7362);  // codes 4, 5, 6, 7
 }
 
-// int3_planar (one 32-code block: words w0, w1 hold the 2-bit low fields of codes 0..15 and
-// 16..31 at bits 2j, w2 the high bit of code j at bit j). Returns code j, signed or not.
-__device__ __forceinline__ int planar3_code(u32 w0, u32 w1, u32 w2, int j, bool is_signed) {
-    const u32 low = ((j < 16 ? w0 : w1) >> (2 * (j & 15))) & 3u;
-    const int v = (int)(low | (((w2 >> j) & 1u) << 2));
-    return is_signed ? (v ^ 4) - 4 : v;
-}
-
-__device__ __forceinline__ u32 pack4_int8(int a, int b, int c, int d) {
-    return (u32)(a & 0xff) | ((u32)(b & 0xff) << 8) | ((u32)(c & 0xff) << 16) | ((u32)(d & 0xff) << 24);
+// 8 codes of an int3_planar block as one int4_lo_first word of signed nibbles (for unpack8_int4).
+// int3_planar (one 32-code block): words w0, w1 hold the 2-bit low fields of codes 0..15 and
+// 16..31 at bits 2j, w2 the high bit of code j at bit j; here low16 holds the 8 codes' low
+// fields at bits 2i, high8 their high bits at bit i. The fields are
+// spread to nibbles by shift-and-mask (Morton) steps, and a set bit 2 is copied into bit 3, which
+// sign-extends a 3-bit code to 4 bits.
+__device__ __forceinline__ u32 planar3_to_int4x8(u32 low16, u32 high8) {
+    u32 v = low16 & 0xFFFFu;
+    v = (v | (v << 8)) & 0x00FF00FFu;
+    v = (v | (v << 4)) & 0x0F0F0F0Fu;
+    v = (v | (v << 2)) & 0x33333333u;  // low field i at bits 4 i, 4 i + 1
+    u32 h = high8 & 0xFFu;
+    h = (h | (h << 12)) & 0x000F000Fu;
+    h = (h | (h << 6)) & 0x03030303u;
+    h = (h | (h << 3)) & 0x11111111u;  // high bit i at bit 4 i
+    const u32 nib = v | (h << 2);
+    return nib | ((nib & 0x44444444u) << 1);
 }
 
 // One SDR element: sign-magnitude 4-bit field (sign << 3 | r) of base integer x under flag s.

@@ -99,6 +99,10 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def crashed(self) -> bool:
+        return bool(self.failures) and self.failures[-1].error is not None
+
     def format(self, max_lines=10) -> str:
         head = (f"{self.kernel} against target {self.target}: {self.cases_run} cases, "
                 f"{len(self.failures)} failing, campaign seed {self.campaign_seed}, {self.seconds:.1f} s")
@@ -106,9 +110,10 @@ class ValidationReport:
             return head + ": zero mismatches"
         worst = self.failures[-1]  # hypothesis replays its minimal failing example last
         lines = [head, f"minimal failing case: {worst.params.describe()}"]
-        if worst.error:
-            lines.append(f"  error: {worst.error}")
-        lines.append(f"  {worst.mismatch_count} mismatching elements; first {len(worst.mismatches)}:")
+        if worst.error:  # a crash is not a mismatch: nothing was compared
+            lines.append(f"  crashed: the kernel raised {worst.error}")
+        else:
+            lines.append(f"  {worst.mismatch_count} mismatching elements; first {len(worst.mismatches)}:")
         for mm in worst.mismatches[:max_lines]:
             ulp = f", {mm.ulp} ulp" if mm.ulp is not None else ""
             lines.append(f"  {mm.output}{list(mm.index)}: expected {mm.expected!r}, received {mm.received!r}, "
@@ -296,19 +301,29 @@ def _lowbit_case(p: CaseParams) -> Case:
     )
 
 
-def _cluster_sizes_strategy(st, max_k):
+def _cluster_sizes_strategy(st, max_k, max_clusters=5):
     # Sizes deliberately not multiples of the 32-code tile (and sometimes exactly one tile).
     return st.lists(st.one_of(st.integers(1, 45), st.just(host.TILE_K), st.integers(33, 97)),
-                    min_size=1, max_size=5).filter(lambda s: sum(s) <= max_k).map(tuple)
+                    min_size=1, max_size=max_clusters).filter(lambda s: sum(s) <= max_k).map(tuple)
+
+
+def _sometimes_big(st, small, big):
+    """Mostly ``small`` cases (cheap references), one in eight ``big``: cases that span many thread blocks,
+    K tiles or K chunks of the kernels' structure."""
+    return st.sampled_from(range(8)).flatmap(lambda i: big if i == 7 else small)
 
 
 def _lowbit_strategy(st, *, bits=(3, 4), max_mn=80, max_k=256):
-    return st.builds(
-        CaseParams, target=st.just("lowbit_gemm"), m=st.integers(1, max_mn), n=st.integers(1, max_mn),
+    # big: 2 x 2 blocks of 128 x 128 and up to 8 clusters (about 20 K tiles)
+    dims = _sometimes_big(st, st.tuples(st.integers(1, max_mn), st.integers(1, max_mn),
+                                        _cluster_sizes_strategy(st, max_k)),
+                          st.tuples(st.integers(129, 256), st.integers(129, 256), _cluster_sizes_strategy(st, 700, 8)))
+    return dims.flatmap(lambda d: st.builds(
+        CaseParams, target=st.just("lowbit_gemm"), m=st.just(d[0]), n=st.just(d[1]),
         k=st.just(0), seed=st.integers(0, 2 ** 32 - 1), bits=st.sampled_from(bits),
-        cluster_sizes=_cluster_sizes_strategy(st, max_k),
+        cluster_sizes=st.just(d[2]),
         fill=st.sampled_from(["random", "random", "random", "min", "max", "alternating"]),
-        offset=st.integers(0, 5), row_pad=st.integers(0, 7), use_bias=st.booleans())
+        offset=st.integers(0, 5), row_pad=st.integers(0, 7), use_bias=st.booleans()))
 
 
 def _ln_case(p: CaseParams) -> Case:
@@ -407,8 +422,10 @@ def _sdr_gemm_case(p: CaseParams) -> Case:
 
 def _sdr_gemm_strategy(st, *, max_mn=40, max_k=300):
     # base_bits carries the accumulator width here: 64, or narrow ones that wrap.
+    # big: up to 8 x 8 blocks of 16 x 16 outputs
+    dim = _sometimes_big(st, st.integers(1, max_mn), st.integers(100, 128))
     return st.builds(
-        CaseParams, target=st.just("sdr_gemm"), m=st.integers(1, max_mn), n=st.integers(1, max_mn),
+        CaseParams, target=st.just("sdr_gemm"), m=dim, n=dim,
         k=st.integers(1, max_k), seed=st.integers(0, 2 ** 32 - 1), group_size=st.sampled_from(host.SDR_GROUPS),
         base_bits=st.sampled_from([64, 64, 48, 32, 24]), fill=st.sampled_from(["random", "random", "max", "min"]),
         offset=st.integers(0, 5), row_pad=st.integers(0, 7))
@@ -431,9 +448,12 @@ def _wxa16_case(p: CaseParams) -> Case:
 
 
 def _wxa16_strategy(st, *, bits=(3, 4), max_mn=16, max_k=600):
+    # big: K over several 1024-code chunks of x in shared memory, N over several blocks of columns
     return st.builds(
-        CaseParams, target=st.just("wxa16"), m=st.integers(1, max_mn), n=st.integers(1, 70),
-        k=st.integers(1, max_k), seed=st.integers(0, 2 ** 32 - 1), bits=st.sampled_from(bits),
+        CaseParams, target=st.just("wxa16"), m=st.integers(1, max_mn),
+        n=_sometimes_big(st, st.integers(1, 70), st.integers(65, 200)),
+        k=_sometimes_big(st, st.integers(1, max_k), st.integers(1000, 3100)), seed=st.integers(0, 2 ** 32 - 1),
+        bits=st.sampled_from(bits),
         group_size=st.sampled_from([32, 64, 128]), fill=st.sampled_from(["random", "random", "min", "max"]),
         offset=st.integers(0, 5), row_pad=st.integers(0, 7))
 
@@ -486,9 +506,8 @@ def run_case(kernel: Callable, params: CaseParams, *, xp="numpy", max_report=10)
     try:
         got = _normalize_result(kernel(**inputs, **outputs), outputs, mod)
         mod.synchronize()
-    except Exception as exc:  # a kernel that raises on a supported case fails that case
+    except Exception as exc:  # a kernel that raises on a supported case fails that case, as a crash
         res.error = f"{type(exc).__name__}: {exc}"
-        res.mismatch_count = 1
         return res
     for name, exp in case.expected.items():
         if isinstance(exp, tuple):

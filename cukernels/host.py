@@ -22,17 +22,21 @@ from refsim.checks import as_int_array, check_choice, check_range
 from refsim.layouts import get_layout, pack
 
 TILE_K = 32  # codes per mma.sync m16n8k32 step; also one int3_planar block
-GEMM_BLOCK_M = 64
-GEMM_BLOCK_N = 64
-GEMM_THREADS = 128  # 4 warps, each a 32 x 32 sub-tile
+GEMM_BLOCK_M = 128
+GEMM_BLOCK_N = 128
+GEMM_THREADS = 256  # 8 warps, each a 64 x 32 sub-tile
+GEMM_ROW_ALIGN = {4: 16, 3: 4}  # bytes: the GEMM's cp.async copies 16-byte (int4) or 4-byte (int3) pieces
 LOWBIT_LAYOUTS = {4: "int4_lo_first", 3: "int3_planar"}  # activation and weight codes, signed
 WXA16_LAYOUTS = {4: "int4_word32", 3: "int3_planar"}  # GPTQ-style unsigned weight codes
 ZERO_POINT_LIMIT = (1 << 15) - 8  # |z| bound so that a - z stays a 16-bit int_gemm operand
 LN_WARPS_PER_BLOCK = 4
 SDR_ENCODE_THREADS = 128
 SDR_GEMM_BLOCK = (16, 16)
-WXA16_WARPS_PER_BLOCK = 4
+WXA16_WARPS_PER_BLOCK = 8
 WXA16_MAX_M = 16
+WXA16_CHUNK = 1024  # codes of K per shared-memory stage of x: 32 lanes x 32 codes
+GEMM_GROUP_M = 8  # M tiles per group in the block order (L2 reuse of the weight tiles)
+MAX_GRID_X = (1 << 31) - 1  # CUDA's gridDim.x limit (gridDim.y and z stop at 65535)
 SDR_GROUPS = (16, 32)
 SDR_BASE_BITS = (8, 16)
 
@@ -161,10 +165,30 @@ def prepare_lowbit_weights(w_codes, sizes, bits) -> dict:
     }
 
 
+def _linear_grid(tiles: int, what: str) -> int:
+    if tiles > MAX_GRID_X:
+        raise ValueError(f"{what} needs {tiles} thread blocks; allowed: at most {MAX_GRID_X} (CUDA gridDim.x)")
+    return tiles
+
+
 def lowbit_gemm_grid(m: int, n: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(grid, block): one block of GEMM_THREADS per GEMM_BLOCK_M x GEMM_BLOCK_N output tile."""
+    """(grid, block): one block of GEMM_THREADS per GEMM_BLOCK_M x GEMM_BLOCK_N output tile, all tiles on
+    gridDim.x (up to 2^31 - 1; gridDim.y would stop M at 65535 * 64 = 4,194,240 rows).
+    Block t computes the tile ``lowbit_gemm_tile(t, m, n)``."""
     m, n = check_positive(m, name="M"), check_positive(n, name="N")
-    return (ceil_div(n, GEMM_BLOCK_N), ceil_div(m, GEMM_BLOCK_M), 1), (GEMM_THREADS, 1, 1)
+    tiles = ceil_div(m, GEMM_BLOCK_M) * ceil_div(n, GEMM_BLOCK_N)
+    return (_linear_grid(tiles, f"a {m} x {n} GEMM"), 1, 1), (GEMM_THREADS, 1, 1)
+
+
+def lowbit_gemm_tile(t: int, m: int, n: int) -> tuple[int, int]:
+    """(tile_m, tile_n) of block t: the kernel's grouped order (Triton's "grouped ordering"): blocks
+    walk GEMM_GROUP_M tile rows column by column, so that the blocks resident at once share weight
+    tiles and activation tiles in L2. The twin of ``gemm_tile`` in lowbit_gemm.cu (int arithmetic)."""
+    tiles_m, tiles_n = ceil_div(m, GEMM_BLOCK_M), ceil_div(n, GEMM_BLOCK_N)
+    per_group = GEMM_GROUP_M * tiles_n
+    first = (t // per_group) * GEMM_GROUP_M
+    rows = min(tiles_m - first, GEMM_GROUP_M)
+    return first + (t % per_group) % rows, (t % per_group) // rows
 
 
 def check_lowbit_gemm_args(*, a_packed, w_packed, a_zero, w_colsum, cluster_offsets, scale_a, scale_w, bias,
@@ -236,6 +260,37 @@ def ln_quant_plan(perm, sizes) -> dict:
     return {"src_index": orig, "cluster_of": cid, "cluster_offsets": padded_cluster_offsets(s).astype(np.int32)}
 
 
+def check_ln_quant_params(scale, zero, compute_dtype) -> None:
+    """Quantization parameters the fused kernel computes with exactly as refsim.quantize does.
+
+    The kernel converts each scale to the compute dtype (fp16 under the rptq preset): a scale
+    that becomes 0 or infinity there (below about 2^-25 or above 65504 in fp16) would make codes
+    silently, so it is refused as refsim.quantize refuses it. Zero points are limited to
+    |z| <= ZERO_POINT_LIMIT: the kernel clamps x / s to +-2^20 before adding z, which saturates
+    exactly as the unclamped value would only while |z| < 2^20 - 2^bits.
+    """
+    s = np.asarray(_to_host(scale)).astype(np.float64)
+    bad = ~np.isfinite(s) | (s <= 0)
+    cdt = np.float16 if compute_dtype == "float16" else np.float32
+    with np.errstate(over="ignore", under="ignore"):
+        sc = s.astype(np.float32).astype(cdt)
+    bad |= ~np.isfinite(sc) | (sc <= 0)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"scale[{i}] = {float(s[i])!r} is not allowed; allowed: finite and > 0 and representable as "
+                         f"a positive finite {np.dtype(cdt).name} (compute_dtype={compute_dtype!r})")
+    z = np.asarray(_to_host(zero)).astype(np.int64)
+    check_range(z, -ZERO_POINT_LIMIT, ZERO_POINT_LIMIT, name="zero", what="(zero points this kernel supports)")
+
+
+def check_output_alignment(ptr: int, store_bytes: int, *, name) -> None:
+    """A user output buffer must start at a multiple of the kernel's store width (32-bit words for the
+    packed codes): an offset view would fault on the stores."""
+    if store_bytes > 1 and int(ptr) % store_bytes:
+        raise ValueError(f"{name} starts at byte address {int(ptr)}, not a multiple of {store_bytes}; allowed: a "
+                         f"buffer aligned to {store_bytes} bytes (the kernel stores {8 * store_bytes}-bit words)")
+
+
 def ln_quant_grid(m: int):
     m = check_positive(m, name="M")
     return (ceil_div(m, LN_WARPS_PER_BLOCK), 1, 1), (32 * LN_WARPS_PER_BLOCK, 1, 1)
@@ -277,8 +332,18 @@ def sdr_encode_grid(rows: int, k: int, group_size: int):
 
 
 def sdr_gemm_grid(m: int, n: int):
+    """One (16, 16) block per output tile, all tiles on gridDim.x (gridDim.y would stop M at 1,048,560);
+    block t covers rows 16 (t // tiles_n) .., columns 16 (t % tiles_n) .. (``sdr_gemm_tile``)."""
     bx, by = SDR_GEMM_BLOCK
-    return (ceil_div(check_positive(n, name="N"), bx), ceil_div(check_positive(m, name="M"), by), 1), (bx, by, 1)
+    m, n = check_positive(m, name="M"), check_positive(n, name="N")
+    tiles = ceil_div(m, by) * ceil_div(n, bx)
+    return (_linear_grid(tiles, f"an SDR GEMM of {m} x {n}"), 1, 1), (bx, by, 1)
+
+
+def sdr_gemm_tile(t: int, n: int) -> tuple[int, int]:
+    """(tile_m, tile_n) of block t in sdr.cu: row-major over tiles."""
+    tiles_n = ceil_div(n, SDR_GEMM_BLOCK[0])
+    return t // tiles_n, t % tiles_n
 
 
 # --- W4A16 / W3A16 ----------------------------------------------------------------------------
@@ -324,8 +389,60 @@ def check_wxa16_args(*, x, w_packed, scales, zeros, group_size, bits, out):
     return m, n, k, groups
 
 
-def wxa16_grid(n: int):
-    return (ceil_div(check_positive(n, name="N"), WXA16_WARPS_PER_BLOCK), 1, 1), (32 * WXA16_WARPS_PER_BLOCK, 1, 1)
+def check_wxa16_zeros(zeros, bits) -> np.ndarray:
+    """GPTQ zero points 0..2^bits - 1, as the kernel reads them: one byte per group (compact)."""
+    z = np.asarray(_to_host(zeros))
+    check_range(z, 0, (1 << bits) - 1, name="zeros", what=f"(unsigned {bits}-bit GPTQ zero points)")
+    return z.astype(np.uint8)
+
+
+def wxa16_columns_per_warp(m: int) -> int:
+    """Output columns per warp of the (BITS, M) kernel: WX_CPW_OF(M) in wxa16.cu."""
+    return 4 if m <= 4 else 2
+
+
+def wxa16_grid(n: int, m: int = 1):
+    """(grid, block, shared bytes) of the W{b}A16 kernel for M = m: WXA16_WARPS_PER_BLOCK warps of
+    ``wxa16_columns_per_warp(m)`` columns per block; x staged as float32, m x WXA16_CHUNK per block."""
+    n = check_positive(n, name="N")
+    if not 1 <= m <= WXA16_MAX_M:
+        raise ValueError(f"M={m} is not supported; allowed: 1..{WXA16_MAX_M}")
+    cols = WXA16_WARPS_PER_BLOCK * wxa16_columns_per_warp(m)
+    return (ceil_div(n, cols), 1, 1), (32 * WXA16_WARPS_PER_BLOCK, 1, 1), 4 * m * WXA16_CHUNK
+
+
+def wxa16_swizzle(p):
+    """Float index in shared memory of chunk position p (0..WXA16_CHUNK-1): the 16-byte unit
+    (p >> 2) & 7 of each 32-float lane segment XORed with the segment's (p >> 5) & 7
+    (wx_swizzle in wxa16.cu). Lane l reads unit u of its segment at 32 l + 4 (u ^ (l & 7))."""
+    p = np.asarray(p)
+    return (p & ~31) | ((((p >> 2) & 7) ^ ((p >> 5) & 7)) << 2) | (p & 3)
+
+
+def wxa16_lane_positions(lane: int, bits: int) -> np.ndarray:
+    """Chunk positions of the 32 codes lane ``lane`` dequantizes, in the kernel's pair order:
+    int4: word wi, nibble pair j -> codes 8 wi + j and 8 wi + j + 4 (wx_magic_pair, shift 4 j);
+    int3: pair 4 u + e -> codes 4 u + e and 16 + 4 u + e (wx_planar3_pair). Both are 32 l + code."""
+    if bits == 4:
+        order = [c for wi in range(4) for j in range(4) for c in (8 * wi + j, 8 * wi + j + 4)]
+    else:
+        order = [c for u in range(4) for e in range(4) for c in (4 * u + e, 16 + 4 * u + e)]
+    return 32 * lane + np.array(order)
+
+
+def wxa16_magic_pair(word: int, shift: int) -> np.ndarray:
+    """wx_magic_pair: the two fp16 values of ((word >> shift) & 0x000F000F) | 0x64006400 (low half first)."""
+    v = ((int(word) >> shift) & 0x000F000F) | 0x64006400
+    return np.array([v & 0xFFFF, v >> 16], dtype=np.uint16).view(np.float16)
+
+
+def wxa16_planar3_pair(w0: int, w1: int, w2: int, j: int) -> np.ndarray:
+    """wx_planar3_pair: codes j and j + 16 of an int3_planar block as fp16 1024 + q (low half first)."""
+    lo = (int(w0) >> (2 * j)) & 3
+    hi = ((int(w1) >> (2 * j)) & 3) << 16
+    top = ((int(w2) >> j) & 0x00010001) << 2
+    v = lo | hi | top | 0x64006400
+    return np.array([v & 0xFFFF, v >> 16], dtype=np.uint16).view(np.float16)
 
 
 # --- device row layout ------------------------------------------------------------------------

@@ -63,8 +63,10 @@ __device__ __forceinline__ u32 nibble(const u8 *row, int i) { return (row[i / 2]
 extern "C" __global__ void sdr_gemm(const u8 *__restrict__ a_codes, i64 lda, const u8 *__restrict__ a_flags, i64 ldaf,
                                     const u8 *__restrict__ w_codes, i64 ldw, const u8 *__restrict__ w_flags, i64 ldwf,
                                     int M, int N, int K, int g, int acc_bits, i64 *__restrict__ out) {
-    const int n = blockIdx.x * blockDim.x + threadIdx.x;
-    const int m = blockIdx.y * blockDim.y + threadIdx.y;
+    // All tiles on gridDim.x, row-major (host.sdr_gemm_tile): gridDim.y would limit M to 65535 tiles.
+    const int tiles_n = (N + blockDim.x - 1) / blockDim.x;
+    const int n = (blockIdx.x % tiles_n) * blockDim.x + threadIdx.x;
+    const int m = (blockIdx.x / tiles_n) * blockDim.y + threadIdx.y;
     if (m >= M || n >= N) return;
     const u8 *ar = a_codes + (i64)m * lda, *wr = w_codes + (i64)n * ldw;
     const u8 *afr = a_flags + (i64)m * ldaf, *wfr = w_flags + (i64)n * ldwf;

@@ -8,7 +8,7 @@ their formulas.
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cukernels import host, reference
@@ -78,15 +78,49 @@ def test_ln_plan_refuses_a_non_permutation():
 @given(m=st.integers(1, 5000), n=st.integers(1, 5000))
 def test_grids_cover_every_output(m, n):
     grid, block = host.lowbit_gemm_grid(m, n)
-    assert grid[0] * host.GEMM_BLOCK_N >= n > (grid[0] - 1) * host.GEMM_BLOCK_N
-    assert grid[1] * host.GEMM_BLOCK_M >= m > (grid[1] - 1) * host.GEMM_BLOCK_M
-    assert block == (host.GEMM_THREADS, 1, 1)
+    assert grid[0] == host.ceil_div(m, host.GEMM_BLOCK_M) * host.ceil_div(n, host.GEMM_BLOCK_N)
+    assert grid[1:] == (1, 1) and block == (host.GEMM_THREADS, 1, 1)
     g, b = host.ln_quant_grid(m)
     assert g[0] * host.LN_WARPS_PER_BLOCK >= m and b[0] == 32 * host.LN_WARPS_PER_BLOCK
-    g, b = host.wxa16_grid(n)
-    assert g[0] * host.WXA16_WARPS_PER_BLOCK >= n
+    for mm in (1, 4, 5, 16):
+        g, b, shared = host.wxa16_grid(n, mm)
+        cols = host.WXA16_WARPS_PER_BLOCK * host.wxa16_columns_per_warp(mm)
+        assert g[0] * cols >= n > (g[0] - 1) * cols and shared == 4 * mm * host.WXA16_CHUNK
     g, b = host.sdr_gemm_grid(m, n)
-    assert g[0] * b[0] >= n and g[1] * b[1] >= m
+    assert g[0] == host.ceil_div(m, b[1]) * host.ceil_div(n, b[0]) and g[1:] == (1, 1)
+
+
+@given(m=st.integers(1, 2000), n=st.integers(1, 2000))
+def test_gemm_block_order_is_a_bijection_onto_the_tiles(m, n):
+    """lowbit_gemm.cu's gemm_tile (grouped order) and sdr.cu's row-major decode hit every tile once."""
+    grid, _ = host.lowbit_gemm_grid(m, n)
+    tiles = {host.lowbit_gemm_tile(t, m, n) for t in range(grid[0])}
+    tm, tn = host.ceil_div(m, host.GEMM_BLOCK_M), host.ceil_div(n, host.GEMM_BLOCK_N)
+    assert tiles == {(i, j) for i in range(tm) for j in range(tn)}
+    grid, block = host.sdr_gemm_grid(m, n)
+    tiles = {host.sdr_gemm_tile(t, n) for t in range(grid[0])}
+    assert tiles == {(i, j) for i in range(host.ceil_div(m, block[1])) for j in range(host.ceil_div(n, block[0]))}
+
+
+def test_grouped_order_walks_group_rows_first():
+    # 8 tile rows of a group share a weight tile: blocks 0..7 are column 0 of rows 0..7.
+    m, n = 20 * host.GEMM_BLOCK_M, 3 * host.GEMM_BLOCK_N
+    assert [host.lowbit_gemm_tile(t, m, n) for t in range(9)] == [(i, 0) for i in range(8)] + [(0, 1)]
+    # the last group holds the 4 remaining rows
+    first_last = 2 * host.GEMM_GROUP_M * 3
+    assert [host.lowbit_gemm_tile(first_last + t, m, n) for t in range(5)] == [(16, 0), (17, 0), (18, 0), (19, 0),
+                                                                               (16, 1)]
+
+
+def test_grids_past_the_old_grid_y_limits():
+    """M beyond 65535 tiles (gridDim.y) launches on gridDim.x; beyond 2^31 - 1 blocks is refused."""
+    rows = 65535 * host.GEMM_BLOCK_M + 1  # one row past 65535 tiles on gridDim.y
+    g, _ = host.lowbit_gemm_grid(rows, 64)
+    assert g == (65536, 1, 1)
+    g, _ = host.sdr_gemm_grid(1_048_561, 16)
+    assert g == (65536, 1, 1)
+    with pytest.raises(ValueError, match="at most 2147483647"):
+        host.sdr_gemm_grid(1 << 24, 1 << 24)
 
 
 @given(rows=st.integers(1, 100), k=st.integers(1, 2000), gs=st.sampled_from(host.SDR_GROUPS))
@@ -307,3 +341,205 @@ def test_dtype_check_reads_torch_dtypes():
     with pytest.raises(TypeError, match="x must have dtype uint8, got int32"):
         host.check_dtype(torch.zeros(2, dtype=torch.int32), ["uint8"], name="x")
 
+
+
+def test_wxa16_swizzle_is_a_bijection_and_conflict_free():
+    """Each 32-float lane segment is permuted by 16-byte unit; the 128-bit reads of unit u by 8 lanes of a
+    quarter warp (32 l + 4 (u ^ (l & 7))) fall in 8 distinct 4-bank groups (32 banks of 4 bytes)."""
+    p = np.arange(host.WXA16_CHUNK)
+    phys = host.wxa16_swizzle(p)
+    assert sorted(phys.tolist()) == p.tolist()
+    assert np.array_equal(phys // 32, p // 32)  # a lane's data stays in its own segment
+    for lane0 in range(0, 32, 8):
+        for u in range(8):
+            lanes = np.arange(lane0, lane0 + 8)
+            start = host.wxa16_swizzle(32 * lanes + 4 * u)
+            assert np.array_equal(start, 32 * lanes + 4 * (u ^ (lanes & 7)))
+            assert len({int(a) // 4 % 8 for a in start}) == 8
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_wxa16_lane_positions_cover_each_code_once(bits):
+    pos = np.concatenate([host.wxa16_lane_positions(lane, bits) for lane in range(32)])
+    assert sorted(pos.tolist()) == list(range(host.WXA16_CHUNK))
+
+
+def test_wxa16_magic_number_dequantization_is_exact():
+    """fp16 bits 0x6400 | q are 1024 + q, and (1024 + q) - (1024 + z) = q - z exactly: all 16 x 16 (q, z)."""
+    for q in range(16):
+        for z in range(16):
+            h = np.array([0x6400 | q], np.uint16).view(np.float16)[0]
+            zh = np.array([0x6400 | z], np.uint16).view(np.float16)[0]
+            assert float(h) == 1024 + q and float(np.float16(h - zh)) == q - z
+            d = np.float32(np.float16(h - zh))
+            for s in (np.float32(np.float16(0.01)), np.float32(np.float16(6e-8)), np.float32(np.float16(65504))):
+                assert np.float32(d * s) == np.float64(q - z) * np.float64(s)  # fl32((q - z) s) is exact
+
+
+@given(seed=st.integers(0, 2 ** 32 - 1))
+def test_wxa16_unpack_selectors_match_the_layouts(seed):
+    """The kernel's pair selectors read the codes refsim's int4_word32 / int3_planar layouts put there."""
+    rng = np.random.default_rng(seed)
+    for bits in (4, 3):
+        codes = rng.integers(0, (1 << bits) - 1, size=(1, 32), endpoint=True)
+        words = host.prepare_wxa16_weights(codes, bits).view("<u4")[0]
+        order = host.wxa16_lane_positions(0, bits)
+        got = []
+        if bits == 4:
+            for wi in range(4):
+                for j in range(4):
+                    got.extend(host.wxa16_magic_pair(words[wi], 4 * j).astype(np.float64) - 1024)
+        else:
+            for pair in range(16):
+                got.extend(host.wxa16_planar3_pair(*words[:3], 4 * (pair // 4) + pair % 4).astype(np.float64) - 1024)
+        assert np.array_equal(np.array(got), codes[0, order].astype(np.float64))
+
+
+def _wxa16_emulation(x, w_packed, scales, zeros, g, bits):
+    """wxa16.cu's data flow on one column at a time: chunks of 1024 codes, x staged as float32 through the
+    swizzle, lanes over 32 contiguous codes with the pair order and the magic dequantization, FMA chains
+    per lane, the butterfly. Returns float32 (M, N)."""
+    m, k = x.shape
+    n = w_packed.shape[0]
+    kp = host.wxa16_padded_k(k)
+    words = w_packed.view("<u4")
+    out = np.zeros((m, n), np.float32)
+    for col in range(n):
+        acc = np.zeros((m, 32), np.float32)
+        for c0 in range(0, k, host.WXA16_CHUNK):
+            xs = np.zeros((m, host.WXA16_CHUNK), np.float32)
+            p = np.arange(host.WXA16_CHUNK)
+            valid = c0 + p < k
+            xs[:, host.wxa16_swizzle(p[valid])] = x[:, c0 + p[valid]].astype(np.float32)
+            for lane in range(32):
+                blk = c0 // 32 + lane
+                if blk >= kp // 32:
+                    continue
+                grp = 32 * blk // g
+                s = np.float32(scales[col, grp])
+                zh = np.array([0x6400 | int(zeros[col, grp])], np.uint16).view(np.float16)[0]
+                if bits == 4:
+                    w = words[col, 4 * blk:4 * blk + 4]
+                    pairs = [host.wxa16_magic_pair(w[wi], 4 * j) for wi in range(4) for j in range(4)]
+                else:
+                    w = words[col, 3 * blk:3 * blk + 3]
+                    pairs = [host.wxa16_planar3_pair(*w, j) for j in (4 * u + e for u in range(4) for e in range(4))]
+                vals = [np.float32(np.float16(h - zh)) * s for pair in pairs for h in pair]
+                for pos, wv in zip(host.wxa16_lane_positions(lane, bits), vals, strict=True):
+                    xv = xs[:, host.wxa16_swizzle(pos)]
+                    # fmaf through float64 (the product is exact there; the sum may round twice: the
+                    # check is the bound, which holds for any rounding of each step)
+                    acc[:, lane] = (xv.astype(np.float64) * np.float64(wv) + acc[:, lane]).astype(np.float32)
+        for d in (16, 8, 4, 2, 1):
+            acc = (acc + acc[:, np.arange(32) ^ d]).astype(np.float32)
+        out[:, col] = acc[:, 0]
+    return out
+
+
+@given(m=st.integers(1, 3), n=st.integers(1, 3), k=st.integers(1, 2200), bits=st.sampled_from([3, 4]),
+       g=st.sampled_from([32, 96, 128]), seed=st.integers(0, 2 ** 32 - 1))
+@settings(max_examples=12, deadline=None)
+def test_wxa16_kernel_emulation_meets_the_bound(m, n, k, bits, g, seed):
+    """The kernel's own mapping (not the reference's): inside the stated bound on chunked, ragged K."""
+    rng = np.random.default_rng(seed)
+    groups = host.ceil_div(k, g)
+    w = rng.integers(0, (1 << bits) - 1, size=(n, k), endpoint=True)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    scales = (rng.uniform(0.5, 2.0, (n, groups)) * 2.0 ** -6).astype(np.float16)
+    zeros = rng.integers(0, (1 << bits) - 1, size=(n, groups), endpoint=True).astype(np.int32)
+    y, bound = reference.wxa16_reference(x, w, scales, zeros, group_size=g)
+    got = _wxa16_emulation(x, host.prepare_wxa16_weights(w, bits), scales, zeros, g, bits)
+    assert np.all(np.abs(got.astype(np.float64) - y) <= bound)
+    assert np.array_equal(host.check_wxa16_zeros(zeros, bits), zeros.astype(np.uint8))
+
+
+def test_wxa16_zero_points_must_fit_a_byte_of_bits():
+    with pytest.raises(ValueError, match=r"zeros\(0, 1\) = 16 is outside"):
+        host.check_wxa16_zeros(np.array([[0, 16]], np.int32), 4)
+
+
+def test_ln_quant_refuses_scales_that_do_not_fit_fp16_and_big_zero_points():
+    ok = np.array([1e-3, 2.0 ** -24], np.float32)
+    host.check_ln_quant_params(ok, np.array([3, -3], np.int32), "float16")
+    for bad in (2.0 ** -26, 7e4, np.inf, np.nan, 0.0, -1.0):
+        with pytest.raises(ValueError, match=r"scale\[1\] = .* positive finite float16"):
+            host.check_ln_quant_params(np.array([1.0, bad], np.float32), np.zeros(2, np.int32), "float16")
+    host.check_ln_quant_params(np.array([2.0 ** -26], np.float32), np.zeros(1, np.int32), "float32")
+    with pytest.raises(ValueError, match="zero"):
+        host.check_ln_quant_params(np.ones(1, np.float32), np.array([1 << 20], np.int32), "float16")
+
+
+def test_output_alignment_is_checked_for_word_stores():
+    host.check_output_alignment(4096, 4, name="out_packed")
+    host.check_output_alignment(4097, 1, name="out_codes")
+    with pytest.raises(ValueError, match="out_packed starts at byte address 4097, not a multiple of 4"):
+        host.check_output_alignment(4097, 4, name="out_packed")
+
+
+def test_cuda_include_dirs_are_found_from_env_nvcc_and_wheels(tmp_path):
+    from cukernels.compile import cuda_include_dirs
+
+    def root(name):
+        inc = tmp_path / name / "include"
+        inc.mkdir(parents=True)
+        (inc / "cuda_fp16.h").write_text("")
+        return tmp_path / name
+
+    env_root, nvcc_root, wheel = root("env"), root("nvcc"), root("wheel")
+    (nvcc_root / "bin").mkdir()
+    (nvcc_root / "bin" / "nvcc").write_text("")
+    script = tmp_path / "wrapper-nvcc"
+    script.write_text(f'#!/bin/sh\nexec {nvcc_root}/bin/nvcc "$@"\n')
+    got = cuda_include_dirs(env={"CUDA_PATH": str(env_root)}, nvcc=str(script), cupy_path="",
+                            wheel_dirs=[wheel / "include", tmp_path / "missing"])
+    inc = [str((r / "include").resolve()) for r in (env_root, nvcc_root, wheel)]
+    assert got[0] == inc[0] and got.index(inc[1]) < got.index(inc[2])  # env first, the wrapped nvcc, the wheel
+    assert not any("missing" in d for d in got)
+    from cukernels.launch import rawmodule_options
+
+    assert rawmodule_options(["/a", "/b"])[-2:] == ("-I/a", "-I/b")
+
+
+@given(g_blocks=st.integers(1, 200), chunks=st.integers(1, 12))
+def test_wxa16_group_tracking_without_division(g_blocks, chunks):
+    """wxa16.cu keeps grp = blk / bpg, rem = blk % bpg for blk = 32 c + lane, advancing by 32 blocks per
+    chunk as step_q = 32 / bpg, step_r = 32 % bpg plus a carry: equal to the division for every lane."""
+    bpg = g_blocks  # group size g = 32 bpg
+    step_q, step_r = 32 // bpg, 32 % bpg
+    for lane in range(32):
+        grp, rem = lane // bpg, lane % bpg
+        for c in range(chunks):
+            if c > 0:
+                grp, rem = grp + step_q, rem + step_r
+                if rem >= bpg:
+                    rem, grp = rem - bpg, grp + 1
+            blk = 32 * c + lane
+            assert (grp, rem) == (blk // bpg, blk % bpg) == ((32 * blk) // (32 * bpg), blk % bpg)
+
+
+def _ln_quant_pack_emulation(codes_row, bits):
+    """ln_quant.cu's packing of one row: per 32-code block b, lane j holds code j; int4: f = (code & 15) << 4 (j & 7),
+    OR over shfl_xor 1, 2, 4, lane with j & 7 == 0 stores word 4 b + j / 8; int3: f = (code & 3) << 2 (j & 15), OR over
+    shfl_xor 1, 2, 4, 8, lanes 0 and 16 store words 3 b, 3 b + 1, lane 0 stores the ballot of bit 2 as word 3 b + 2."""
+    words = []
+    for b in range(len(codes_row) // 32):
+        c = [int(v) for v in codes_row[32 * b:32 * b + 32]]
+        if bits == 4:
+            f = [(c[j] & 15) << (4 * (j & 7)) for j in range(32)]
+            for d in (1, 2, 4):
+                f = [f[j] | f[j ^ d] for j in range(32)]
+            words += [f[j] for j in range(32) if j & 7 == 0]
+        else:
+            f = [(c[j] & 3) << (2 * (j & 15)) for j in range(32)]
+            for d in (1, 2, 4, 8):
+                f = [f[j] | f[j ^ d] for j in range(32)]
+            words += [f[0], f[16], sum(((c[j] >> 2) & 1) << j for j in range(32))]
+    return np.array(words, dtype="<u4").view(np.uint8)
+
+
+@given(bits=st.sampled_from([3, 4]), blocks=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
+def test_ln_quant_shuffle_packing_is_the_refsim_layout(bits, blocks, seed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-(1 << (bits - 1)), (1 << (bits - 1)) - 1, size=(1, 32 * blocks), endpoint=True)
+    want = host.pack_lowbit_operand(codes, [32 * blocks], bits)[0]
+    assert np.array_equal(_ln_quant_pack_emulation(codes[0], bits), want)
