@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
+
+from refsim.cliutil import finite_or_null as _clean
+from refsim.cliutil import to_json  # noqa: F401  (hwmodel.report.to_json is public)
 
 from .footprint import GB, GIB, MemoryReport
 from .hardware import Hardware
@@ -59,23 +61,6 @@ def layer_rows(layers: list[dict]) -> tuple[list[str], list[list[str]]]:
                      fmt_si(r["kv_store_bytes"]), fmt_si(r["dram_bytes"]), inten, r["datapath"],
                      fmt_si(r["time_s"], "s"), r["bound"], f"{r['energy_j']:.3g}"])
     return header, rows
-
-
-def _clean(o):
-    """NaN and +-Inf become None (JSON null, an empty CSV cell): the documented sentinel for a ratio that
-    is undefined or infinite; never a float token that strict JSON parsers reject."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
-
-
-def to_json(doc: dict) -> str:
-    """Strict JSON (``allow_nan=False``): non-finite numbers are null (see :func:`_clean`)."""
-    return json.dumps(_clean(doc), indent=2, allow_nan=False)
 
 
 def to_csv(rows: list[dict]) -> str:

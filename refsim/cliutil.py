@@ -31,6 +31,7 @@ import contextlib
 import errno
 import importlib.util
 import json
+import math
 import os
 import secrets
 import shutil
@@ -388,6 +389,25 @@ def atomic_write_text(path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+# ----------------------------------------------------------------------------- JSON
+
+def finite_or_null(o):
+    """NaN and +-Inf become None (JSON null, an empty CSV cell): the documented sentinel for a ratio that
+    is undefined or infinite; never a float token that strict JSON parsers reject."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: finite_or_null(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite_or_null(v) for v in o]
+    return o
+
+
+def to_json(doc) -> str:
+    """Strict JSON (``allow_nan=False``): non-finite numbers are null (see :func:`finite_or_null`)."""
+    return json.dumps(finite_or_null(doc), indent=2, allow_nan=False)
 
 
 # ----------------------------------------------------------------------------- running
