@@ -128,13 +128,21 @@ def _stderr_progress(msg: str) -> None:
     print(f"golden: {msg}", file=sys.stderr, flush=True)
 
 
-def is_bundle_dir(path) -> bool:
+def writer_note(writer: str) -> str:
+    """The manifest note by which a command other than ``refsim golden`` (the demo) knows its own bundles."""
+    return f"written by `{writer}`"
+
+
+def is_bundle_dir(path, writer: str | None = None) -> bool:
     """True when ``path`` is a bundle refsim wrote: a manifest.json of refsim whose stage files,
-    with the manifest, are everything the directory holds (a user's file put there makes it foreign)."""
+    with the manifest, are everything the directory holds (a user's file put there makes it foreign).
+    With ``writer``, only a bundle whose manifest carries that command's :func:`writer_note`."""
     path = Path(os.fspath(path))
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("tool", {}).get("name") != "refsim":
+            return False
+        if writer is not None and writer_note(writer) not in manifest.get("notes", []):
             return False
         written = [MANIFEST] + [e[k] for e in manifest["stages"] for k in ("npy", "hex")]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
@@ -232,7 +240,7 @@ WORKING_MEMORY_FACTOR = 4
 
 
 def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=False, progress=None,
-                 replace_flag="--force") -> Path:
+                 replace_flag="--force", writer: str | None = None) -> Path:
     """Write a bundle of ``preset`` (the default bundle when None) to directory ``out``; returns its path.
 
     The output is checked first (refsim.cliutil.check_output): an existing directory is replaced
@@ -241,6 +249,8 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     fit in memory or on disk is refused before anything is computed.
     progress: None (report on stderr when the bundle exceeds 16 MiB), True, False, or a
     callable taking one message string.
+    writer: a command other than ``refsim golden`` that writes the bundle (``"refsim demo"``): its
+    :func:`writer_note` is added to the manifest's notes, so that it replaces only its own bundles.
     """
     if out is None and isinstance(preset, os.PathLike):
         preset, out = None, preset
@@ -261,6 +271,8 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     with staged_output(out, kind="golden-bundle", marker=False) as tmp:
         entries = write_stage_files(tmp, stages, report=report)
         manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries)
+        if writer is not None:
+            manifest["notes"].append(writer_note(writer))
         (tmp / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     if report:
         report(f"wrote {out} ({len(stages)} stages, preset {p.name}, level {level}, seed {seed})")

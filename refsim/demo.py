@@ -52,6 +52,9 @@ def working_bytes(tokens: int, hidden: int, clusters: int) -> int:
     return 8 * (8 * tokens * hidden + 4 * hidden * hidden + 2 * clusters * tokens * hidden)
 
 
+DEMO_WRITER = "refsim demo"
+
+
 def heavy_tailed_activation(rng, tokens, hidden, outliers=OUTLIERS):
     x = rng.standard_t(3, size=(tokens, hidden)).astype(np.float32)
     cols = rng.choice(hidden, size=outliers, replace=False)
@@ -67,7 +70,8 @@ def run(args) -> int:
         raise UsageError(f"--clusters={args.clusters} is not allowed; allowed: 1..--hidden ({args.hidden})")
     check_memory(working_bytes(args.tokens, args.hidden, args.clusters), flag="--tokens/--hidden",
                  value=f"{args.tokens}/{args.hidden}", what="the demo")
-    check_output(args.out, own=is_bundle_dir, replace=True, replace_flag=None)
+    # a re-run replaces the demo's own bundle without a flag; any other bundle, even refsim golden's, is refused
+    check_output(args.out, own=lambda p: is_bundle_dir(p, writer=DEMO_WRITER), replace=True, replace_flag=None)
     rng = np.random.default_rng(args.seed)
     t, h, n_out = args.tokens, args.hidden, args.hidden
     x = heavy_tailed_activation(rng, t, h)
@@ -119,7 +123,7 @@ def run(args) -> int:
 
     import golden
 
-    path = golden.write_bundle(None, args.out, seed=args.seed, force=True)
+    path = golden.write_bundle(None, args.out, seed=args.seed, force=True, writer=DEMO_WRITER)
     report = golden.verify_bundle(path)
     print(f"  golden: default bundle written to {args.out} and verified: {'OK' if report.ok else 'FAILED'}")
     cmd = refsim_command()

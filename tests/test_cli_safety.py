@@ -75,11 +75,19 @@ def test_own_outputs_are_replaced_only_as_asked(tmp_path, capsys):
     assert json.loads((out / "manifest.json").read_text())["preset"] == "requant"
     assert cli(capsys, "golden", "--out", out, "--force")[0] == 0
     assert json.loads((out / "manifest.json").read_text())["preset"] == golden.DEFAULT_PRESET
+    # refsim golden's bundle is not the demo's: the demo refuses it, with or without a flag
+    before = snapshot(tmp_path)
+    rc, _, err = cli(capsys, "demo", *SMALL_DEMO, "--out", out)
+    assert_one_line_error(rc, err, names="--out")
+    assert snapshot(tmp_path) == before
     # the demo replaces its own bundle without a flag: a re-run is the normal case
-    assert cli(capsys, "demo", *SMALL_DEMO, "--out", out)[0] == 0
-    assert cli(capsys, "demo", *SMALL_DEMO, "--seed", "3", "--out", out)[0] == 0
-    assert json.loads((out / "manifest.json").read_text())["generator"]["seed"] == 3
-    assert sorted(os.listdir(tmp_path)) == ["b"]  # no temporary or old copy left beside it
+    own = tmp_path / "d"
+    assert cli(capsys, "demo", *SMALL_DEMO, "--out", own)[0] == 0
+    assert cli(capsys, "demo", *SMALL_DEMO, "--seed", "3", "--out", own)[0] == 0
+    assert json.loads((own / "manifest.json").read_text())["generator"]["seed"] == 3
+    assert sorted(os.listdir(tmp_path)) == ["b", "d"]  # no temporary or old copy left beside them
+    # and refsim golden --force may replace the demo's bundle (both are refsim's own)
+    assert cli(capsys, "golden", "requant", "--out", own, "--force")[0] == 0
 
 
 def test_out_dot_is_refused_and_leaves_nothing(tmp_path, capsys, monkeypatch):
