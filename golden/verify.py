@@ -187,7 +187,7 @@ def _check_top_level(manifest, arrays, report) -> None:
     try:
         fresh = preset.inputs(make_rng(manifest["generator"]["seed"]), manifest["level"], tuple(shape.values()),
                               manifest["config"], specs)
-    except (ValueError, TypeError, MemoryError) as exc:
+    except (ValueError, TypeError, LookupError, MemoryError) as exc:
         report.add("manifest", "shape", False, f"the preset cannot generate inputs at shape {shape}: {exc}")
         return
     bad = []
@@ -220,10 +220,18 @@ def _recorded_preset(manifest, report, stage, what):
     """(preset, {role: NumericsSpec}) the manifest records, or None with a failed check."""
     try:
         specs = {role: NumericsSpec.from_dict(d) for role, d in manifest["specs"].items()}
-        return get_preset(manifest["preset"]), specs
-    except (ValueError, TypeError) as exc:
-        report.add(stage, what, False, str(exc))
+        preset = get_preset(manifest["preset"])
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        report.add(stage, what, False, f"{type(exc).__name__}: {exc}")
         return None
+    # an edited manifest that drops or adds a role or a config key is a failed check, not a crash later
+    for field, recorded, want in (("specs", specs, preset.specs), ("config", manifest.get("config"), preset.config)):
+        if not isinstance(recorded, dict) or set(recorded) != set(want):
+            got = sorted(recorded) if isinstance(recorded, dict) else recorded
+            report.add(stage, what, False, f"manifest {field} has keys {got}; preset {preset.name} records "
+                       f"{sorted(want)}")
+            return None
+    return preset, specs
 
 
 def _rederive(manifest, arrays, report) -> None:
@@ -239,8 +247,8 @@ def _rederive(manifest, arrays, report) -> None:
         return
     try:
         derived = preset.derive({n: arrays[n] for n in inputs}, specs, manifest["config"])
-    except (ValueError, TypeError) as exc:
-        report.add("derive", "run", False, f"the preset refused the recorded inputs: {exc}")
+    except (ValueError, TypeError, LookupError) as exc:
+        report.add("derive", "run", False, f"the preset refused the recorded inputs: {type(exc).__name__}: {exc}")
         return
     names = {s.name for s in derived}
     for n, e in entries.items():

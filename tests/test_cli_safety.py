@@ -407,6 +407,22 @@ def test_verify_checks_the_top_level_fields(tmp_path, capsys, edit, what):
     assert any(c["stage"] == "manifest" and c["what"] == what and not c["ok"] for c in doc["checks"]), doc
 
 
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(config={}),
+    lambda m: m["config"].update(extra_knob=1),
+    lambda m: m.update(specs={}),
+    lambda m: m["specs"].pop(next(iter(m["specs"]))),
+])
+def test_verify_reports_an_edited_config_or_spec_set_as_a_failed_check(tmp_path, capsys, edit):
+    b = golden.write_bundle(None, tmp_path / "b")
+    _edit_manifest(b, edit)
+    rc, out, err = cli(capsys, "verify", b, "--json")
+    assert rc == 1 and "internal error" not in err and "Traceback" not in err
+    doc = json.loads(out)
+    assert doc["ok"] is False
+    assert any(not c["ok"] and ("config" in c["detail"] or "specs" in c["detail"]) for c in doc["checks"]), doc
+
+
 def test_verify_and_compare_json(tmp_path, capsys):
     b = golden.write_bundle(None, tmp_path / "b")
     rc, out, _ = cli(capsys, "verify", b, "--json")
