@@ -268,7 +268,7 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
         progress = total > PROGRESS_BYTES
     report = _stderr_progress if progress is True else (progress or None)
 
-    with staged_output(out, kind="golden-bundle", marker=False) as tmp:
+    with staged_output(out, kind="golden-bundle", marker=False, own=is_bundle_dir) as tmp:
         entries = write_stage_files(tmp, stages, report=report)
         manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries)
         if writer is not None:

@@ -338,14 +338,22 @@ _size = format_size  # the name other modules used first
 
 
 @contextlib.contextmanager
-def staged_output(out, *, kind: str, marker: bool = True, **info):
+def staged_output(out, *, kind: str, marker: bool = True, own=None, **info):
     """Build directory ``out`` in a sibling temporary directory and rename it into place.
 
     Yields the temporary directory. On success a marker of ``kind`` listing every file written is
     put into it (unless ``marker`` is False: a golden bundle is recognised by its manifest), modes
     follow the umask, and it replaces ``out`` (which :func:`check_output` has already vetted). On
     any exception, Ctrl-C included, the temporary directory is removed and nothing at ``out`` changes.
+
+    own: the predicate recognising this command's outputs (default: a marker of ``kind``). It is
+    asked again just before the swap, because a long run gives time for something else to appear
+    at ``out``: whatever is there then is replaced only when it is still the command's own.
     """
+    if own is None:
+        if not marker:
+            raise TypeError("staged_output(marker=False) needs own=, the predicate for this command's outputs")
+        own = lambda p: is_own_output(p, (kind,))  # noqa: E731
     out = Path(os.path.abspath(os.fspath(out)))
     remove_stale_temporaries(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -361,7 +369,10 @@ def staged_output(out, *, kind: str, marker: bool = True, **info):
         else:
             os.remove(tmp / MARKER)
         follow_umask(tmp)
-        if out.exists():
+        if out.exists() or out.is_symlink():
+            if out.is_symlink() or not out.is_dir() or not own(out):
+                raise UsageError(f"{out} appeared during the run and is not an output this command wrote: "
+                                 f"left untouched, nothing written")
             old = out.parent / f".{out.name}{OLD_TAG}{os.getpid()}-{secrets.token_hex(3)}"
             os.mkdir(old)
             write_marker(old, kind, state="old")

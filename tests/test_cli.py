@@ -1,5 +1,6 @@
 """The command line: help works and the demo runs end to end."""
 
+import os
 import subprocess
 import sys
 
@@ -85,3 +86,24 @@ def test_cliutil_outputs_and_sizes(tmp_path, monkeypatch):
     assert cliutil.format_size(512) == "512 B" and cliutil.format_size(3 << 20) == "3.0 MiB"
     assert (cliutil.available_memory() or 1) > 0
     assert "refsim" in cliutil.refsim_command()
+
+
+def test_an_output_that_appears_during_the_run_is_left_untouched(tmp_path):
+    import pytest
+
+    from refsim import cliutil
+
+    out = tmp_path / "o"
+    with pytest.raises(cliutil.UsageError, match="appeared during the run"):
+        with cliutil.staged_output(out, kind="demo") as tmp:
+            (tmp / "result.txt").write_text("computed")
+            out.mkdir()  # something else creates the output while the command computes
+            (out / "notes.txt").write_text("a user's file")
+    assert sorted(os.listdir(tmp_path)) == ["o"] and os.listdir(out) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "a user's file"
+    # an earlier output of the command itself is still replaced
+    with cliutil.staged_output(tmp_path / "p", kind="demo") as tmp:
+        (tmp / "v1").write_text("1")
+    with cliutil.staged_output(tmp_path / "p", kind="demo") as tmp:
+        (tmp / "v2").write_text("2")
+    assert sorted(os.listdir(tmp_path / "p")) == [cliutil.MARKER, "v2"]
