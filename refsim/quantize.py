@@ -270,7 +270,7 @@ def _float_holder(dtype):
     return (lambda a: np.asarray(a).astype(dt)), dt
 
 
-FLOAT_ZERO_FORMS = ("ort", "tinygemm")
+FLOAT_ZERO_FORMS = ("ort", "tinygemm", "tinygemm_fused")
 
 
 def dequantize_float_zero(q, scale, zero, *, form, bits=4, axis=None, block_size=None, dtype=np.float32):
@@ -281,6 +281,8 @@ def dequantize_float_zero(q, scale, zero, *, form, bits=4, axis=None, block_size
         form="tinygemm":  x = fl(fl((q - 2^(bits-1)) * s) + z)   torch _weight_int4pack_mm's scales_and_zeros
                                                                  and torchao's float zero-point domain
                                                                  (_dequantize_affine_tinygemm: mid point 8)
+        form="tinygemm_fused": x = fl((q - 2^(bits-1)) * s + z)  one rounding, an FMA: what torch's CPU kernel
+                                                                 _weight_int4pack_mm_for_cpu computes (x86 FMA)
 
     q are integer codes (unsigned for both sources), s and z float arrays broadcast like ``dequantize``'s
     parameters; ``dtype`` is float16, float32, float64 or "bfloat16" (float32 values that are bfloat16).
@@ -298,7 +300,10 @@ def dequantize_float_zero(q, scale, zero, *, form, bits=4, axis=None, block_size
     with np.errstate(over="ignore"):
         if form == "ort":
             x = fl(fl(fl(q).astype(np.float64) * s).astype(np.float64) - fl(z * s).astype(np.float64))
-        else:
+        elif form == "tinygemm":
             mid = 1 << (check_bits(bits) - 1)
             x = fl(fl(fl(q - mid).astype(np.float64) * s).astype(np.float64) + z)
+        else:  # the product of a small integer and a float is exact in float64; the sum is rounded once
+            mid = 1 << (check_bits(bits) - 1)
+            x = fl(fused_multiply_add(fl(q - mid), s, z, np.float64))
     return np.asarray(x).astype(holder)

@@ -389,6 +389,8 @@ def dequantize_float_zero_scalar(q: int, s: float, z: float, *, form: str, bits=
     sc, zc = f(Fraction(float(s))), f(Fraction(float(z)))
     if form == "ort":
         return f(f(f(Fraction(q)) * sc) - f(zc * sc))
+    if form == "tinygemm_fused":
+        return f(f(Fraction(q - 2 ** (bits - 1))) * sc + zc)
     return f(f(f(Fraction(q - 2 ** (bits - 1))) * sc) + zc)
 
 

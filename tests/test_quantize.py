@@ -263,7 +263,7 @@ def test_ml_dtypes_cast_truncates_and_zeroes_what_it_cannot_hold():
 
 
 @given(st.lists(st.integers(0, 15), min_size=1, max_size=20), scales, st.floats(-8, 8, width=32),
-       st.sampled_from(["ort", "tinygemm"]), st.sampled_from(["float32", "float16", "bfloat16"]))
+       st.sampled_from(["ort", "tinygemm", "tinygemm_fused"]), st.sampled_from(["float32", "float16", "bfloat16"]))
 def test_dequantize_float_zero_equals_scalar_twin(q, s, z, form, dtype):
     got = refsim.dequantize_float_zero(np.array(q), np.float32(s), np.float32(z), form=form,
                                        dtype=dtype if dtype == "bfloat16" else np.dtype(dtype))
