@@ -124,3 +124,14 @@ def test_zero_point_before_rounding_differs_from_after():
     got = qonnx_quant(np.array([0.5], np.float32), 1.0, 1, 8, True, False, "ROUND")
     assert got.tolist() == [1.0]  # (2 - 1) * 1
     assert refsim.quantize(np.array([0.5], np.float32), 1.0, 1, bits=8, spec=refsim.preset("onnx")).tolist() == [1]
+
+
+def test_float16_half_up_leaves_the_range_qonnx_bug():
+    """QONNX clips before rounding, so its float formula can round the clipped qmax up: in float16, 12-bit signed
+    HALF_UP takes 2047.4 to clip 2047, then floor(fl16(2047 + 0.5)) = 2048 (ties to even) > qmax. refsim rounds
+    first and saturates after (the Quant op's documented range), giving 2047 (docs/conformance.md)."""
+    x = np.array([2047.4, 3000.0], np.float16)
+    got = intquant.int_quant(x, np.float16(1), np.float16(0), np.float16(12), True, False, "HALF_UP")
+    assert got.tolist() == [2048.0, 2048.0]  # outside [-2048, 2047]
+    spec = QONNX.replace(rounding="ties_away_add_half", compute_dtype="float16")
+    assert refsim.quantize(x, 1.0, bits=12, spec=spec).tolist() == [2047, 2047]
