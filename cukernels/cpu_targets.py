@@ -1,7 +1,9 @@
 """Harness targets for real kernels that run on this CPU, and built-in adapters for them.
 
-Importing this module registers four targets in ``cukernels.harness.TARGETS`` (the harness API is
-unchanged: ``harness.validate(kernel, target)`` and ``harness.run_case`` run them like the others):
+``registered()`` adds these targets to ``cukernels.harness.TARGETS`` for the duration of a ``with`` block (the
+harness API is unchanged; importing this module changes nothing, so the harness's own target list, which
+``refsim validate-kernels`` pairs with this project's CUDA kernels, stays as it is). ``validate(name)`` and
+``run_case(kernel, params)`` run a campaign or one case of a target with its built-in adapter:
 
     torch_int4pack_mm   torch._weight_int4pack_mm_for_cpu(x, w, group_size, scales_and_zeros), float32 x;
                         w[n, k] = fl((q - 8) s + zero) (one FMA, established bit for bit in
@@ -21,6 +23,7 @@ Each reference is the exact sum (``math.fsum`` of exact float64 products) rounde
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -241,4 +244,52 @@ CPU_TARGETS = {
 ADAPTERS = {"torch_int4pack_mm": torch_int4pack_mm, "torch_int_mm": torch_int_mm,
             "ort_matmul_integer": ort_matmul_integer, "ort_matmul_integer_u8s8": ort_matmul_integer,
             "ort_matmul_nbits": ort_matmul_nbits}
-harness.TARGETS.update(CPU_TARGETS)
+
+
+@contextlib.contextmanager
+def registered():
+    """The CPU targets in ``harness.TARGETS`` inside the block, removed again after it."""
+    added = [k for k in CPU_TARGETS if k not in harness.TARGETS]
+    harness.TARGETS.update({k: CPU_TARGETS[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            harness.TARGETS.pop(k, None)
+
+
+def validate(name, kernel=None, **options) -> harness.ValidationReport:
+    """``harness.validate`` of ``kernel`` (default: the built-in adapter) against the CPU target ``name``."""
+    if name not in CPU_TARGETS:
+        raise ValueError(f"target={name!r} is not a CPU target; allowed: {', '.join(CPU_TARGETS)}")
+    with registered():
+        return harness.validate(kernel or ADAPTERS[name], name, **options)
+
+
+def run_case(kernel, params) -> harness.CaseResult:
+    with registered():
+        return harness.run_case(kernel, params)
+
+
+def worst_bound_ratio(name, max_examples=2000, seed=7):
+    """(cases, largest |kernel - exact| / bound) of a float target over drawn cases: how close a real kernel
+    comes to the bound it is held to (figures in docs/conformance.md)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+    from hypothesis import strategies as st
+
+    tgt = CPU_TARGETS[name]
+    worst = {"cases": 0, "ratio": 0.0}
+
+    @settings(max_examples=max_examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @hseed(seed)
+    @given(p=tgt.strategy(st))
+    def run(p):
+        case = tgt.build(p)
+        got = np.asarray(ADAPTERS[name](**case.inputs), np.float64)
+        y, bound = case.expected["out"]
+        worst["ratio"] = max(worst["ratio"], float((np.abs(got - y.astype(np.float64)) / bound).max()))
+        worst["cases"] += 1
+
+    run()
+    return worst["cases"], worst["ratio"]

@@ -13,17 +13,16 @@ GOOD = ["torch_int4pack_mm", "torch_int_mm", "ort_matmul_integer", "ort_matmul_n
 
 @pytest.mark.parametrize("name", GOOD)
 def test_real_kernel_meets_its_contract(name):
-    report = harness.validate(cpu_targets.ADAPTERS[name], name, max_examples=200, seed=13)
+    report = cpu_targets.validate(name, max_examples=200, seed=13)
     assert report.cases_run == 200 and report.ok, report.format()
 
 
 def test_the_harness_catches_ort_u8s8_saturation():
     """MatMulInteger uint8 x int8 on x86 AVX2 saturates pair sums to int16 (docs/conformance.md #5)."""
-    report = harness.validate(cpu_targets.ADAPTERS["ort_matmul_integer_u8s8"], "ort_matmul_integer_u8s8",
-                              max_examples=200, seed=13)
+    report = cpu_targets.validate("ort_matmul_integer_u8s8", max_examples=200, seed=13)
     assert not report.ok
     failing = report.failures[0].params
-    again = harness.run_case(cpu_targets.ort_matmul_integer, failing)  # the reported case reproduces on its own
+    again = cpu_targets.run_case(cpu_targets.ort_matmul_integer, failing)  # the reported case reproduces on its own
     assert again.mismatch_count > 0
 
 
@@ -34,11 +33,18 @@ def test_a_wrong_kernel_is_caught():
         sz[..., 1] = 0
         return cpu_targets.torch_int4pack_mm(x, w_packed, sz, group_size)
 
-    assert not harness.validate(wrong, "torch_int4pack_mm", max_examples=20, seed=2).ok
+    assert not cpu_targets.validate("torch_int4pack_mm", wrong, max_examples=20, seed=2).ok
+
+
+def test_the_harness_target_list_is_left_alone():
+    assert not set(cpu_targets.CPU_TARGETS) & set(harness.TARGETS)
+    with cpu_targets.registered():
+        assert set(cpu_targets.CPU_TARGETS) <= set(harness.TARGETS)
+    assert not set(cpu_targets.CPU_TARGETS) & set(harness.TARGETS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", GOOD)
 def test_real_kernel_campaign(name):
-    report = harness.validate(cpu_targets.ADAPTERS[name], name, max_examples=10_000, seed=2026, shrink=False)
+    report = cpu_targets.validate(name, max_examples=10_000, seed=2026, shrink=False)
     assert report.cases_run == 10_000 and report.ok, report.format()
