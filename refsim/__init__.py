@@ -4,8 +4,10 @@ Public API (a contract; docs/numerics.md documents every knob):
 
     NumericsSpec, preset                  the numerics spec and its named presets
     quantize, dequantize                  per tensor / axis / block / cluster
-    absmax_params, rptq_params, gptq_params
-    pack, unpack, LAYOUTS                 int4_lo_first, int4_word32, int3_gptq, int3_planar, int3_stream
+    dequantize_float_zero                 float zero points (ONNX Runtime MatMulNBits, torch int4pack / tinygemm)
+    absmax_params, rptq_params, gptq_params, affine_minmax_params (torchao), range_recip_params (ONNX Runtime)
+    pack, unpack, LAYOUTS                 int4_lo_first, int4_word32, int3_gptq, int3_planar, int3_stream, int8,
+                                          int3_word32, int4_word32_offset, int3_word32_offset
     int_gemm, cluster_int_gemm, acc_bits_needed, acc_bits_worst_case
     quantize_multiplier, multiply_by_quantized_multiplier, saturating_rounding_doubling_high_mul,
     rounding_divide_by_pot, float_epilogue, requantize
@@ -20,9 +22,9 @@ and reordering, GPTQ, the integer OPT decoder block ``opt_block`` and ``refsim c
 from refsim.gemm import AccBitsNeeded, acc_bits_needed, acc_bits_worst_case, cluster_int_gemm, int_gemm
 from refsim.layouts import LAYOUTS, pack, unpack
 from refsim.metrics import sqnr_db
-from refsim.params import absmax_params, gptq_params, rptq_params
+from refsim.params import absmax_params, affine_minmax_params, gptq_params, range_recip_params, rptq_params
 from refsim.qrazor import accumulator_question, qrazor_config, qrazor_matmul
-from refsim.quantize import dequantize, quantize
+from refsim.quantize import dequantize, dequantize_float_zero, quantize
 from refsim.requant import (
     float_epilogue,
     multiply_by_quantized_multiplier,
@@ -56,5 +58,5 @@ __all__ = [
     "multiply_by_quantized_multiplier", "pack", "preset", "quantize", "quantize_multiplier", "requantize",
     "rounding_divide_by_pot", "rptq_params", "saturating_rounding_doubling_high_mul", "sqnr_db", "unpack",
     "accumulator_question", "qrazor_config", "qrazor_matmul", "sdr_acc_bits_needed", "sdr_decode", "sdr_encode",
-    "sdr_gemm",
+    "sdr_gemm", "affine_minmax_params", "range_recip_params", "dequantize_float_zero",
 ]

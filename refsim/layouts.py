@@ -7,6 +7,10 @@ granularity. A value's field holds its ``bits`` low bits (two's complement for s
     int4_lo_first  pos = 4i + b                       pad to 1 byte (2 values)       ONNX int4
     int4_word32    pos = 4i + b                       pad to 4 bytes (8 values)      GPTQ qweight
     int3_stream    pos = 3i + b                       pad to 1 byte
+    int3_word32    pos = 3i + b                       pad to 4 bytes (one stream)    compressed-tensors 3-bit
+    int8           pos = 8i + b                       1 byte per code                ONNX / torch int8
+    int4_word32_offset, int3_word32_offset: the same streams holding v + 2^(b-1) (offset binary),
+                   compressed-tensors' pack_to_int32 for signed codes
     int3_gptq      pos = 3i + b                       pad to 12 bytes (32 values)    GPTQ 3-bit
     int3_planar    per 32 values j (block base 96*(i // 32)):
                    b in {0, 1}: 2j + b  (words 0-1: low 2-bit fields)
@@ -45,11 +49,13 @@ class Layout:
     position: Callable[[np.ndarray, int], np.ndarray]  # (i, b) -> bit position in the stream
     description: str
     sign_magnitude: bool = False  # field = (v < 0) << (bits - 1) | |v| instead of two's complement
+    offset_binary: bool = False  # field = v + 2^(bits - 1): signed codes stored unsigned (v + 8 for 4 bits)
+    pad_bytes: int = 1  # a pure bit stream (block_values 0) is padded to a multiple of this many bytes
 
     def nbytes(self, count: int) -> int:
         """Bytes that hold ``count`` values, padding included."""
-        if self.block_values == 0:  # pure bit stream: pad to a whole byte
-            return -(-count * self.bits // 8)
+        if self.block_values == 0:  # pure bit stream: pad to whole bytes (or words)
+            return -(-count * self.bits // (8 * self.pad_bytes)) * self.pad_bytes
         return -(-count // self.block_values) * self.block_bytes
 
 
@@ -73,6 +79,16 @@ LAYOUTS: dict[str, Layout] = {
                         "32 values in three 32-bit words, values 10 and 21 straddle words (GPTQ)"),
     "int3_planar": Layout("int3_planar", 3, False, 32, 12, _planar,
                           "per 32 codes: two words of 2-bit low fields, then one word of high bits"),
+    "int8": Layout("int8", 8, True, 1, 1, _stream(8), "one two's complement byte per code (ONNX int8, torch int8)"),
+    "int3_word32": Layout("int3_word32", 3, False, 0, 0, _stream(3),
+                          "value i at bits [3i, 3i+3) of one little-endian stream padded to 32-bit words",
+                          pad_bytes=4),
+    "int4_word32_offset": Layout("int4_word32_offset", 4, True, 8, 4, _stream(4),
+                                 "offset binary v + 8, eight per little-endian 32-bit word "
+                                 "(compressed-tensors pack_to_int32, 4 bits)", offset_binary=True),
+    "int3_word32_offset": Layout("int3_word32_offset", 3, True, 0, 0, _stream(3),
+                                 "offset binary v + 4 in one stream padded to 32-bit words "
+                                 "(compressed-tensors pack_to_int32, 3 bits)", offset_binary=True, pad_bytes=4),
     "sdr_flags4": Layout("sdr_flags4", 4, False, 2, 1, _stream(4),
                          "QRazor SDR flags: 4-bit unsigned shifts, first group in the low nibble"),
     "sdr_code4": Layout("sdr_code4", 4, True, 2, 1, _stream(4),
@@ -94,6 +110,8 @@ def get_layout(layout) -> Layout:
 
 
 def code_limits(lay: Layout, signed: bool) -> tuple[int, int]:
+    if lay.offset_binary:  # the codes are signed whatever ``signed`` says: the offset makes the field unsigned
+        return code_range(lay.bits, True, False)
     if lay.sign_magnitude:
         return -((1 << (lay.bits - 1)) - 1), (1 << (lay.bits - 1)) - 1
     return code_range(lay.bits, signed, False)
@@ -125,6 +143,8 @@ def pack(codes, layout, *, axis=-1, signed=None) -> np.ndarray:
     nbytes = lay.nbytes(count)
     if lay.sign_magnitude:
         c = np.where(c < 0, -c | (1 << (lay.bits - 1)), c)
+    elif lay.offset_binary:
+        c = c + (1 << (lay.bits - 1))
     field = (c & ((1 << lay.bits) - 1)).astype(np.uint8)
     bitvals = (field[..., None] >> np.arange(lay.bits, dtype=np.uint8)) & 1  # (..., count, bits)
     stream = np.zeros(c.shape[:-1] + (nbytes * 8,), dtype=np.uint8)
@@ -156,6 +176,8 @@ def unpack(data, layout, count, *, axis=-1, signed=None) -> np.ndarray:
     if lay.sign_magnitude:  # a sign bit over a zero magnitude (never written by pack) reads as 0
         sign = field >> (lay.bits - 1)
         field = (field & ((1 << (lay.bits - 1)) - 1)) * (1 - 2 * sign)
+    elif lay.offset_binary:
+        field = field - (1 << (lay.bits - 1))
     elif signed:
         field = field - ((field >> (lay.bits - 1)) << lay.bits)
     return np.moveaxis(field.astype(np.int32), -1, ax)

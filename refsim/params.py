@@ -105,3 +105,52 @@ def gptq_params(xmin, xmax, *, bits, sym=False):
     else:
         z = np.rint((-lo / s).astype(np.float32)).astype(np.int32)
     return s, z
+
+
+def _eps_and_rounder(dtype):
+    """(smallest normal, fl) of float16 / float32 / "bfloat16" (bfloat16 values held in float32)."""
+    from refsim.quantize import to_compute
+
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    eps = {"float32": 2.0**-126, "bfloat16": 2.0**-126, "float16": 2.0**-14}
+    if name not in eps:
+        raise ValueError(f"dtype={dtype!r} is not allowed; allowed: 'float32', 'float16', 'bfloat16'")
+    return eps[name], (lambda a: to_compute(np.asarray(a, dtype=np.float64), name).astype(np.float64))
+
+
+def affine_minmax_params(xmin, xmax, *, qmin, qmax, symmetric, dtype="float32"):
+    """torchao 0.18 ``choose_qparams_affine`` (MappingType SYMMETRIC / ASYMMETRIC, default eps), from the
+    per-block min and max, every op rounded in ``dtype`` (the input's dtype, as torchao computes):
+
+        lo = min(xmin, 0), hi = max(xmax, 0)
+        symmetric:  s = max(fl(max(-lo, hi) / ((qmax - qmin) / 2)), eps);  z = int((qmax + qmin + 1) / 2)
+        asymmetric: s = max(fl(fl(hi - lo) / (qmax - qmin)), eps);  z = clamp(qmin - rne(fl(lo / s)), qmin, qmax)
+
+    eps = the dtype's smallest normal. The divisors are exact constants (torch keeps a Python scalar in
+    float32 opmath), so each division is one rounding. Returns (scale as float32 holding ``dtype``
+    values, zero point int32).
+    """
+    eps, fl = _eps_and_rounder(dtype)
+    lo = np.minimum(fl(xmin), 0.0)
+    hi = np.maximum(fl(xmax), 0.0)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError("xmin and xmax must be finite")
+    if symmetric:
+        s = np.maximum(fl(np.maximum(-lo, hi) / ((qmax - qmin) / 2)), eps)
+        z = np.full(s.shape, int((qmax + qmin + 1) / 2), dtype=np.int64)
+    else:
+        s = np.maximum(fl(fl(hi - lo) / float(qmax - qmin)), eps)
+        z = np.clip(qmin - np.rint(fl(lo / s)), qmin, qmax).astype(np.int64)
+    return s.astype(np.float32), z.astype(np.int32)
+
+
+def range_recip_params(amax, *, bits=8):
+    """ONNX Runtime MLAS int8 block quantization (MatMulNBits accuracy_level 4, QuantizeARow):
+    scale = fl32(amax / qmax), qmax = 2^(bits-1) - 1; the codes then use scale_op='mul_range_recip'
+    (q = rne(x * fl32(qmax / amax)), 0 where amax = 0, as MLAS stores scale 0). Returns float32 scales.
+    """
+    bits = check_bits(bits)
+    a = np.asarray(amax, dtype=np.float32)
+    if not np.all(np.isfinite(a) & (a >= 0)):
+        raise ValueError("amax must be finite and >= 0")
+    return (a / np.float32((1 << (bits - 1)) - 1)).astype(np.float32)

@@ -13,7 +13,8 @@ from fractions import Fraction
 from refsim.spec import NumericsSpec
 
 # Binary formats: (significand bits incl. the hidden one, emin, emax)
-FORMATS = {"float32": (24, -126, 127), "float16": (11, -14, 15), "float64": (53, -1022, 1023)}
+FORMATS = {"float32": (24, -126, 127), "float16": (11, -14, 15), "float64": (53, -1022, 1023),
+           "bfloat16": (8, -126, 127)}
 INF = float("inf")
 
 
@@ -47,8 +48,9 @@ def round_to_format(v, fmt: str):
     return sign * r
 
 
-def round_rational(v, mode: str) -> int:
-    """Round a rational to an integer under ``mode`` (refsim.spec.Rounding values)."""
+def round_rational(v, mode: str, fmt: str = "float64") -> int:
+    """Round a rational to an integer under ``mode`` (refsim.spec.Rounding values); ``fmt`` is the
+    format of the fl() step of the two float-formula variants (QONNX HALF_UP and HALF_DOWN)."""
     v = Fraction(v)
     f = math.floor(v)
     frac = v - f
@@ -69,6 +71,17 @@ def round_rational(v, mode: str) -> int:
         if frac == 0:
             return f
         return f if f % 2 == 1 else f + 1
+    sign = -1 if v < 0 else 1
+    if mode == "ceil":
+        return -math.floor(-v)
+    if mode == "away":  # the magnitude rounded up
+        return sign * -math.floor(-abs(v))
+    if mode == "ties_zero":  # the magnitude rounded to nearest, a tie down
+        return sign * (math.floor(abs(v)) + (1 if abs(v) - math.floor(abs(v)) > half else 0))
+    if mode == "ties_away_add_half":  # sign(v) * floor(fl(|v| + 0.5))
+        return sign * math.floor(round_to_format(abs(v) + half, fmt))
+    if mode == "ties_zero_sub_half":  # sign(v) * ceil(fl(|v| - 0.5))
+        return sign * -math.floor(-round_to_format(abs(v) - half, fmt))
     raise ValueError(mode)
 
 
@@ -78,23 +91,35 @@ def code_range(bits, signed, narrow):
     return 0, 2**bits - 1 - (1 if narrow else 0)
 
 
-def quantize_scalar(x: float, s: float, z: int, *, bits: int, signed=None, narrow=None,
+def quantize_scalar(x: float, s: float, z: int, *, bits: int, signed=None, narrow=None, amax=None,
                     spec: NumericsSpec) -> int:
     """One element of refsim.quantize, from the formula in refsim/quantize.py's docstring."""
     signed = spec.signed if signed is None else signed
     narrow = spec.narrow if narrow is None else narrow
     qmin, qmax = code_range(bits, signed, narrow)
     fmt = spec.compute_dtype.value
+    range_recip = spec.scale_op.value == "mul_range_recip"
+    if range_recip != (amax is not None) or (range_recip and not signed):
+        raise ValueError("amax goes with scale_op='mul_range_recip' and signed codes, and only with it")
     if math.isnan(x) or math.isinf(x):
         if spec.nonfinite.value == "raise":
             raise ValueError("x is not finite")
+        if spec.nonfinite.value == "zero":
+            return 0
         return z if math.isnan(x) else (qmax if x > 0 else qmin)
     xc = round_to_format(Fraction(x), fmt)
     sc = round_to_format(Fraction(s), fmt)
     if spec.scale_op.value == "mul_recip" and round_to_format(1 / sc, fmt) == INF:
         raise ValueError("the scale's reciprocal overflows the compute dtype")
+    if range_recip:
+        a = round_to_format(Fraction(float(amax)), fmt)
+        if a > 0 and sc != round_to_format(a / qmax, fmt):
+            raise ValueError("scale is not fl(amax / qmax)")
+        recip = round_to_format(qmax / a, fmt) if a > 0 else Fraction(0)
     if xc in (INF, -INF):
         v = xc
+    elif range_recip:
+        v = round_to_format(xc * recip, fmt)
     elif spec.scale_op.value == "div":
         v = round_to_format(xc / sc, fmt)
     elif spec.zero_point_stage.value == "before_round_fused":
@@ -104,17 +129,21 @@ def quantize_scalar(x: float, s: float, z: int, *, bits: int, signed=None, narro
     if v in (INF, -INF):
         if spec.saturation.value == "wrap":
             raise ValueError("cannot wrap an infinite value")
+        if spec.saturation.value == "zero":
+            return 0
         return qmax if v > 0 else qmin
     if spec.zero_point_stage.value in ("before_round", "before_round_fused"):
         if spec.zero_point_stage.value == "before_round":
             v = round_to_format(v + round_to_format(Fraction(z), fmt), fmt)
         if v in (INF, -INF):
-            return qmax if v > 0 else qmin
-        q = round_rational(v, spec.rounding.value)
+            return 0 if spec.saturation.value == "zero" else (qmax if v > 0 else qmin)
+        q = round_rational(v, spec.rounding.value, fmt)
     else:
-        q = round_rational(v, spec.rounding.value) + z
+        q = round_rational(v, spec.rounding.value, fmt) + z
     if spec.saturation.value == "saturate":
         return min(max(q, qmin), qmax)
+    if spec.saturation.value == "zero":
+        return q if qmin <= q <= qmax else 0
     return (q - qmin) % 2**bits + qmin
 
 
@@ -167,8 +196,27 @@ def _signed(f, bits):
     return f - 2**bits if f >= 2 ** (bits - 1) else f
 
 
+def _word32_stream(fields, bits) -> bytes:
+    """compressed-tensors pack_to_int32: element i at global bit i * bits of little-endian 32-bit words,
+    ceil(E * bits / 32) words, a field that crosses a word boundary split between the two."""
+    words = [0] * (-(-len(fields) * bits // 32))
+    for i, f in enumerate(fields):
+        word, off = divmod(i * bits, 32)
+        words[word] |= (f << off) & 0xFFFFFFFF
+        if off + bits > 32:
+            words[word + 1] |= f >> (32 - off)
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
 def pack_scalar(codes, layout: str) -> bytes:
     codes = list(codes)
+    if layout == "int8":  # one two's complement byte per code
+        return bytes(c & 0xFF for c in codes)
+    if layout == "int3_word32":
+        return _word32_stream([_field(c, 3) for c in codes], 3)
+    if layout in ("int4_word32_offset", "int3_word32_offset"):  # offset binary: v + 2^(bits-1), then the stream
+        bits = 4 if layout.startswith("int4") else 3
+        return _word32_stream([c + 2 ** (bits - 1) for c in codes], bits)
     if layout == "int4_lo_first":  # ONNX: byte i = low nibble element 2i, high nibble element 2i+1
         codes += [0] * (len(codes) % 2)
         return bytes(_field(codes[2 * i], 4) | (_field(codes[2 * i + 1], 4) << 4) for i in range(len(codes) // 2))
@@ -224,7 +272,10 @@ def pack_scalar(codes, layout: str) -> bytes:
 
 
 def unpack_scalar(data: bytes, layout: str, count: int, signed: bool) -> list[int]:
-    bits = 4 if layout.startswith("int4") else 3
+    bits = {"int4": 4, "int8": 8}.get(layout[:4], 3)
+    if layout.endswith("_offset"):  # offset binary: every field minus 2^(bits-1), whatever ``signed`` says
+        acc = int.from_bytes(data, "little")
+        return [((acc >> (bits * i)) & (2**bits - 1)) - 2 ** (bits - 1) for i in range(count)]
     if layout == "int3_planar":
         out = []
         for i in range(count):
@@ -330,3 +381,30 @@ def float_epilogue_scalar(isums_mn, scale_a, scale_w_n, bias_n=None):
     if bias_n is not None:
         acc = f32(acc + f32(Fraction(bias_n)))
     return acc
+
+
+# --- float zero points -------------------------------------------------------------------------
+
+def dequantize_float_zero_scalar(q: int, s: float, z: float, *, form: str, bits=4, fmt="float32") -> Fraction:
+    """One element of refsim.dequantize_float_zero: "ort" fl(fl(q*s) - fl(z*s)); "tinygemm" fl(fl((q-mid)*s) + z)."""
+    f = lambda v: round_to_format(v, fmt)  # noqa: E731
+    sc, zc = f(Fraction(float(s))), f(Fraction(float(z)))
+    if form == "ort":
+        return f(f(f(Fraction(q)) * sc) - f(zc * sc))
+    if form == "tinygemm_fused":
+        return f(f(Fraction(q - 2 ** (bits - 1))) * sc + zc)
+    return f(f(f(Fraction(q - 2 ** (bits - 1))) * sc) + zc)
+
+
+def affine_minmax_params_scalar(xmin: float, xmax: float, *, qmin: int, qmax: int, symmetric: bool,
+                                fmt="float32"):
+    """torchao choose_qparams_affine from one block's min and max (refsim.params.affine_minmax_params)."""
+    f = lambda v: round_to_format(v, fmt)  # noqa: E731
+    eps = Fraction(2) ** (-14 if fmt == "float16" else -126)
+    lo = min(f(Fraction(float(xmin))), 0)
+    hi = max(f(Fraction(float(xmax))), 0)
+    if symmetric:
+        s = max(f(max(-lo, hi) / (Fraction(qmax - qmin) / 2)), eps)
+        return s, int((qmax + qmin + 1) / 2)
+    s = max(f(f(hi - lo) / (qmax - qmin)), eps)
+    return s, min(max(qmin - round_half_even_int(f(lo / s)), qmin), qmax)

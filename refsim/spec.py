@@ -24,6 +24,9 @@ class ScaleOp(str, enum.Enum):
 
     DIV = "div"  # x / s, IEEE correctly rounded in the compute dtype (ONNX, TFLite)
     MUL_RECIP = "mul_recip"  # x * fl(1 / s): the reciprocal is rounded once (PyTorch, FBGEMM)
+    # x * fl(qmax / amax), the reciprocal taken from the range, not from the stored scale fl(amax / qmax)
+    # (ONNX Runtime MLAS dynamic int8 quantization, MatMulNBits accuracy_level 4); quantize needs amax=
+    MUL_RANGE_RECIP = "mul_range_recip"
 
 
 class ComputeDtype(str, enum.Enum):
@@ -31,6 +34,7 @@ class ComputeDtype(str, enum.Enum):
 
     FLOAT32 = "float32"
     FLOAT16 = "float16"  # RPTQ's code runs OPT in fp16, so x / s is rounded to fp16
+    BFLOAT16 = "bfloat16"  # 8-bit significand, float32's exponent (torchao, compressed-tensors on bf16 models)
 
 
 class Rounding(str, enum.Enum):
@@ -42,6 +46,14 @@ class Rounding(str, enum.Enum):
     FLOOR = "floor"  # rdn
     TRUNC = "trunc"  # toward zero
     ODD = "odd"  # rod: an inexact value goes to the odd neighbour (jamming)
+    CEIL = "ceil"  # rup: toward +inf (QONNX CEIL)
+    AWAY = "away"  # toward the larger magnitude, sign(v) * ceil(|v|) (QONNX UP), exact
+    TIES_ZERO = "ties_zero"  # nearest, ties toward zero (QONNX HALF_DOWN on its exact domain)
+    # Named variants that reproduce a source's float formula, rounding step included (fl in the
+    # compute dtype): QONNX HALF_UP sign(v) * floor(fl(|v| + 0.5)), which takes 0.49999997f to 1;
+    # QONNX HALF_DOWN sign(v) * ceil(fl(|v| - 0.5)), which takes an odd 2^23 + 1 (float32) down.
+    TIES_AWAY_ADD_HALF = "ties_away_add_half"
+    TIES_ZERO_SUB_HALF = "ties_zero_sub_half"
 
 
 class ZeroPointStage(str, enum.Enum):
@@ -52,7 +64,8 @@ class ZeroPointStage(str, enum.Enum):
 
 class Saturation(str, enum.Enum):
     SATURATE = "saturate"  # clamp to [qmin, qmax] (ONNX)
-    WRAP = "wrap"  # keep the low `bits` bits, two's complement (ml_dtypes intN)
+    WRAP = "wrap"  # keep the low `bits` bits, two's complement
+    ZERO = "zero"  # a code outside [qmin, qmax] becomes 0 (ml_dtypes' float -> intN cast)
 
 
 class Overflow(str, enum.Enum):
@@ -74,6 +87,7 @@ class Requant(str, enum.Enum):
 class NonFinite(str, enum.Enum):
     RAISE = "raise"  # NaN or +-Inf input is an error (default: never a silent code)
     SATURATE = "saturate"  # +Inf -> qmax, -Inf -> qmin, NaN -> the zero point (stated mapping)
+    ZERO = "zero"  # NaN and +-Inf -> code 0 (ml_dtypes' float -> intN cast)
 
 
 _ENUM_FIELDS = {
@@ -190,6 +204,12 @@ _DEPARTURES = {
     "rptq": dict(compute_dtype="float16"),
     "qrazor": dict(narrow=True, acc_overflow="raise"),
     "tflite": dict(rounding="ties_away", requant="double_rounding"),
+    "torchao": dict(scale_op="mul_recip", compute_dtype="bfloat16"),
+    "compressed_tensors": dict(compute_dtype="bfloat16", zero_point_stage="before_round"),
+    "onnxruntime": {},
+    "onnxruntime_dynamic_int8": dict(scale_op="mul_range_recip"),
+    "qonnx": dict(zero_point_stage="before_round"),
+    "ml_dtypes": dict(rounding="trunc", saturation="zero", nonfinite="zero"),
 }
 PRESETS: dict[str, NumericsSpec] = {name: NumericsSpec(**{**_COMMON, **d}) for name, d in _DEPARTURES.items()}
 
@@ -209,6 +229,18 @@ PRESET_SOURCES: dict[str, str] = {
     "(half up on the magnitude) with overflow flooring; accumulator overflow must not pass silently.",
     "tflite": "TFLite reference QuantizeLinear (TfLiteRound = std::round, ties away) and gemmlowp "
     "MultiplyByQuantizedMultiplier with double rounding (the default build).",
+    "torchao": "torchao 0.18 quantize_affine (int zero-point domain): clamp(round(x * (1.0 / scale)) + zero_point), "
+    "every op in the tensors' dtype (bfloat16 for a bf16 model; replace compute_dtype for fp16 / fp32).",
+    "compressed_tensors": "compressed-tensors 0.20 forward._quantize: clamp(round(x / scale + zero_point)), the zero "
+    "point added before rounding, in the model's dtype (bfloat16; replace compute_dtype for fp16 / fp32).",
+    "onnxruntime": "ONNX Runtime 1.32 CPU QuantizeLinear / DequantizeLinear (int8, uint8, int4, uint4, blocked) and "
+    "MatMulInteger (int32, wrapping): the ONNX operator formulas, float32 division.",
+    "onnxruntime_dynamic_int8": "ONNX Runtime 1.32 MLAS int8 activation quantization (MatMulNBits accuracy_level 4): "
+    "per block amax, scale = amax / 127, q = rne(a * fl(127 / amax)): the reciprocal comes from the range.",
+    "qonnx": "QONNX 1.0 Quant op (intquant.int_quant): rounding_mode(clamp(x / scale + zeropt)), float32; "
+    "rounding_mode ROUND by default (replace rounding for CEIL, FLOOR, UP, DOWN, HALF_UP, HALF_DOWN).",
+    "ml_dtypes": "ml_dtypes 0.7 float -> int2/int4/uint2/uint4 cast: truncation toward zero; a value outside the "
+    "range, NaN and +-Inf become 0.",
 }
 
 

@@ -9,7 +9,8 @@ import refsim
 from refsim.layouts import LAYOUTS, code_limits
 from refsim.scalar import pack_scalar, unpack_scalar
 
-CORE_LAYOUTS = ["int4_lo_first", "int4_word32", "int3_gptq", "int3_planar", "int3_stream"]
+CORE_LAYOUTS = ["int4_lo_first", "int4_word32", "int3_gptq", "int3_planar", "int3_stream", "int8", "int3_word32",
+                "int4_word32_offset", "int3_word32_offset"]
 
 
 def all_codes(lay, signed):
@@ -95,3 +96,20 @@ def test_errors_name_the_argument():
         refsim.pack(np.array([1.0]), "int4_lo_first")
     with pytest.raises(TypeError, match="data must be a uint8 array"):
         refsim.unpack(np.zeros(2, np.int8), "int4_lo_first", 3)
+
+
+def test_compressed_tensors_3bit_stream_pads_to_words_not_values():
+    """33 codes of 3 bits: 99 bits -> 4 words (int3_word32), whereas GPTQ pads to 64 values (6 words)."""
+    assert refsim.LAYOUTS["int3_word32"].nbytes(33) == 16
+    assert refsim.LAYOUTS["int3_gptq"].nbytes(33) == 24
+    assert refsim.LAYOUTS["int3_stream"].nbytes(33) == 13
+    seq = np.arange(33) % 8
+    assert refsim.pack(seq, "int3_word32").tobytes()[:13] == refsim.pack(seq, "int3_stream").tobytes()
+
+
+def test_offset_binary_stores_v_plus_half_the_range():
+    w = np.frombuffer(refsim.pack(np.array([-8, -1, 0, 7, 0, 0, 0, 0]), "int4_word32_offset").tobytes(), "<u4")
+    assert w.tolist() == [0x8888F870]  # nibbles 0, 7, 8, 15, then 8s
+    with pytest.raises(ValueError, match=r"codes\(0,\) = 8 is outside the allowed range \[-8, 7\]"):
+        refsim.pack(np.array([8]), "int4_word32_offset")
+    assert refsim.pack(np.array([-128, -1, 127]), "int8").tolist() == [0x80, 0xFF, 0x7F]

@@ -9,14 +9,28 @@ from hypothesis import strategies as st
 from strategies import finite_f32, scales, specs
 
 import refsim
-from refsim.scalar import dequantize_scalar, quantize_scalar
+from refsim.quantize import to_compute
+from refsim.scalar import (
+    affine_minmax_params_scalar,
+    dequantize_float_zero_scalar,
+    dequantize_scalar,
+    quantize_scalar,
+)
 
 PRESETS = sorted(refsim.PRESETS)
 
 
-def twin(x, s, z, bits, spec, signed=None, narrow=None):
-    return np.array([quantize_scalar(float(v), float(s), int(z), bits=bits, signed=signed, narrow=narrow, spec=spec)
-                     for v in np.asarray(x).reshape(-1)], dtype=np.int64).reshape(np.shape(x))
+def twin(x, s, z, bits, spec, signed=None, narrow=None, amax=None):
+    return np.array([quantize_scalar(float(v), float(s), int(z), bits=bits, signed=signed, narrow=narrow, spec=spec,
+                                     amax=amax) for v in np.asarray(x).reshape(-1)],
+                    dtype=np.int64).reshape(np.shape(x))
+
+
+def range_scale(s, bits):
+    """(scale, amax) with scale = fl32(amax / qmax), amax near s * qmax: a scale_op='mul_range_recip' pair."""
+    qmax = (1 << (bits - 1)) - 1
+    amax = np.float32(np.float32(s) * np.float32(qmax))
+    return np.float32(amax / np.float32(qmax)), amax
 
 
 @given(spec=specs, bits=st.integers(2, 16), s=scales, data=st.data())
@@ -47,14 +61,21 @@ def test_every_code_its_ties_and_their_neighbours(name, bits, signed, s):
     """Exhaustive over the int3/int4/int8 code range: each code, each tie between codes, and the
     float32 neighbours of both, plus a margin beyond the range (saturation)."""
     spec = refsim.preset(name)
+    amax = None
+    if spec.scale_op.value == "mul_range_recip":
+        if not signed:
+            with pytest.raises(ValueError, match="needs signed=True"):
+                refsim.quantize(np.zeros(1, np.float32), s, bits=bits, signed=False, amax=s, spec=spec)
+            return
+        s, amax = range_scale(s, bits)
     lo = -(1 << bits) if signed else -(1 << (bits - 1))
     k = np.arange(lo - 2, (1 << bits) + 2, dtype=np.float64)
     centers = np.concatenate([k, k + 0.5]) * s
     x = centers.astype(np.float32)
     x = np.concatenate([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))])
     for z in (0, 1, -1 if signed else 3):
-        fast = refsim.quantize(x, s, z, bits=bits, signed=signed, spec=spec)
-        assert np.array_equal(fast, twin(x, s, z, bits, spec, signed=signed))
+        fast = refsim.quantize(x, s, z, bits=bits, signed=signed, spec=spec, amax=amax)
+        assert np.array_equal(fast, twin(x, s, z, bits, spec, signed=signed, amax=amax))
 
 
 def test_zero_point_stage_differs_under_ties_even():
@@ -93,6 +114,8 @@ def test_per_axis_block_and_cluster_equal_per_element_quantization(spec, bits, d
                  dtype=np.float32).reshape(rows, cols)
     if spec.saturation.value == "wrap":
         spec = spec.replace(saturation="saturate")
+    if spec.scale_op.value == "mul_range_recip":  # needs amax=; its granularity is tested on its own
+        spec = spec.replace(scale_op="mul_recip")
     block = data.draw(st.integers(1, cols + 2))
     nb = -(-cols // block)
     s_blk = np.array(data.draw(st.lists(scales, min_size=rows * nb, max_size=rows * nb)), np.float32).reshape(rows, nb)
@@ -164,3 +187,99 @@ def test_integer_input_and_missing_spec_are_refused():
         refsim.quantize(np.arange(3), 1.0, bits=4, spec=refsim.preset("onnx"))
     with pytest.raises(TypeError, match="spec must be a refsim.NumericsSpec"):
         refsim.quantize(np.zeros(3, np.float32), 1.0, bits=4, spec="onnx")
+
+
+# --- the knobs that the shipped libraries need (docs/numerics.md) --------------------------------------------
+
+@given(spec=specs, bits=st.integers(2, 8), data=st.data())
+def test_new_knobs_equal_the_scalar_twin(spec, bits, data):
+    """bfloat16 compute, ceil / away / ties_zero and the two float-formula roundings, saturation 'zero' and
+    nonfinite 'zero' drawn together with every other knob."""
+    spec = spec.replace(compute_dtype=data.draw(st.sampled_from(["bfloat16", "float32", "float16"])),
+                        nonfinite=data.draw(st.sampled_from(["zero", "saturate"])))
+    if spec.scale_op.value == "mul_range_recip":
+        spec = spec.replace(scale_op="div")
+    s = data.draw(scales)
+    x = np.array(data.draw(st.lists(st.floats(-2.0**(bits + 1), 2.0**(bits + 1), width=32), min_size=1, max_size=20)),
+                 dtype=np.float32) * np.float32(s)
+    x = np.concatenate([x.astype(np.float32), np.array([np.nan, np.inf, -np.inf], np.float32)])
+    z = data.draw(st.integers(-4, 4))
+    if spec.saturation.value == "wrap":
+        spec = spec.replace(nonfinite="zero")
+    try:
+        fast = refsim.quantize(x, s, z, bits=bits, spec=spec)
+    except ValueError:
+        with pytest.raises(ValueError):
+            twin(x, s, z, bits, spec)
+        return
+    assert np.array_equal(fast, twin(x, s, z, bits, spec))
+
+
+@pytest.mark.parametrize("compute", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_range_reciprocal_every_tie_and_neighbour(compute, bits):
+    """scale_op='mul_range_recip' exhaustively over the codes, their ties and float32 neighbours, against the twin,
+    for several ranges; and it differs from both div and mul_recip on some of them (ONNX Runtime's own rule)."""
+    spec = refsim.preset("onnxruntime_dynamic_int8").replace(compute_dtype=compute)
+    qmax = (1 << (bits - 1)) - 1
+    differs = 0
+    for amax in (np.float32(1.0), np.float32(3.7), np.float32(0.0123), np.float32(1000.1)):
+        s = refsim.range_recip_params(amax, bits=bits)
+        if compute != "float32":  # the stored scale in that dtype: fl(fl(amax) / qmax)
+            s = to_compute(np.float64(to_compute(amax, compute)) / qmax, compute).astype(np.float32)
+        k = np.arange(-qmax - 2, qmax + 3, dtype=np.float64)
+        x = (np.concatenate([k, k + 0.5]) * np.float64(amax) / qmax).astype(np.float32)
+        x = np.concatenate([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))])
+        fast = refsim.quantize(x, s, bits=bits, amax=amax, spec=spec)
+        assert np.array_equal(fast, twin(x, s, 0, bits, spec, amax=amax))
+        for other in ("div", "mul_recip"):
+            differs += int((fast != refsim.quantize(x, s, bits=bits, spec=spec.replace(scale_op=other))).sum())
+    if compute == "float32":
+        assert differs > 0
+
+
+def test_range_reciprocal_zero_block_and_errors():
+    spec = refsim.preset("onnxruntime_dynamic_int8")
+    x = np.zeros((2, 4), np.float32)
+    x[1] = [1.0, -2.0, 0.5, 0.25]
+    amax = np.array([[0.0], [2.0]], np.float32)
+    s = refsim.range_recip_params(amax)
+    assert s[0, 0] == 0.0  # MLAS stores scale 0 for an all-zero block and codes 0
+    q = refsim.quantize(x, s, bits=8, axis=1, block_size=4, amax=amax, spec=spec)
+    assert q.tolist() == [[0, 0, 0, 0], [64, -127, 32, 16]]
+    with pytest.raises(ValueError, match="needs amax="):
+        refsim.quantize(x, 1.0, bits=8, spec=spec)
+    with pytest.raises(ValueError, match="amax is only used by scale_op='mul_range_recip'"):
+        refsim.quantize(x, 1.0, bits=8, amax=1.0, spec=refsim.preset("onnx"))
+    with pytest.raises(ValueError, match="does not equal fl\\(amax / 127\\)"):
+        refsim.quantize(x, 0.5, bits=8, amax=np.float32(2.0), spec=spec)
+
+
+def test_ml_dtypes_cast_truncates_and_zeroes_what_it_cannot_hold():
+    spec = refsim.preset("ml_dtypes")
+    x = np.array([0.6, -1.5, 7.9, 8.0, -8.5, -9.0, np.nan, np.inf, -np.inf], np.float32)
+    assert refsim.quantize(x, 1.0, bits=4, spec=spec).tolist() == [0, -1, 7, 0, -8, 0, 0, 0, 0]
+    assert refsim.quantize(x, 1.0, bits=4, signed=False, spec=spec).tolist() == [0, 0, 7, 8, 0, 0, 0, 0, 0]
+
+
+@given(st.lists(st.integers(0, 15), min_size=1, max_size=20), scales, st.floats(-8, 8, width=32),
+       st.sampled_from(["ort", "tinygemm", "tinygemm_fused"]), st.sampled_from(["float32", "float16", "bfloat16"]))
+def test_dequantize_float_zero_equals_scalar_twin(q, s, z, form, dtype):
+    got = refsim.dequantize_float_zero(np.array(q), np.float32(s), np.float32(z), form=form,
+                                       dtype=dtype if dtype == "bfloat16" else np.dtype(dtype))
+    want = [dequantize_float_zero_scalar(v, float(s), float(z), form=form, fmt=dtype) for v in q]
+    assert [Fraction(float(g)) for g in got] == want
+
+
+def test_affine_minmax_params_equal_the_scalar_twin_exhaustively():
+    """Every pair of small bfloat16 / float16 / float32 bounds on a grid (ties of the zero point included)."""
+    grid = np.concatenate([np.linspace(-3, 3, 25), [0.0, 1e-30, -1e-30, 127.5, -0.1]]).astype(np.float32)
+    lo, hi = np.meshgrid(grid, grid)
+    lo, hi = np.minimum(lo, hi).ravel(), np.maximum(lo, hi).ravel()
+    for fmt in ("float32", "float16", "bfloat16"):
+        for qmin, qmax in ((-8, 7), (0, 15), (-128, 127), (0, 255), (-4, 3)):
+            for sym in (True, False):
+                s, z = refsim.affine_minmax_params(lo, hi, qmin=qmin, qmax=qmax, symmetric=sym, dtype=fmt)
+                for i in range(0, lo.size, 7):
+                    ws, wz = affine_minmax_params_scalar(lo[i], hi[i], qmin=qmin, qmax=qmax, symmetric=sym, fmt=fmt)
+                    assert (Fraction(float(s[i])), int(z[i])) == (ws, wz)

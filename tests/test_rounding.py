@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refsim.rounding import round_to_integral
+from refsim.rounding import round_to_bfloat16, round_to_integral
 from refsim.scalar import round_rational, round_to_format
 from refsim.spec import Rounding
 
@@ -28,7 +28,8 @@ def ties_and_neighbours(dtype, limit):
 def test_every_tie_and_its_neighbours(mode, dtype, limit):
     v = ties_and_neighbours(dtype, limit)
     fast = round_to_integral(v, mode)
-    slow = np.array([round_rational(Fraction(float(x)), mode) for x in v], dtype=np.float64)
+    fmt = np.dtype(dtype).name
+    slow = np.array([round_rational(Fraction(float(x)), mode, fmt) for x in v], dtype=np.float64)
     assert np.array_equal(fast, slow)
 
 
@@ -43,6 +44,8 @@ def test_the_classic_trap_of_floor_plus_half():
     ("ties_even", [-2, -2, -0, 0, 2, 2]), ("ties_away", [-3, -2, -1, 1, 2, 3]),
     ("half_up", [-2, -1, 0, 1, 2, 3]), ("floor", [-3, -2, -1, 0, 1, 2]),
     ("trunc", [-2, -1, 0, 0, 1, 2]), ("odd", [-3, -1, -1, 1, 1, 3]),
+    ("ceil", [-2, -1, 0, 1, 2, 3]), ("away", [-3, -2, -1, 1, 2, 3]), ("ties_zero", [-2, -1, 0, 0, 1, 2]),
+    ("ties_away_add_half", [-3, -2, -1, 1, 2, 3]), ("ties_zero_sub_half", [-2, -1, 0, 0, 1, 2]),
 ])
 def test_mode_table_on_half_integers(mode, expect):
     v = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
@@ -141,3 +144,76 @@ def test_fsum_rows_is_order_independent_and_correctly_rounded():
     for r in range(5):
         assert got[r] == math.fsum(map(float, x[r]))
         assert fsum_rows(x[r][rng.permutation(300)]) == got[r]
+
+
+@pytest.mark.parametrize("mode,expect", [
+    ("ceil", [-1, 0, 0, 1, 1, 2]), ("away", [-2, -1, -1, 1, 1, 2]), ("ties_zero", [-1, -1, 0, 0, 1, 1]),
+])
+def test_directed_and_ties_zero_off_the_ties(mode, expect):
+    v = np.array([-1.25, -0.75, -0.25, 0.25, 0.75, 1.25])
+    assert np.array_equal(round_to_integral(v, mode), np.array(expect, dtype=np.float64))
+
+
+def test_qonnx_half_up_formula_rounds_the_float_below_one_half_up():
+    """QONNX HALF_UP is sign(v) * floor(|v| + 0.5) in the tensor's dtype: 0.49999997f + 0.5 rounds to 1."""
+    x = np.array([0.49999997, -0.49999997, 2.0**23 + 1, 0.5, 2.5], dtype=np.float32)
+    assert round_to_integral(x, "ties_away_add_half").tolist() == [1, -1, 2.0**23 + 2, 1, 3]
+    assert round_to_integral(x, "ties_away").tolist() == [0, 0, 2.0**23 + 1, 1, 3]
+    # the same values in float64 arithmetic: only the float32 formula has the quirk
+    assert round_to_integral(x.astype(np.float64), "ties_away_add_half").tolist() == [0, 0, 2.0**23 + 1, 1, 3]
+    assert round_rational(Fraction(float(x[0])), "ties_away_add_half", "float32") == 1
+
+
+def test_qonnx_half_down_formula_is_exact_below_2_to_the_23():
+    """sign(v) * ceil(|v| - 0.5): |v| - 0.5 is exact below 2^23 (float32), so it is ties toward zero there;
+    an odd integer above loses one (fl(2^23 + 1 - 0.5) = 2^23, ties to even)."""
+    k = np.arange(-4096, 4096, dtype=np.float32)
+    v = np.concatenate([k, k + np.float32(0.5), np.nextafter(k + np.float32(0.5), np.float32(np.inf)),
+                        np.nextafter(k + np.float32(0.5), np.float32(-np.inf))])
+    assert np.array_equal(round_to_integral(v, "ties_zero_sub_half"), round_to_integral(v, "ties_zero"))
+    big = np.array([2.0**23 + 1, -(2.0**23 + 1)], dtype=np.float32)
+    assert round_to_integral(big, "ties_zero_sub_half").tolist() == [2.0**23, -(2.0**23)]
+    assert round_to_integral(big, "ties_zero").tolist() == [2.0**23 + 1, -(2.0**23 + 1)]
+
+
+@pytest.mark.parametrize("mode", ["ties_away_add_half", "ties_zero_sub_half"])
+def test_float_formula_variants_in_bfloat16(mode):
+    """In bfloat16 (8-bit significand) the formula's rounding bites already at 2^7: every bfloat16 value in
+    [-512, 512] and every tie, against the rational twin with fl() in bfloat16."""
+    k = np.arange(-1024, 1025, dtype=np.float64) / 2
+    v = np.unique(np.concatenate([round_to_bfloat16(k), round_to_bfloat16(k * (1 + 2.0**-8)),
+                                  round_to_bfloat16(k * (1 - 2.0**-8)), round_to_bfloat16(k / 128)]))
+    fast = round_to_integral(v, mode, fmt="bfloat16")
+    slow = np.array([round_rational(Fraction(float(x)), mode, "bfloat16") for x in v], dtype=np.float64)
+    assert np.array_equal(fast, slow)
+    assert not np.array_equal(fast, round_to_integral(v, mode, fmt="float64"))  # the variant is not exact there
+
+
+def _bf16_neighbours(n):
+    """Every bfloat16 bit pattern in a band of exponents, plus the ties between neighbours."""
+    bits = np.arange(n, dtype=np.uint32) << 16
+    return bits.view(np.float32)
+
+
+def test_round_to_bfloat16_equals_the_rational_twin_on_every_tie():
+    """Every positive and negative bfloat16 value (all 2^16 patterns) and the midpoint between each pair of
+    neighbours, and both float32 neighbours of that midpoint, rounded once; subnormals and overflow included."""
+    b = _bf16_neighbours(1 << 16)
+    b = b[np.isfinite(b)]
+    b = np.sort(b.astype(np.float64))
+    mids = (b[:-1] + b[1:]) / 2  # exact in float64
+    x = np.concatenate([b, mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf), [3.4e38, -3.4e38]])
+    sample = np.random.default_rng(1).choice(x, 4000, replace=False)
+    fast = round_to_bfloat16(sample).astype(np.float64)
+    slow = np.array([float(round_to_format(Fraction(float(v)), "bfloat16")) for v in sample])
+    assert np.array_equal(fast, slow)
+    # the full set against an independent exact rule: the result is a bfloat16 value and the nearest one
+    got = round_to_bfloat16(x).astype(np.float32)
+    assert np.all((got.view(np.uint32) & 0xFFFF) == 0)
+    assert np.array_equal(round_to_bfloat16(b), b.astype(np.float32))  # bfloat16 values are fixed points
+    up = round_to_bfloat16(np.nextafter(mids, np.inf)).astype(np.float64)
+    down = round_to_bfloat16(np.nextafter(mids, -np.inf)).astype(np.float64)
+    assert np.array_equal(up, b[1:]) and np.array_equal(down, b[:-1])  # just off a tie: the nearer neighbour
+    ties = round_to_bfloat16(mids).astype(np.float32)  # on a tie: the neighbour with an even last bit
+    even = np.where((b[:-1].astype(np.float32).view(np.uint32) >> 16) % 2 == 0, b[:-1], b[1:])
+    assert np.array_equal(ties.astype(np.float64), even)

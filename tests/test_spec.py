@@ -17,7 +17,8 @@ def test_preset_round_trips_through_json(name):
 
 
 def test_presets_cover_the_design_list():
-    assert set(PRESETS) == {"onnx", "torch", "torch_per_channel", "gptq", "rptq", "qrazor", "tflite"}
+    assert set(PRESETS) == {"onnx", "torch", "torch_per_channel", "gptq", "rptq", "qrazor", "tflite", "torchao",
+                            "compressed_tensors", "onnxruntime", "onnxruntime_dynamic_int8", "qonnx", "ml_dtypes"}
 
 
 def test_presets_differ_where_their_sources_do():
