@@ -225,10 +225,10 @@ def _recorded_preset(manifest, report, stage, what):
         report.add(stage, what, False, f"{type(exc).__name__}: {exc}")
         return None
     # an edited manifest that drops or adds a role or a config key is a failed check, not a crash later
-    for field, recorded, want in (("specs", specs, preset.specs), ("config", manifest.get("config"), preset.config)):
+    for key, recorded, want in (("specs", specs, preset.specs), ("config", manifest.get("config"), preset.config)):
         if not isinstance(recorded, dict) or set(recorded) != set(want):
             got = sorted(recorded) if isinstance(recorded, dict) else recorded
-            report.add(stage, what, False, f"manifest {field} has keys {got}; preset {preset.name} records "
+            report.add(stage, what, False, f"manifest {key} has keys {got}; preset {preset.name} records "
                        f"{sorted(want)}")
             return None
     return preset, specs
