@@ -161,6 +161,9 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
     bits = check_bits(bits)
     signed = spec.signed if signed is None else bool(signed)
     narrow = spec.narrow if narrow is None else bool(narrow)
+    if narrow and spec.saturation is Saturation.WRAP:
+        raise ValueError("narrow=True with saturation='wrap' is not allowed (wrapping can give the code the "
+                         "narrow range excludes); allowed with narrow: saturation 'saturate' or 'zero'")
     qmin, qmax = code_range(bits, signed, narrow)
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):

@@ -96,6 +96,8 @@ def quantize_scalar(x: float, s: float, z: int, *, bits: int, signed=None, narro
     """One element of refsim.quantize, from the formula in refsim/quantize.py's docstring."""
     signed = spec.signed if signed is None else signed
     narrow = spec.narrow if narrow is None else narrow
+    if narrow and spec.saturation.value == "wrap":
+        raise ValueError("narrow=True with saturation='wrap' is not allowed")
     qmin, qmax = code_range(bits, signed, narrow)
     fmt = spec.compute_dtype.value
     range_recip = spec.scale_op.value == "mul_range_recip"

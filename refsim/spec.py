@@ -156,6 +156,11 @@ class NumericsSpec:
         if self.zero_point_stage is ZeroPointStage.BEFORE_ROUND_FUSED and self.scale_op is not ScaleOp.MUL_RECIP:
             raise ValueError("zero_point_stage='before_round_fused' is a fused multiply-add and needs "
                              "scale_op='mul_recip'; allowed with 'div': 'after_round', 'before_round'")
+        if self.narrow and self.saturation is Saturation.WRAP:
+            # wrapping keeps the low bits, modulo 2^bits: it can land on -2^(bits-1), the code narrow excludes
+            raise ValueError("narrow=True with saturation='wrap' is not allowed: wrapping modulo 2^bits can give "
+                             "the code the narrow range excludes; allowed with narrow=True: saturation 'saturate' "
+                             "or 'zero'")
         if not isinstance(self.acc_bits, int) or isinstance(self.acc_bits, bool) or not 2 <= self.acc_bits <= 64:
             raise ValueError(f"acc_bits={self.acc_bits!r} is not allowed; allowed: an int in 2..64")
 
