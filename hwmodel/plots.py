@@ -261,3 +261,66 @@ def plot_pareto(result, path: str, capacity_gib: float | None = None) -> str:
     fig.suptitle(f"{result.model} on {result.hardware}: co-design sweep ({len(rows)} points; calibration "
                  f"{result.calib_source})", fontsize=10)
     return _save(fig, path)
+
+
+def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
+    """``refsim sweep``: perplexity against decode tokens/s per device, one panel per model.
+
+    Colour: hardware (hypothetical parts named so in the legend). Marker: the accuracy source,
+    circles for what ``refsim eval`` measured, triangles for a paper's table. Hollow: the point does
+    not fit the device's memory (never on a front). Lines: the throughput Pareto fronts, one per
+    (source, batch, sequence); the front's points are labelled with their configuration."""
+    plt = _plt()
+    rows = [r for r in rows if r["perplexity"] is not None]
+    models = list(dict.fromkeys(r["model"] for r in rows)) or ["(no accuracy)"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6.8 * len(models), 5.4), squeeze=False)
+    hws = list(dict.fromkeys(r["hardware"] for r in rows))
+    color = {h: f"C{i % 10}" for i, h in enumerate(hws)}
+    hypo = {r["hardware"]: r["hypothetical"] for r in rows}
+
+    def marker(source: str) -> str:
+        return "^" if source.startswith("paper") else "o"
+
+    for ax, model in zip(axes[0], models, strict=True):
+        pts = [r for r in rows if r["model"] == model]
+        if not pts:
+            ax.text(0.5, 0.5, "no point has a perplexity:\ngive --accuracy FILE.json or --paper",
+                    ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        for r in pts:
+            c = color[r["hardware"]]
+            ax.scatter(r["decode_tokens_per_s"], r["perplexity"], s=26, marker=marker(r["source"]),
+                       facecolors=c if r["fits"] else "none", edgecolors=c, linewidths=0.9, alpha=0.8, zorder=3)
+        fronts: dict[tuple, list] = {}
+        for r in pts:
+            if r["pareto_throughput"]:
+                fronts.setdefault((r["source"], r["batch"], r["seq"]), []).append(r)
+        for (_source, b, s), fr in fronts.items():
+            fr.sort(key=lambda r: r["decode_tokens_per_s"])
+            ax.plot([r["decode_tokens_per_s"] for r in fr], [r["perplexity"] for r in fr], "-", color="0.25",
+                    lw=0.8, zorder=2)
+            last = fr[-1]
+            ax.annotate(f"b{b} s{s}", (last["decode_tokens_per_s"], last["perplexity"]), fontsize=6,
+                        xytext=(4, 4), textcoords="offset points", color="0.25")
+            for r in fr:
+                ax.annotate(f"{r['config']} {r['hardware']}", (r["decode_tokens_per_s"], r["perplexity"]),
+                            fontsize=5.5, xytext=(3, -8), textcoords="offset points", color="0.3")
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+        ax.set_xlabel("decode tokens/s per device (roofline upper bound)")
+        ax.set_ylabel("perplexity")
+        ax.set_title(model, fontsize=10)
+        ax.grid(which="both", alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="s", color=color[h], label=h + (" (hypothetical)" if hypo[h] else ""))
+               for h in hws]
+    sources = sorted({r["source"] for r in rows})
+    handles += [Line2D([], [], ls="", marker=marker(s), color="0.3", label=s) for s in sources]
+    handles += [Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3", label="does not fit the device"),
+                Line2D([], [], color="0.25", lw=0.8, label="Pareto front (per source, batch b, sequence s)")]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper right")
+    fig.suptitle("refsim sweep: perplexity against decode throughput (measured and published perplexities are "
+                 "never on one front)", fontsize=10)
+    return _save(fig, path)

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = [
     "refsim.rptq_cli",
     "golden.cli",
     "hwmodel.cli",
+    "hwmodel.sweep_cli",
     "cukernels.cli",
 ]
 
