@@ -293,6 +293,7 @@ def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
             ax.scatter(r["decode_tokens_per_s"], r["perplexity"], s=26, marker=marker(r["source"]),
                        facecolors=c if r["fits"] else "none", edgecolors=c, linewidths=0.9, alpha=0.8, zorder=3)
         fronts: dict[tuple, list] = {}
+        labels: dict[tuple, list] = {}
         for r in pts:
             if r["pareto_throughput"]:
                 fronts.setdefault((r["source"], r["batch"], r["seq"]), []).append(r)
@@ -303,9 +304,12 @@ def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
             last = fr[-1]
             ax.annotate(f"b{b} s{s}", (last["decode_tokens_per_s"], last["perplexity"]), fontsize=6,
                         xytext=(4, 4), textcoords="offset points", color="0.25")
-            for r in fr:
-                ax.annotate(f"{r['config']} {r['hardware']}", (r["decode_tokens_per_s"], r["perplexity"]),
-                            fontsize=5.5, xytext=(3, -8), textcoords="offset points", color="0.3")
+            for r in fr:  # points at one place (hardware whose extra datapaths a config does not use) share a label
+                at = (round(np.log10(r["decode_tokens_per_s"]), 2), round(r["perplexity"], 1))
+                labels.setdefault(at, []).append(f"{r['config']} {r['hardware']}")
+        for (lx, y), names in labels.items():
+            ax.annotate(", ".join(dict.fromkeys(names)), (10**lx, y), fontsize=5.5, xytext=(3, -8),
+                        textcoords="offset points", color="0.3")
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
         ax.set_xlabel("decode tokens/s per device (roofline upper bound)")

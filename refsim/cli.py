@@ -21,7 +21,6 @@ SUBCOMMAND_MODULES = [
     "refsim.rptq_cli",
     "golden.cli",
     "hwmodel.cli",
-    "hwmodel.sweep_cli",
     "cukernels.cli",
 ]
 
