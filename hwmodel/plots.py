@@ -63,6 +63,16 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
 
 
+def _dense_log_ticks(axis) -> None:
+    """Plain-number log ticks at 1..9 x 10^k with thousands separators: readable over a narrow range
+    (prefill throughputs of one model span less than a decade)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}" if v >= 100 else f"{v:.3g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
+
+
 def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
     plt = _plt()
     batches, seqs = sorted(set(batches)), sorted(set(seqs))
@@ -264,16 +274,20 @@ def plot_pareto(result, path: str, capacity_gib: float | None = None) -> str:
 
 
 def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
-    """``refsim sweep``: perplexity against decode tokens/s per device, one panel per model.
+    """``refsim sweep``: perplexity against decode and against prefill tokens/s per device, per model.
 
     Colour: hardware (hypothetical parts named so in the legend). Marker: the accuracy source,
     circles for what ``refsim eval`` measured, triangles for a paper's table. Hollow: the point does
-    not fit the device's memory (never on a front). Lines: the throughput Pareto fronts, one per
-    (source, batch, sequence); the front's points are labelled with their configuration."""
+    not fit the device's memory (never on a front). Lines: the Pareto fronts of that panel's axis, one
+    per (source, batch, sequence), labelled with their configurations and hardware. Decode is
+    bandwidth-bound, so hardware that differs only in its integer datapaths lands on one place there;
+    prefill shows what int4 / int3 tensor cores buy."""
     plt = _plt()
     rows = [r for r in rows if r["perplexity"] is not None]
-    models = list(dict.fromkeys(r["model"] for r in rows)) or ["(no accuracy)"]
-    fig, axes = plt.subplots(1, len(models), figsize=(6.8 * len(models), 5.4), squeeze=False)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    panels = [("decode_tokens_per_s", "pareto_decode", "decode"), ("prefill_tokens_per_s", "pareto_prefill",
+                                                                   "prefill")]
+    fig, axes = plt.subplots(max(len(models), 1), 2, figsize=(15, 5.2 * max(len(models), 1)), squeeze=False)
     hws = list(dict.fromkeys(r["hardware"] for r in rows))
     color = {h: f"C{i % 10}" for i, h in enumerate(hws)}
     hypo = {r["hardware"]: r["hypothetical"] for r in rows}
@@ -281,50 +295,51 @@ def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
     def marker(source: str) -> str:
         return "^" if source.startswith("paper") else "o"
 
-    for ax, model in zip(axes[0], models, strict=True):
-        pts = [r for r in rows if r["model"] == model]
-        if not pts:
+    if not models:
+        for ax in axes[0]:
             ax.text(0.5, 0.5, "no point has a perplexity:\ngive --accuracy FILE.json or --paper",
                     ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
-            continue
-        for r in pts:
-            c = color[r["hardware"]]
-            ax.scatter(r["decode_tokens_per_s"], r["perplexity"], s=26, marker=marker(r["source"]),
-                       facecolors=c if r["fits"] else "none", edgecolors=c, linewidths=0.9, alpha=0.8, zorder=3)
-        fronts: dict[tuple, list] = {}
-        labels: dict[tuple, list] = {}
-        for r in pts:
-            if r["pareto_throughput"]:
-                fronts.setdefault((r["source"], r["batch"], r["seq"]), []).append(r)
-        for (_source, b, s), fr in fronts.items():
-            fr.sort(key=lambda r: r["decode_tokens_per_s"])
-            ax.plot([r["decode_tokens_per_s"] for r in fr], [r["perplexity"] for r in fr], "-", color="0.25",
-                    lw=0.8, zorder=2)
-            last = fr[-1]
-            ax.annotate(f"b{b} s{s}", (last["decode_tokens_per_s"], last["perplexity"]), fontsize=6,
-                        xytext=(4, 4), textcoords="offset points", color="0.25")
-            for r in fr:  # points at one place (hardware whose extra datapaths a config does not use) share a label
-                at = (round(np.log10(r["decode_tokens_per_s"]), 2), round(r["perplexity"], 1))
-                labels.setdefault(at, []).append(f"{r['config']} {r['hardware']}")
-        for (lx, y), names in labels.items():
-            ax.annotate(", ".join(dict.fromkeys(names)), (10**lx, y), fontsize=5.5, xytext=(3, -8),
-                        textcoords="offset points", color="0.3")
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
-        ax.set_xlabel("decode tokens/s per device (roofline upper bound)")
-        ax.set_ylabel("perplexity")
-        ax.set_title(model, fontsize=10)
-        ax.grid(which="both", alpha=0.3)
+    for row_axes, model in zip(axes, models, strict=False):
+        pts = [r for r in rows if r["model"] == model]
+        for ax, (key, flag, stage) in zip(row_axes, panels, strict=True):
+            # smaller markers for later hardware, so points that coincide stay visible as rings
+            for k, h in enumerate(hws):
+                for r in (r for r in pts if r["hardware"] == h):
+                    c = color[h]
+                    ax.scatter(r[key], r["perplexity"], s=60 / (1 + k), marker=marker(r["source"]),
+                               facecolors=c if r["fits"] else "none", edgecolors=c, linewidths=0.9, zorder=3 + k)
+            fronts: dict[tuple, list] = {}
+            labels: dict[tuple, list] = {}
+            for r in pts:
+                if r[flag]:
+                    fronts.setdefault((r["source"], r["batch"], r["seq"]), []).append(r)
+            for (_source, b, s), fr in fronts.items():
+                fr.sort(key=lambda r: r[key])
+                ax.plot([r[key] for r in fr], [r["perplexity"] for r in fr], "-", color="0.25", lw=0.8, zorder=2)
+                ax.annotate(f"b{b} s{s}", (fr[-1][key], fr[-1]["perplexity"]), fontsize=6, xytext=(4, 4),
+                            textcoords="offset points", color="0.25")
+                for r in fr:  # points at one place (hardware whose extra datapaths go unused) share a label
+                    at = (round(np.log10(r[key]), 2), round(r["perplexity"], 1))
+                    labels.setdefault(at, []).append(f"{r['config']} {r['hardware']}")
+            for (lx, y), names in labels.items():
+                ax.annotate(", ".join(dict.fromkeys(names)), (10**lx, y), fontsize=5.5, xytext=(3, -8),
+                            textcoords="offset points", color="0.3")
+            ax.set_xscale("log")
+            _dense_log_ticks(ax.xaxis)
+            ax.set_xlabel(f"{stage} tokens/s per device (roofline upper bound)")
+            ax.set_ylabel("perplexity")
+            ax.set_title(f"{model}: {stage}", fontsize=10)
+            ax.grid(which="both", alpha=0.3)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", marker="s", color=color[h], label=h + (" (hypothetical)" if hypo[h] else ""))
                for h in hws]
-    sources = sorted({r["source"] for r in rows})
-    handles += [Line2D([], [], ls="", marker=marker(s), color="0.3", label=s) for s in sources]
+    handles += [Line2D([], [], ls="", marker=marker(s), color="0.3", label=s) for s in sorted({r["source"]
+                                                                                               for r in rows})]
     handles += [Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3", label="does not fit the device"),
                 Line2D([], [], color="0.25", lw=0.8, label="Pareto front (per source, batch b, sequence s)")]
-    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper right")
-    fig.suptitle("refsim sweep: perplexity against decode throughput (measured and published perplexities are "
-                 "never on one front)", fontsize=10)
+    fig.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.suptitle("refsim sweep: perplexity against throughput (measured and published perplexities are never "
+                 "on one front)", fontsize=10)
     return _save(fig, path)

@@ -14,9 +14,10 @@ papers' published tables (:mod:`hwmodel.paper_accuracy`, ``source = "paper: ..."
 several sources appears once per source; one without any has a null perplexity.
 
 Pareto fronts, per (model, accuracy source, batch, sequence), among the points that fit the device:
-a point is on the throughput front when no other point has at least its decode tokens/s and at
-most its perplexity with one of the two strictly better (:func:`hwmodel.sweep.pareto_mask`), and on
-the energy front likewise with decode energy per token (lower is better).
+a point is on the decode front when no other point has at least its decode tokens/s and at most
+its perplexity with one of the two strictly better (:func:`hwmodel.sweep.pareto_mask`); likewise
+the prefill front (prefill tokens/s: where int4/int3 tensor cores show, decode being bandwidth-bound)
+and the energy front (decode energy per token, lower is better).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ JSON_NULL = ("null: not available: the perplexity of a point no accuracy source 
 OUT_FILES = {
     "sweep.csv": "one row per grid point and accuracy source (perplexity empty where none covers it)",
     "sweep.json": "the same rows, the grid and the accuracy files, strict JSON (null where undefined)",
-    "pareto.csv": "the rows on a Pareto front (decode tokens/s or energy per token vs perplexity)",
-    "pareto.png": "perplexity against decode tokens/s per device, one panel per model (unless --no-plot)",
+    "pareto.csv": "the rows on a Pareto front (decode or prefill tokens/s, or energy per token, vs perplexity)",
+    "pareto.png": "perplexity against decode and prefill tokens/s per device, per model (unless --no-plot)",
 }
 
 EPILOG = """\
@@ -315,23 +316,33 @@ def join_rows(ctx: dict, cells: list[tuple], costs: list[dict]) -> list[dict]:
     return rows
 
 
+#: front flag -> (cost column, True when higher is better): each front is cost against perplexity
+FRONTS = {"pareto_decode": ("decode_tokens_per_s", True), "pareto_prefill": ("prefill_tokens_per_s", True),
+          "pareto_energy": ("decode_energy_per_token_j", False)}
+
+
+def on_any_front(r: dict) -> bool:
+    return any(r[k] for k in FRONTS)
+
+
 def mark_fronts(rows: list[dict]) -> None:
-    """Set ``pareto_throughput`` and ``pareto_energy`` on every row (False where not eligible)."""
+    """Set the :data:`FRONTS` flags on every row (False where not eligible: no perplexity, or the point
+    does not fit its device), one front per (model, accuracy source, batch, sequence)."""
     import numpy as np
 
     from .sweep import pareto_mask
 
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
-        r["pareto_throughput"] = r["pareto_energy"] = False
+        r.update(dict.fromkeys(FRONTS, False))
         if r["perplexity"] is not None and r["fits"]:
             groups.setdefault((r["model"], r["source"], r["batch"], r["seq"]), []).append(i)
     for idx in groups.values():
         ppl = np.array([rows[i]["perplexity"] for i in idx])
-        tps = np.array([rows[i]["decode_tokens_per_s"] for i in idx])
-        ej = np.array([rows[i]["decode_energy_per_token_j"] for i in idx])
-        for i, t, e in zip(idx, pareto_mask(-tps, ppl), pareto_mask(ej, ppl), strict=True):
-            rows[i]["pareto_throughput"], rows[i]["pareto_energy"] = bool(t), bool(e)
+        for flag, (col, higher) in FRONTS.items():
+            cost = np.array([rows[i][col] for i in idx])
+            for i, on in zip(idx, pareto_mask(-cost if higher else cost, ppl), strict=True):
+                rows[i][flag] = bool(on)
 
 
 def unjoined(ctx: dict) -> list[dict]:
@@ -372,11 +383,11 @@ def grid_doc(ctx: dict) -> dict:
 
 
 FRONT_KEYS = ("model", "source", "batch", "seq", "hardware", "config", "memory_gib", "fits", "decode_tokens_per_s",
-              "decode_energy_per_token_j", "perplexity", "accuracy_model", "pareto_throughput", "pareto_energy")
+              "prefill_tokens_per_s", "decode_energy_per_token_j", "perplexity", "accuracy_model", *FRONTS)
 
 
 def make_summary(args, ctx: dict, rows: list[dict]) -> dict:
-    front = [r for r in rows if r["pareto_throughput"] or r["pareto_energy"]]
+    front = [r for r in rows if on_any_front(r)]
     return {"command": "refsim sweep", "grid": grid_doc(ctx), "rows": len(rows),
             "accuracy": {"files": ctx["files"], "measured": sum(a["source"] == MEASURED for a in ctx["accuracy"]),
                          "paper": sum(a["source"] != MEASURED for a in ctx["accuracy"]),
@@ -394,7 +405,7 @@ def write_outputs(args, ctx: dict, rows: list[dict], summary: dict) -> None:
     doc = {**summary, "units": {"memory": "GiB (2^30 B)", "energy": "J per token", "throughput": "tokens/s"},
            "rows": rows}
     doc.pop("pareto")
-    front = [r for r in rows if r["pareto_throughput"] or r["pareto_energy"]]
+    front = [r for r in rows if on_any_front(r)]
     with staged_output(ctx["out"], kind=KIND, models=[n for n, _ in ctx["models"]]) as tmp:
         for name, text in (("sweep.csv", to_csv(rows)), ("sweep.json", to_json(doc) + "\n"),
                            ("pareto.csv", to_csv(front) if front else ",".join(FRONT_KEYS) + "\n")):
@@ -415,7 +426,7 @@ def print_front(summary: dict) -> None:
     print(f"refsim sweep: {g['points']} points ({len(g['models'])} models x {len(g['configs'])} configurations x "
           f"{len(g['hardware'])} hardware x {len(g['batch'])} batch x {len(g['seq'])} sequence), "
           f"{summary['accuracy']['rows_with_perplexity']} rows with a perplexity")
-    front = [r for r in summary["pareto"] if r["pareto_throughput"]]
+    front = [r for r in summary["pareto"] if r["pareto_decode"]]
     if not front:
         print("no Pareto front: no point that fits its device has a perplexity (give --accuracy, or --paper)")
         return
