@@ -191,10 +191,31 @@ def test_local_cluster_is_bit_identical_to_inline(tmp_path, capsys):
     assert cli(capsys, "sweep", *common, "--scheduler", "inline", "--out", tmp_path / "a")[0] == 0
     rc, _, err = cli(capsys, "sweep", *common, "--workers", "2", "--out", tmp_path / "b")
     assert rc == 0, err
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        rc, _, err = cli(capsys, "sweep", *common, "--scheduler", cluster.scheduler_address, "--out", tmp_path / "c")
+    assert rc == 0, err
     for name in ("sweep.csv", "sweep.json", "pareto.csv"):
         a = (tmp_path / "a" / name).read_text().replace(str(tmp_path / "a"), "OUT")
-        b = (tmp_path / "b" / name).read_text().replace(str(tmp_path / "b"), "OUT")
-        assert a == b, name
+        for other in ("b", "c"):
+            assert (tmp_path / other / name).read_text().replace(str(tmp_path / other), "OUT") == a, (name, other)
+    assert len(json.loads((tmp_path / "a" / "sweep.json").read_text())["rows"]) == 32
+
+
+def test_core_install_runs_inline_and_names_the_extra(tmp_path):
+    from clitools import CORE_BLOCKED, run_blocked
+
+    base = ["sweep", "--models", "opt-66b", "--configs", "W4A4", "--hw", "H200", "--batch", "1", "--seq", "2048"]
+    p = run_blocked([*base, "--scheduler", "inline", "--out", "o", "--no-plot"], blocked=CORE_BLOCKED, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in (tmp_path / "o").iterdir()) == [".refsim-output.json", "pareto.csv", "sweep.csv",
+                                                                   "sweep.json"]
+    p = run_blocked(base, blocked=CORE_BLOCKED, cwd=tmp_path)
+    assert_one_line_error(p.returncode, p.stderr, names="needs the [cost] extra")
+    p = run_blocked([*base, "--scheduler", "inline", "--out", "o2"], blocked=CORE_BLOCKED, cwd=tmp_path)
+    assert_one_line_error(p.returncode, p.stderr, names="--no-plot skips it")
+    assert not (tmp_path / "o2").exists()
 
 
 # ---- the Pareto front against its brute-force twin ------------------------------------------------------
