@@ -279,7 +279,8 @@ def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
     Colour: hardware (hypothetical parts named so in the legend). Marker: the accuracy source,
     circles for what ``refsim eval`` measured, triangles for a paper's table. Hollow: the point does
     not fit the device's memory (never on a front). Lines: the Pareto fronts of that panel's axis, one
-    per (source, batch, sequence), labelled with their configurations and hardware. Decode is
+    per (source, batch, sequence), labelled with their configurations (and the hardware, unless every
+    hardware of the sweep shares the point). Decode is
     bandwidth-bound, so hardware that differs only in its integer datapaths lands on one place there;
     prefill shows what int4 / int3 tensor cores buy."""
     plt = _plt()
@@ -321,12 +322,20 @@ def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
                             textcoords="offset points", color="0.25")
                 for r in fr:  # points at one place (hardware whose extra datapaths go unused) share a label
                     at = (round(np.log10(r[key]), 2), round(r["perplexity"], 1))
-                    labels.setdefault(at, []).append(f"{r['config']} {r['hardware']}")
-            for (lx, y), names in labels.items():
-                ax.annotate(", ".join(dict.fromkeys(names)), (10**lx, y), fontsize=5.5, xytext=(3, -8),
-                            textcoords="offset points", color="0.3")
+                    labels.setdefault(at, {}).setdefault(r["config"], []).append(r["hardware"])
+            xs = [r[key] for r in pts]
+            lo, hi = np.log10(min(xs)), np.log10(max(xs))
+            for (lx, y), by_cfg in labels.items():
+                text = ", ".join(c if len(set(h)) == len(hws) else f"{c} ({', '.join(dict.fromkeys(h))})"
+                                 for c, h in by_cfg.items())
+                right = hi > lo and (lx - lo) / (hi - lo) > 0.6  # near the right edge: label to the left
+                ax.annotate(text, (10**lx, y), fontsize=6, xytext=(-4 if right else 4, -8),
+                            ha="right" if right else "left", textcoords="offset points", color="0.3")
             ax.set_xscale("log")
-            _dense_log_ticks(ax.xaxis)
+            if hi - lo < 1.3:  # less than about a decade: ticks at 1..7 x 10^k, else the usual 1, 2, 3, 5
+                _dense_log_ticks(ax.xaxis)
+            else:
+                _plain_log_ticks(ax.xaxis)
             ax.set_xlabel(f"{stage} tokens/s per device (roofline upper bound)")
             ax.set_ylabel("perplexity")
             ax.set_title(f"{model}: {stage}", fontsize=10)
