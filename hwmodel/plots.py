@@ -314,8 +314,8 @@ def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
             labels: dict[tuple, list] = {}
             for r in pts:
                 if r[flag]:
-                    fronts.setdefault((r["source"], r["batch"], r["seq"]), []).append(r)
-            for (_source, b, s), fr in fronts.items():
+                    fronts.setdefault((r["source"], r["accuracy_model"], r["batch"], r["seq"]), []).append(r)
+            for (_source, _whose, b, s), fr in fronts.items():
                 fr.sort(key=lambda r: r[key])
                 ax.plot([r[key] for r in fr], [r["perplexity"] for r in fr], "-", color="0.25", lw=0.8, zorder=2)
                 ax.annotate(f"b{b} s{s}", (fr[-1][key], fr[-1]["perplexity"]), fontsize=6, xytext=(4, 4),

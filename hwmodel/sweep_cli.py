@@ -13,7 +13,8 @@ never mixed: ``refsim eval --json`` results files (``source = "measured (refsim 
 papers' published tables (:mod:`hwmodel.paper_accuracy`, ``source = "paper: ..."``). A point with
 several sources appears once per source; one without any has a null perplexity.
 
-Pareto fronts, per (model, accuracy source, batch, sequence), among the points that fit the device:
+Pareto fronts, per (model, accuracy source and the model it was measured on, batch, sequence), among
+the points that fit the device:
 a point is on the decode front when no other point has at least its decode tokens/s and at most
 its perplexity with one of the two strictly better (:func:`hwmodel.sweep.pareto_mask`); likewise
 the prefill front (prefill tokens/s: where int4/int3 tensor cores show, decode being bandwidth-bound)
@@ -325,9 +326,15 @@ def on_any_front(r: dict) -> bool:
     return any(r[k] for k in FRONTS)
 
 
+def front_group(r: dict) -> tuple:
+    """The points that share a front: one model, one accuracy source and the model it was measured
+    on (two results files joined to one model are two fronts), one batch and sequence."""
+    return (r["model"], r["source"], r["accuracy_model"], r["batch"], r["seq"])
+
+
 def mark_fronts(rows: list[dict]) -> None:
     """Set the :data:`FRONTS` flags on every row (False where not eligible: no perplexity, or the point
-    does not fit its device), one front per (model, accuracy source, batch, sequence)."""
+    does not fit its device), one front per :func:`front_group`."""
     import numpy as np
 
     from .sweep import pareto_mask
@@ -336,7 +343,7 @@ def mark_fronts(rows: list[dict]) -> None:
     for i, r in enumerate(rows):
         r.update(dict.fromkeys(FRONTS, False))
         if r["perplexity"] is not None and r["fits"]:
-            groups.setdefault((r["model"], r["source"], r["batch"], r["seq"]), []).append(i)
+            groups.setdefault(front_group(r), []).append(i)
     for idx in groups.values():
         ppl = np.array([rows[i]["perplexity"] for i in idx])
         for flag, (col, higher) in FRONTS.items():

@@ -87,6 +87,17 @@ def test_accuracy_file_joined_to_another_model(tmp_path, capsys):
                          for r in front)
 
 
+def test_two_files_for_one_model_are_two_fronts_and_a_repeat_is_refused(tmp_path, capsys):
+    a = results_file(tmp_path / "a.json", rows=[{"config": "W4A4", "perplexity": 30.0, "tokens": 10}])
+    b = results_file(tmp_path / "b.json", model="smol", rows=[{"config": "W16A16", "perplexity": 90.0, "tokens": 10}])
+    summary, _ = sweep_json(capsys, "--paper", "none", "--accuracy", a, "--accuracy", f"{b}=opt-66b")
+    front = [r for r in summary["pareto"] if r["batch"] == 1 and r["hardware"] == "H200"]
+    # smol's W16A16 (90) would be dominated by opt-66b's own W4A4 (30, faster) on one front; it is not
+    assert {(r["config"], r["accuracy_model"]) for r in front} == {("W4A4", "opt-66b"), ("W16A16", "smol")}
+    rc, _, err = cli(capsys, "sweep", *SMALL, "--scheduler", "inline", "--accuracy", a, "--accuracy", a)
+    assert_one_line_error(rc, err, names="measured in")
+
+
 def test_paper_table_rows_are_labelled():
     assert len(PAPER_ROWS) == 7 * 3
     for r in PAPER_ROWS:
@@ -259,7 +270,7 @@ def test_cli_front_is_the_brute_force_front(tmp_path, capsys):
     groups = {}
     for r in rows:
         if r["perplexity"] is not None and r["fits"]:
-            groups.setdefault((r["model"], r["source"], r["batch"], r["seq"]), []).append(r)
+            groups.setdefault((r["model"], r["source"], r["accuracy_model"], r["batch"], r["seq"]), []).append(r)
     assert groups
     for g in groups.values():
         want = front_brute_force([(r["decode_tokens_per_s"], r["perplexity"]) for r in g])
