@@ -213,8 +213,11 @@ def prepare(args) -> dict:
             hws.append(get_hardware(h))
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(f"--hw {h}: {exc}") from None
-    if len({h.name for h in hws}) < len(hws):
-        raise UsageError(f"--hw {args.hw}: two entries name the same hardware")
+    for flag, names in (("--models", [s.name.lower() for _, s in models]),
+                        ("--configs", [c.name.lower() for c in configs]), ("--hw", [h.name.lower() for h in hws])):
+        if len(set(names)) < len(names):
+            raise UsageError(f"{flag}: two entries name the same {flag[2:].rstrip('s')} "
+                             f"({sorted(n for n in names if names.count(n) > 1)[0]})")
     batches, seqs = _ints("--batch", args.batch, MAX_BATCH), _ints("--seq", args.seq, MAX_SEQ)
     n_points = len(models) * len(configs) * len(hws) * len(batches) * len(seqs)
     if n_points > MAX_POINTS:

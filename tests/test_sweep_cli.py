@@ -135,6 +135,8 @@ def test_bad_accuracy_file_is_one_line_naming_file_and_key(tmp_path, capsys, con
     (["--models", "opt-66b,nope"], "--models nope"),
     (["--models", "opt-66b,,llama-2-7b"], "--models"),
     (["--configs", "W4A4,W4A4"], "given twice"),
+    (["--configs", "W4A4,w4a4"], "two entries name the same config (w4a4)"),
+    (["--models", "opt-66b,OPT-66b"], "--models: two entries"),
     (["--configs", "W4Z4"], "--configs W4Z4"),
     (["--hw", "H200,H999"], "--hw H999"),
     (["--batch", "0"], "1..1048576"),
