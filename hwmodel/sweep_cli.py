@@ -418,7 +418,7 @@ def write_outputs(args, ctx: dict, rows: list[dict], summary: dict) -> None:
     front = [r for r in rows if on_any_front(r)]
     with staged_output(ctx["out"], kind=KIND, models=[n for n, _ in ctx["models"]]) as tmp:
         for name, text in (("sweep.csv", to_csv(rows)), ("sweep.json", to_json(doc) + "\n"),
-                           ("pareto.csv", to_csv(front) if front else ",".join(FRONT_KEYS) + "\n")):
+                           ("pareto.csv", to_csv(front) if front else ",".join(rows[0]) + "\n")):
             with open(os.path.join(tmp, name), "w", encoding="utf-8", newline="") as f:
                 f.write(text)
         if not args.no_plot:

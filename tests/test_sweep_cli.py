@@ -42,6 +42,8 @@ def test_grid_size_and_rows(tmp_path, capsys):
         for c in ("W16A16", "W4A4", "W4A4KV")}
     assert all(r["perplexity"] == "" and r["source"] == "" for r in rows)  # no accuracy given: nothing made up
     assert summary["pareto"] == []
+    header = (tmp_path / "o" / "pareto.csv").read_text().splitlines()
+    assert header == [",".join(rows[0])]  # no front: the columns of sweep.csv, no rows
     doc = json.loads((tmp_path / "o" / "sweep.json").read_text())
     assert doc["rows"][0]["perplexity"] is None  # strict JSON null, not NaN
 
