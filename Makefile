@@ -52,6 +52,8 @@ gpu-campaign:
 # The cost-model plots in docs/img (docs/costmodel.md).
 docs-plots: venv
 	$(BIN)/refsim cost opt-66b --hw H200 --config W4A4 --batch 64 --seq 8192 --plot docs/img --scheduler inline
+	$(BIN)/refsim sweep --models opt-66b --batch 1,64 --seq 2048 --scheduler inline --out build/sweep-docs --force
+	cp build/sweep-docs/pareto.png docs/img/sweep_pareto.png
 
 # Every figure annotated `<!-- docs-check: ... -->` in README.md and docs/*.md, re-computed (tools/docs_check.py).
 # The default suite runs the same check (tests/test_docs_check.py); -slow adds the entries marked slow.

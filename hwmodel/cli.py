@@ -72,7 +72,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tensors", action="store_true",
                    help="also print every weight tensor: shape, copies, parameters")
     p.add_argument("--plot", metavar="DIR", help="write the cost_*.png plots into DIR (runs the sweep)")
-    p.add_argument("--sweep", action="store_true", help="run the co-design sweep (errors measured by refsim)")
+    p.add_argument("--sweep", action="store_true",
+                   help="run the co-design sweep of one model (SQNR measured by refsim on calibration tensors); "
+                        "for cost against real perplexity over models x configurations x hardware, see "
+                        "`refsim sweep`")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address for the sweep, e.g. tcp://10.0.0.5:8786 (default: a new local "
                         "cluster; 'inline': in this process, no Dask)")
@@ -86,6 +89,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true",
                    help="list known models, hardware and configurations (what is quantized at which bits)")
     p.set_defaults(func=run)
+    # `refsim sweep` lives in hwmodel too; registered from here so that refsim/cli.py names only
+    # hwmodel.cli (tests/test_layering.py allows no new hwmodel import in refsim/)
+    from . import sweep_cli
+
+    sweep_cli.register(subparsers)
     return p
 
 

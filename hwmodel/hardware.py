@@ -14,8 +14,9 @@ Sources (datasheet figures, dense):
   1978.9 TOP/s, no int4 tensor-core path, HBM3 3.35 TB/s, 50 MiB L2, boost 1980 MHz, fp32 66.9 TFLOP/s.
 * H200 SXM 141GB: NVIDIA H200 datasheet: H100's compute with HBM3e 4.8 TB/s and 141 GB (143771 MiB
   as nvidia-smi reports). Measured on one here (DESIGN.md): ~4.3 TB/s copy, ~790 TFLOP/s bf16 matmul.
-* ``H200-int4``, ``H200-int3``: *hypothetical* Hopper parts with int4 (2x int8, the ratio A100 has) and
-  int3 (int4 x 4/3, throughput inversely proportional to operand width) tensor cores.
+* ``H200-int4``, ``H200-int3``: *hypothetical* Hopper parts (an assumption, no such product): H200 with
+  int4 tensor cores at 2x the int8 rate (the ratio A100 has) and, on ``H200-int3``, int3 tensor cores
+  at 2.67x (= int4 x 4/3: throughput inversely proportional to operand width, as at 8 -> 4 bits).
 * ``acc-int3``: a *hypothetical* accelerator built from :meth:`Hardware.from_mac_array`: 512 x 512
   native 3-bit x 3-bit MACs at 1 GHz, wider operands bit-sliced, 64 MiB buffer, 2 TB/s HBM.
 DRAM energy: HBM2 ~3.9 pJ/bit (O'Connor et al., "Fine-Grained DRAM", MICRO 2017), applied to
@@ -230,11 +231,14 @@ BUILTIN: dict[str, Hardware] = {h.name: h for h in [
              notes="SXM 141GB; H100 compute, HBM3e; no int4 tensor cores: W4A4 runs on int8"),
     Hardware("H200-int4", {**_H100_PEAKS, (4, 4): 2 * 1978.9 * T}, bandwidth=4.8e12,
              capacity=143771 * 2**20, buffer=50 * 2**20, clock_hz=1.98e9, vector_ops=66.9 * T,
-             hypothetical=True, notes="hypothetical: H200 with int4 tensor cores at 2x int8 (A100's ratio)"),
+             hypothetical=True,
+             notes="hypothetical: H200 with int4 tensor cores at 2x the int8 rate (3958 TOP/s, A100's int4/int8 "
+                   "ratio); W3A3 runs on them"),
     Hardware("H200-int3", {**_H100_PEAKS, (4, 4): 2 * 1978.9 * T, (3, 3): 2 * 1978.9 * T * 4 / 3},
              bandwidth=4.8e12, capacity=143771 * 2**20, buffer=50 * 2**20, clock_hz=1.98e9,
              vector_ops=66.9 * T, hypothetical=True,
-             notes="hypothetical: H200 with int4 (2x int8) and int3 (int4 x 4/3) tensor cores"),
+             notes="hypothetical: H200 with int4 tensor cores at 2x and int3 at 2.67x the int8 rate (3958 and "
+                   "5277 TOP/s; int3 = int4 x 4/3, throughput inversely proportional to operand width)"),
     Hardware.from_mac_array("acc-int3", rows=512, cols=512, mac_w_bits=3, mac_a_bits=3, clock_hz=1e9,
                             bandwidth=2e12, capacity=96 * 2**30, buffer=64 * 2**20,
                             notes="hypothetical: 512x512 native 3x3-bit MACs, wider operands bit-sliced"),

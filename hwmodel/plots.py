@@ -63,6 +63,16 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
 
 
+def _dense_log_ticks(axis) -> None:
+    """Plain-number log ticks at 1..9 x 10^k with thousands separators: readable over a narrow range
+    (prefill throughputs of one model span less than a decade)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}" if v >= 100 else f"{v:.3g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
+
+
 def plot_memory(model, configs, hw: Hardware, batches, seqs, path: str) -> str:
     plt = _plt()
     batches, seqs = sorted(set(batches)), sorted(set(seqs))
@@ -260,4 +270,85 @@ def plot_pareto(result, path: str, capacity_gib: float | None = None) -> str:
     axes[0].set_ylabel("SQNR (dB): layer output and K cache noise together, refsim")
     fig.suptitle(f"{result.model} on {result.hardware}: co-design sweep ({len(rows)} points; calibration "
                  f"{result.calib_source})", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_accuracy_pareto(rows: list[dict], path: str) -> str:
+    """``refsim sweep``: perplexity against decode and against prefill tokens/s per device, per model.
+
+    Colour: hardware (hypothetical parts named so in the legend). Marker: the accuracy source,
+    circles for what ``refsim eval`` measured, triangles for a paper's table. Hollow: the point does
+    not fit the device's memory (never on a front). Lines: the Pareto fronts of that panel's axis, one
+    per (source, batch, sequence), labelled with their configurations (and the hardware, unless every
+    hardware of the sweep shares the point). Decode is
+    bandwidth-bound, so hardware that differs only in its integer datapaths lands on one place there;
+    prefill shows what int4 / int3 tensor cores buy."""
+    plt = _plt()
+    rows = [r for r in rows if r["perplexity"] is not None]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    panels = [("decode_tokens_per_s", "pareto_decode", "decode"), ("prefill_tokens_per_s", "pareto_prefill",
+                                                                   "prefill")]
+    fig, axes = plt.subplots(max(len(models), 1), 2, figsize=(15, 5.2 * max(len(models), 1)), squeeze=False)
+    hws = list(dict.fromkeys(r["hardware"] for r in rows))
+    color = {h: f"C{i % 10}" for i, h in enumerate(hws)}
+    hypo = {r["hardware"]: r["hypothetical"] for r in rows}
+
+    def marker(source: str) -> str:
+        return "^" if source.startswith("paper") else "o"
+
+    if not models:
+        for ax in axes[0]:
+            ax.text(0.5, 0.5, "no point has a perplexity:\ngive --accuracy FILE.json or --paper",
+                    ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+    for row_axes, model in zip(axes, models, strict=False):
+        pts = [r for r in rows if r["model"] == model]
+        for ax, (key, flag, stage) in zip(row_axes, panels, strict=True):
+            # smaller markers for later hardware, so points that coincide stay visible as rings
+            for k, h in enumerate(hws):
+                for r in (r for r in pts if r["hardware"] == h):
+                    c = color[h]
+                    ax.scatter(r[key], r["perplexity"], s=60 / (1 + k), marker=marker(r["source"]),
+                               facecolors=c if r["fits"] else "none", edgecolors=c, linewidths=0.9, zorder=3 + k)
+            fronts: dict[tuple, list] = {}
+            labels: dict[tuple, list] = {}
+            for r in pts:
+                if r[flag]:
+                    fronts.setdefault((r["source"], r["accuracy_model"], r["batch"], r["seq"]), []).append(r)
+            for (_source, _whose, b, s), fr in fronts.items():
+                fr.sort(key=lambda r: r[key])
+                ax.plot([r[key] for r in fr], [r["perplexity"] for r in fr], "-", color="0.25", lw=0.8, zorder=2)
+                ax.annotate(f"b{b} s{s}", (fr[-1][key], fr[-1]["perplexity"]), fontsize=6, xytext=(4, 4),
+                            textcoords="offset points", color="0.25")
+                for r in fr:  # points at one place (hardware whose extra datapaths go unused) share a label
+                    at = (round(np.log10(r[key]), 2), round(r["perplexity"], 1))
+                    labels.setdefault(at, {}).setdefault(r["config"], []).append(r["hardware"])
+            xs = [r[key] for r in pts]
+            lo, hi = np.log10(min(xs)), np.log10(max(xs))
+            for (lx, y), by_cfg in labels.items():
+                text = ", ".join(c if len(set(h)) == len(hws) else f"{c} ({', '.join(dict.fromkeys(h))})"
+                                 for c, h in by_cfg.items())
+                right = hi > lo and (lx - lo) / (hi - lo) > 0.6  # near the right edge: label to the left
+                ax.annotate(text, (10**lx, y), fontsize=6, xytext=(-4 if right else 4, -8),
+                            ha="right" if right else "left", textcoords="offset points", color="0.3")
+            ax.set_xscale("log")
+            if hi - lo < 1.3:  # less than about a decade: ticks at 1..7 x 10^k, else the usual 1, 2, 3, 5
+                _dense_log_ticks(ax.xaxis)
+            else:
+                _plain_log_ticks(ax.xaxis)
+            ax.set_xlabel(f"{stage} tokens/s per device (roofline upper bound)")
+            ax.set_ylabel("perplexity")
+            ax.set_title(f"{model}: {stage}", fontsize=10)
+            ax.grid(which="both", alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="s", color=color[h], label=h + (" (hypothetical)" if hypo[h] else ""))
+               for h in hws]
+    handles += [Line2D([], [], ls="", marker=marker(s), color="0.3", label=s) for s in sorted({r["source"]
+                                                                                               for r in rows})]
+    handles += [Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3", label="does not fit the device"),
+                Line2D([], [], color="0.25", lw=0.8, label="Pareto front (per source, batch b, sequence s)")]
+    fig.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.suptitle("refsim sweep: perplexity against throughput (measured and published perplexities are never "
+                 "on one front)", fontsize=10)
     return _save(fig, path)

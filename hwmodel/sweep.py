@@ -90,22 +90,38 @@ def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | N
     ``LocalCluster`` (``None``) or on the Dask scheduler at ``scheduler`` (an address such as
     ``tcp://10.0.0.5:8786``). Returns the rows in point order."""
     chunks = [points[i : i + chunk_size] for i in range(0, len(points), chunk_size)]
+    results = map_tasks(_error_chunk, chunks, calib, scheduler=scheduler, n_workers=n_workers,
+                        progress=progress, what="sweep errors", unit="chunks",
+                        sizes=[len(c) for c in chunks], key="hwmodel-err")
+    return [row for chunk in results for row in chunk]
 
+
+def map_tasks(func, tasks: list, shared, *, scheduler: str | None = None, n_workers: int = 2,
+              progress: bool = True, what: str = "sweep", unit: str = "tasks", sizes: list[int] | None = None,
+              key: str = "hwmodel-task") -> list:
+    """``[func(t, shared) for t in tasks]``, in task order, wherever it runs: in-process
+    (``scheduler="inline"``), on a new ``LocalCluster`` of ``n_workers`` processes (``None``) or on
+    the Dask scheduler at ``scheduler``. ``shared`` is scattered once to every worker. The results
+    do not depend on where they ran as long as ``func`` is a pure function of its arguments.
+
+    Progress goes to stderr (a live line on a terminal, about ten plain lines in a log); ``sizes``
+    (points per task) lets it count points as well. Ctrl-C cancels the submitted work, closes the
+    cluster quietly and re-raises KeyboardInterrupt."""
     tty = sys.stderr.isatty()
-    step = max(1, len(chunks) // 10)
+    step = max(1, len(tasks) // 10)
+    total = sum(sizes) if sizes else None
 
     def report(done: int, t0: float):
-        # a live line on a terminal; about ten plain lines in a log
-        if progress and (tty or done % step == 0 or done == len(chunks)):
-            print(f"{chr(13) if tty else ''}sweep errors: {done}/{len(chunks)} chunks "
-                  f"({min(done * chunk_size, len(points))}/{len(points)} points) {time.time() - t0:.1f}s",
+        if progress and (tty or done % step == 0 or done == len(tasks)):
+            pts = f" ({sum(sizes[:done])}/{total} points)" if sizes else ""
+            print(f"{chr(13) if tty else ''}{what}: {done}/{len(tasks)} {unit}{pts} {time.time() - t0:.1f}s",
                   end="" if tty else "\n", file=sys.stderr, flush=True)
 
     t0 = time.time()
     if scheduler == "inline":
         out = []
-        for i, ch in enumerate(chunks):
-            out.extend(_error_chunk(ch, calib))
+        for i, task in enumerate(tasks):
+            out.append(func(task, shared))
             report(i + 1, t0)
         if progress and tty:
             print(file=sys.stderr)
@@ -125,11 +141,11 @@ def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | N
             raise ValueError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({exc})") from None
     futures: list = []
     try:
-        calib_f = client.scatter(calib, broadcast=True)
-        futures = [client.submit(_error_chunk, ch, calib_f, key=f"hwmodel-err-{i}-{id(points)}-{t0}")
-                   for i, ch in enumerate(chunks)]
+        shared_f = client.scatter(shared, broadcast=True)
+        futures = [client.submit(func, task, shared_f, key=f"{key}-{i}-{id(tasks)}-{t0}")
+                   for i, task in enumerate(tasks)]
         index = {f.key: i for i, f in enumerate(futures)}
-        results: list = [None] * len(chunks)
+        results: list = [None] * len(tasks)
         for done, fut in enumerate(as_completed(futures), start=1):
             results[index[fut.key]] = fut.result()
             report(done, t0)
@@ -147,7 +163,7 @@ def compute_errors(points: list[dict], calib: Calibration, *, scheduler: str | N
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close()
-    return [row for chunk in results for row in chunk]
+    return results
 
 
 def _quiet_distributed() -> None:
@@ -185,8 +201,15 @@ def _local_cluster(n_workers: int):
 
 def compute_costs(points: list[dict], model, hw, *, batch: int, seq: int) -> dict[str, np.ndarray]:
     """Memory, throughput and energy of every point, vectorized (one numpy evaluation for all points)."""
+    return config_costs([point_config(p) for p in points], model, hw, batch=batch, seq=seq)
+
+
+def config_costs(configs, model, hw, *, batch: int, seq: int) -> dict[str, np.ndarray]:
+    """Memory (GiB), decode and prefill tokens/s and energy per token (J) of every configuration on
+    ``hw`` at ``batch`` sequences of ``seq`` tokens: one vectorized evaluation of
+    :func:`hwmodel.footprint.memory_parts` and :func:`hwmodel.traffic.stage_totals`."""
     shape, hw = get_shape(model), get_hardware(hw)
-    f = stack(point_config(p) for p in points)
+    f = stack(configs)
     mem = memory_parts(shape, f, batch, seq)
     dec = stage_totals(shape, f, hw, batch, seq, "decode")
     pre = stage_totals(shape, f, hw, batch, seq, "prefill")
