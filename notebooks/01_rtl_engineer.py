@@ -183,3 +183,4 @@ if have_iverilog:
     assert rc_good == 0 and "PASS:" in log_good, log_good
     assert rc_bug != 0 and "MISMATCH isum[" in log_bug, log_bug
 print("all checks passed")
+shutil.rmtree(WORK)  # the bundle, the dumps and the testbench logs were this notebook's own

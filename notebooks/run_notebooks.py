@@ -58,6 +58,9 @@ def execute(source: Path, *, timeout: int = CELL_TIMEOUT_S):
             os.environ["REFSIM_REPO"] = env_before
 
 
+OUTPUT_KIND = "notebooks"  # the refsim.cliutil marker of an --out this script wrote
+
+
 def write_executed(nb, path: Path) -> None:
     import nbformat
 
@@ -68,9 +71,12 @@ def write_executed(nb, path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    from refsim.cliutil import UsageError, check_output, staged_output
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="notebook names (e.g. 01_rtl_engineer); default: all")
-    ap.add_argument("--out", default=None, help="write the executed notebooks here (e.g. build/notebooks)")
+    ap.add_argument("--out", default=None, help="write the executed notebooks into this directory (e.g. "
+                    "build/notebooks); an earlier --out of this script is replaced, any other directory refused")
     ap.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds allowed per cell")
     args = ap.parse_args(argv)
     available = {p.stem: p for p in sources()}
@@ -79,19 +85,29 @@ def main(argv=None) -> int:
         print(f"run_notebooks: error: unknown notebook {', '.join(unknown)}; allowed: {', '.join(available)}",
               file=sys.stderr)
         return 2
+    if args.out:
+        try:  # checked before any notebook runs: a user's directory is never written into
+            check_output(args.out, kinds=(OUTPUT_KIND,), replace=True, replace_flag=None)
+        except UsageError as e:
+            print(f"run_notebooks: error: {e}", file=sys.stderr)
+            return 2
     failed = 0
+    executed = {}
     for name in args.names or list(available):
         try:
             nb, seconds = execute(available[name], timeout=args.timeout)
         except Exception as e:  # a failing cell: report it and go on to the next notebook
             failed += 1
             print(f"FAIL {name}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
-            if args.out and getattr(e, "notebook", None) is not None:
-                write_executed(e.notebook, Path(args.out) / f"{name}.failed.ipynb")
+            if getattr(e, "notebook", None) is not None:
+                executed[f"{name}.failed.ipynb"] = e.notebook
             continue
         print(f"ok   {name}: {seconds:.1f} s")
-        if args.out:
-            write_executed(nb, Path(args.out) / f"{name}.ipynb")
+        executed[f"{name}.ipynb"] = nb
+    if args.out:
+        with staged_output(args.out, kind=OUTPUT_KIND) as tmp:
+            for filename, nb in executed.items():
+                write_executed(nb, Path(tmp) / filename)
     print(f"{len(args.names or available) - failed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -40,3 +40,16 @@ def test_sources_hold_no_outputs():
     for p in run_notebooks.sources():
         text = p.read_text()
         assert text.startswith("# ---\n# jupyter:") and "# %%" in text, p.name
+
+
+def test_out_never_writes_into_a_users_directory(tmp_path, capsys, monkeypatch):
+    """``--out`` is checked before any notebook runs: a directory the runner did not write is refused."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.ipynb").write_text("a user's notebook")
+    ran = []
+    monkeypatch.setattr(run_notebooks, "execute", lambda *a, **k: ran.append(a))
+    assert run_notebooks.main(["--out", str(mine)]) == 2
+    assert "is not an output this command wrote" in capsys.readouterr().err
+    assert ran == [] and sorted(p.name for p in mine.iterdir()) == ["notes.ipynb"]
+    assert (mine / "notes.ipynb").read_text() == "a user's notebook"
