@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -162,51 +163,43 @@ def _sizes(stages) -> tuple[int, int]:
 def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False) -> tuple[int, int] | None:
     """(bytes in memory, bytes on disk) of a bundle at ``shape``, from bundles built at small shapes.
 
-    Every stage's size is a sum of products of the shape's dimensions (M*K, K*N, M*N/g, ...) with
-    non-negative coefficients. So the size at the default shape d times prod_i max(s_i/d_i, 1) is an
-    upper bound (``bound_only``: one small build). The estimate proper treats the size as a
-    multilinear polynomial: building at every corner of {d, 2d}^n fixes its 2^n coefficients and
-    the polynomial gives the size at ``shape`` without building it (a dimension that enters squared,
-    like the OPT block's T x T scores, is then under-counted). None when the small builds are not
-    possible.
+    Every stage's size is a sum of products of powers of the shape's dimensions (M*K, K*N, M*N/g,
+    T*T, ...) with non-negative coefficients, dimension i entering with power at most
+    ``k_i = p.size_degree[i]`` (1 unless the preset says otherwise: the OPT block's T x T scores and
+    hidden x hidden weights enter squared). So the size at the default shape d times
+    prod_i max(s_i/d_i, 1)^k_i is an upper bound (``bound_only``: one small build). The estimate
+    proper builds the bundle at every point t * d of the grid t_i in {1, ..., k_i + 1} and
+    interpolates: a polynomial of degree k_i in each t_i is fixed by those prod_i (k_i + 1) values
+    (tensor-product Lagrange interpolation), so the size at ``shape`` comes out exactly without
+    building it. None when the small builds are not possible.
     """
     if shape is None:
         return None
     base = tuple(p.default_shape)
-    n = len(base)
-    corners = {}
+    degree = tuple(p.size_degree or (1,) * len(base))
+    ratio = [s / d for s, d in zip(shape, base, strict=True)]
+    grid = [(1,) * len(base)] if bound_only else list(itertools.product(*[range(1, k + 2) for k in degree]))
     try:
-        for bits in range(1 if bound_only else 1 << n):
-            t = tuple(1 + ((bits >> i) & 1) for i in range(n))
-            small = tuple(d * ti for d, ti in zip(base, t, strict=True))
-            corners[bits] = _sizes(build_stages(p, seed=seed, level=level, shape=small)[0])
+        sizes = {t: _sizes(build_stages(p, seed=seed, level=level,
+                                        shape=tuple(d * ti for d, ti in zip(base, t, strict=True)))[0])
+                 for t in grid}
     except (ValueError, TypeError, MemoryError):
         return None
-    ratio = [s / d for s, d in zip(shape, base, strict=True)]
     if bound_only:
         grow = 1.0
-        for r in ratio:
-            grow *= max(r, 1.0)
-        return int(corners[0][0] * grow), int(corners[0][1] * grow)
-    # f(t) = sum_S e_S prod_{i in S} (t_i - 1); e_S by inclusion-exclusion over the corners below S.
+        for r, k in zip(ratio, degree, strict=True):
+            grow *= max(r, 1.0) ** k
+        return int(sizes[grid[0]][0] * grow), int(sizes[grid[0]][1] * grow)
     total = [0.0, 0.0]
-    for S in range(1 << n):
-        e = [0, 0]
-        T = S
-        while True:
-            sign = -1 if bin(S ^ T).count("1") % 2 else 1
-            e[0] += sign * corners[T][0]
-            e[1] += sign * corners[T][1]
-            if T == 0:
-                break
-            T = (T - 1) & S
+    for t, (mem, disk) in sizes.items():
         w = 1.0
-        for i in range(n):
-            if (S >> i) & 1:
-                w *= ratio[i] - 1
-        total[0] += e[0] * w
-        total[1] += e[1] * w
-    return max(int(total[0]), 0), max(int(total[1]), 0)
+        for i, ti in enumerate(t):
+            for node in range(1, degree[i] + 2):  # the Lagrange basis polynomial of node ti at ratio[i]
+                if node != ti:
+                    w *= (ratio[i] - node) / (ti - node)
+        total[0] += mem * w
+        total[1] += disk * w
+    return max(int(round(total[0])), 0), max(int(round(total[1])), 0)
 
 
 def check_bundle_size(p: Preset, out, *, seed, level, shape) -> None:

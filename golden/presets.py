@@ -70,6 +70,9 @@ class Preset:
     # and k-means); such presets are left out of the committed cross-machine digests.
     portable: bool = True
     notes: list = field(default_factory=list)
+    # the highest power in which each shape dimension enters a stage's size (None: 1 for every one, the
+    # stages are multilinear in the shape); golden.bundle's size check takes its upper bound from it
+    size_degree: tuple | None = None
 
 
 def _cdt(spec) -> np.dtype:
@@ -686,6 +689,7 @@ def _block_preset():
         derive=_block_derive,
         levels=(0,),
         portable=False,
+        size_degree=(2, 2, 1),  # T x T attention scores; hidden x hidden weights
         notes=["level 0 only: a random layer calibrated on a random sequence; the reorders (k-means) and weight "
                "codes (round to nearest, GPTQ form) are recorded as param_* input stages",
                "float stages (LayerNorm, softmax) follow refsim.rptq.block: correctly rounded sums and a correctly "

@@ -302,6 +302,21 @@ def test_bundle_size_estimate_is_exact_for_products_of_dimensions():
         assert bound[0] >= est[0] and bound[1] >= est[1]
 
 
+def test_bundle_size_estimate_is_exact_where_a_dimension_enters_squared():
+    """The OPT block's T x T scores and hidden x hidden weights: a multilinear fit under-counted them
+    (35x at T = 1024); the per-dimension degree makes the interpolation exact and the bound a bound."""
+    from golden.bundle import _sizes, build_stages, estimate_bundle
+    from golden.presets import PRESETS
+
+    p = PRESETS["opt_block_w4a4"]
+    assert p.size_degree == (2, 2, 1)
+    for shape in ((40, 48, 80), (128, 32, 64)):
+        est = estimate_bundle(p, shape=shape)
+        assert est == _sizes(build_stages(p, shape=shape)[0])
+        bound = estimate_bundle(p, shape=shape, bound_only=True)
+        assert bound[0] >= est[0] and bound[1] >= est[1]
+
+
 def test_outputs_follow_the_umask(tmp_path, capsys):
     old = os.umask(0o027)
     try:
