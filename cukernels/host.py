@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from refsim.checks import as_int_array, check_choice, check_range
-from refsim.layouts import get_layout, pack
+from refsim.layouts import get_layout, pack, unpack
 
 TILE_K = 32  # codes per mma.sync m16n8k32 step; also one int3_planar block
 GEMM_BLOCK_M = 128
@@ -163,6 +163,59 @@ def prepare_lowbit_weights(w_codes, sizes, bits) -> dict:
         "w_colsum": weight_colsum(w, sizes),
         "cluster_offsets": padded_cluster_offsets(sizes).astype(np.int32),
     }
+
+
+# --- W4A4 / W3A3 weights in fragment order (issue 15, item 4; not yet used by the kernel) ------
+#
+# PTX ISA v9.2, 9.7.14.5 "Matrix Fragments for mma.m16n8k32", .s8 B operand (32 x 8, col): lane
+# l = 4 g + t holds in register r (0, 1), byte b (0..3) the element at k = 16 r + 4 t + b, n = g.
+# A warp of lowbit_gemm.cu covers 32 columns (n-tiles j = 0..3) per K tile of 32 codes, so each
+# lane needs exactly 32 codes per K tile: code q = 8 j + 4 r + b of its sequence is
+#     w[n = 32 G + 8 j + g, k = 32 kt + 16 r + 4 t + b]          (G: the warp's 32-column group)
+# packed with the operand's own layout (int4_lo_first: 16 bytes, one cp.async chunk; int3_planar:
+# 12 bytes). Then the kernel's own unpackers give the fragments directly: word j of an int4 chunk
+# through unpack8_int4 is (b0, b1) of n-tile j; for int3 planar3_to_int4x8 on the 16 low bits
+# (w0 >> 16 j for j < 2, w1 >> 16 (j - 2) otherwise) and byte j of w2, then unpack8_int4, is (b0, b1)
+# of n-tile j (tests/test_cukernels_fragments.py emulates this against the PTX layout).
+# Array order (G, kt, lane, bytes): a warp's chunk for one K tile is 32 * FRAG_LANE_BYTES contiguous
+# bytes (512 or 384, both multiples of 16), at byte ((G * KT + kt) * 32 + lane) * FRAG_LANE_BYTES.
+FRAG_WARP_N = 32  # columns per warp and K tile: 4 m16n8k32 n-tiles
+FRAG_LANE_BYTES = {4: 16, 3: 12}  # 32 codes per lane and K tile
+
+
+def prepare_lowbit_weight_fragments(w_codes, sizes, bits) -> np.ndarray:
+    """Signed weight codes (N, K), reordered K -> uint8 (ceil(N / 32), K' / 32, 32, FRAG_LANE_BYTES[bits]):
+    cluster-padded (``pad_clusters``), columns past N zero, each lane's 32 codes of a K tile in fragment
+    order q = 8 j + 4 r + b <- w[32 G + 8 j + g, 32 kt + 16 r + 4 t + b] (lane = 4 g + t; see above)."""
+    bits = check_bits_choice(bits)
+    w = pad_clusters(w_codes, sizes)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    check_range(w, lo, hi, name="w_codes", what=f"(signed {bits}-bit weight codes)")
+    n, kp = w.shape
+    groups = ceil_div(n, FRAG_WARP_N)
+    full = np.zeros((groups * FRAG_WARP_N, kp), dtype=np.int32)
+    full[:n] = w
+    # axes (G, j, g, kt, r, t, b) -> (G, kt, g, t, j, r, b): lane = 4 g + t, q = 8 j + 4 r + b
+    seq = full.reshape(groups, 4, 8, kp // TILE_K, 2, 4, 4).transpose(0, 3, 2, 5, 1, 4, 6)
+    seq = seq.reshape(groups, kp // TILE_K, 32, 32)
+    return pack(seq, LOWBIT_LAYOUTS[bits], axis=-1, signed=True)
+
+
+def unprepare_lowbit_weight_fragments(frag, n, bits) -> np.ndarray:
+    """The exact inverse of ``prepare_lowbit_weight_fragments``: the cluster-padded codes (N, K') int32."""
+    bits = check_bits_choice(bits)
+    n = check_positive(n, name="n")
+    frag = np.asarray(frag)
+    check_dtype(frag, ("uint8",), name="frag")
+    groups = ceil_div(n, FRAG_WARP_N)
+    if frag.ndim != 4 or frag.shape[0] != groups or frag.shape[2:] != (32, FRAG_LANE_BYTES[bits]):
+        raise ValueError(f"frag must be ({groups}, K'/32, 32, {FRAG_LANE_BYTES[bits]}) for n={n}, bits={bits}; "
+                         f"got {frag.shape}")
+    seq = unpack(frag, LOWBIT_LAYOUTS[bits], 32, axis=-1, signed=True).astype(np.int32)
+    kt = frag.shape[1]
+    # axes (G, kt, g, t, j, r, b) -> (G, j, g, kt, r, t, b)
+    full = seq.reshape(groups, kt, 8, 4, 4, 2, 4).transpose(0, 4, 2, 1, 5, 3, 6).reshape(groups * 32, kt * TILE_K)
+    return np.ascontiguousarray(full[:n])
 
 
 def _linear_grid(tiles: int, what: str) -> int:

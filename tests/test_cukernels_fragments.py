@@ -18,7 +18,7 @@ planar3_code is a scalar decoder written from the int3_planar layout, to check t
 """
 
 import numpy as np
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cukernels import host
@@ -276,3 +276,68 @@ def test_cp_async_ring_schedule_never_reads_an_unlanded_or_overwritten_slot():
             assert slot_tile.get(nxt % stages, -1) <= kt - 1  # the slot overwritten was consumed already
             slot_tile[nxt % stages] = nxt
             groups.append(nxt)
+
+
+def fragment_load_and_unpack(frag, bits, group, kt):
+    """The per-lane load of the fragment-ordered weights (host.prepare_lowbit_weight_fragments): lane l of the warp
+    on 32-column group `group` reads the FRAG_LANE_BYTES[bits] bytes at ((group * KT + kt) * 32 + l) * lane_bytes
+    (zeros past the groups or tiles, as a zero-filled cp.async gives) and unpacks them with the kernel's own
+    helpers, word j (int4) or (low 16 bits of w0 / w1, byte j of w2) (int3) -> bf[j][0], bf[j][1]."""
+    groups, kt_total = frag.shape[:2]
+    lane_bytes = host.FRAG_LANE_BYTES[bits]
+    flat = frag.reshape(-1)  # the device buffer, byte addressed
+    bf = []
+    for lane in range(32):
+        if group < groups and kt < kt_total:
+            at = ((group * kt_total + kt) * 32 + lane) * lane_bytes
+            raw = [int(v) for v in flat[at:at + lane_bytes].view("<u4")]
+        else:
+            raw = [0] * (lane_bytes // 4)
+        if bits == 4:
+            regs = [list(unpack8_int4(raw[j])) for j in range(4)]
+        else:
+            w0, w1, w2 = raw
+            regs = [list(unpack8_int4(planar3_to_int4x8((w0 if j < 2 else w1) >> (16 * (j % 2)), w2 >> (8 * j))))
+                    for j in range(4)]
+        bf.append(regs)
+    return bf  # bf[lane][j][r]
+
+
+@settings(max_examples=25, deadline=None)
+@given(bits=st.sampled_from([3, 4]), n=st.integers(1, 300), sizes=st.lists(st.integers(1, 70), min_size=1, max_size=3),
+       seed=st.integers(0, 2**32 - 1))
+def test_fragment_ordered_weights_load_straight_into_the_ptx_b_fragments(bits, n, sizes, seed):
+    """For every block column tile, warp, K tile (one past the last included), lane, n-tile, register and byte: the
+    code the per-lane load + unpack yields is the B element the PTX ISA assigns there, w[n0 + wn + 8 j + g,
+    32 kt + 4 t + b (+ 16 r)] of the cluster-padded weights, and 0 past N or K'. Ragged N (not a multiple of 32 or
+    128) and ragged clusters (sizes not multiples of 32) are drawn."""
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    w = rng.integers(lo, hi, size=(n, sum(sizes)), endpoint=True)
+    wp = host.pad_clusters(w, sizes)
+    frag = host.prepare_lowbit_weight_fragments(w, sizes, bits)
+    kt_total = wp.shape[1] // 32
+    assert frag.dtype == np.uint8 and frag.shape == (-(-n // 32), kt_total, 32, host.FRAG_LANE_BYTES[bits])
+    for n0 in range(0, n, BN):
+        for warp in range(8):
+            wn = (warp % 4) * 32  # warps 0-3 and 4-7 share the column groups (they differ in wm only)
+            for kt in range(kt_total + 1):
+                bf = fragment_load_and_unpack(frag, bits, (n0 + wn) // 32, kt)
+                for lane in range(32):
+                    for j in range(4):
+                        for e in range(8):
+                            k, col = ptx_b(lane, e)
+                            nn, kk = n0 + wn + 8 * j + col, 32 * kt + k
+                            want = int(wp[nn, kk]) if nn < n and kk < wp.shape[1] else 0
+                            assert int8s(bf[lane][j][e // 4])[e % 4] == want, (n0, warp, kt, lane, j, e)
+
+
+def test_fragment_ordered_chunks_are_whole_cp_async_pieces():
+    """A warp's bytes for one K tile are contiguous and a multiple of 16 (cp.async 16-byte chunks, 16-byte aligned
+    in a 16-byte aligned buffer); an int4 lane's 32 codes are exactly one chunk."""
+    for bits in (3, 4):
+        warp_bytes = 32 * host.FRAG_LANE_BYTES[bits]
+        assert warp_bytes % 16 == 0
+        frag = host.prepare_lowbit_weight_fragments(np.zeros((40, 70), dtype=np.int64), [70], bits)
+        assert frag.flags.c_contiguous and frag.shape[2:] == (32, host.FRAG_LANE_BYTES[bits])
+    assert host.FRAG_LANE_BYTES[4] == 16 and host.FRAG_WARP_N == 4 * 8

@@ -543,3 +543,65 @@ def test_ln_quant_shuffle_packing_is_the_refsim_layout(bits, blocks, seed):
     codes = rng.integers(-(1 << (bits - 1)), (1 << (bits - 1)) - 1, size=(1, 32 * blocks), endpoint=True)
     want = host.pack_lowbit_operand(codes, [32 * blocks], bits)[0]
     assert np.array_equal(_ln_quant_pack_emulation(codes[0], bits), want)
+
+
+def _fragments_scalar(wp, bits):
+    """Scalar twin of host.prepare_lowbit_weight_fragments from its formula: lane 4 g + t of group G, K tile kt holds
+    code q = 8 j + 4 r + b = w[32 G + 8 j + g, 32 kt + 16 r + 4 t + b] (0 past N), packed with the operand layout."""
+    n, kp = wp.shape
+    groups = -(-n // 32)
+    seq = np.zeros((groups, kp // 32, 32, 32), dtype=np.int64)
+    for G in range(groups):
+        for kt in range(kp // 32):
+            for lane in range(32):
+                g, t = lane // 4, lane % 4
+                for j in range(4):
+                    for r in range(2):
+                        for b in range(4):
+                            row = 32 * G + 8 * j + g
+                            if row < n:
+                                seq[G, kt, lane, 8 * j + 4 * r + b] = wp[row, 32 * kt + 16 * r + 4 * t + b]
+    return host.pack_lowbit_operand(seq.reshape(-1, 32), [32], bits).reshape(groups, kp // 32, 32, -1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.sampled_from([3, 4]), n=st.integers(1, 70), sizes=sizes_st, seed=st.integers(0, 2 ** 32 - 1))
+def test_fragment_weights_match_scalar_twin_and_invert_exactly(bits, n, sizes, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-(1 << (bits - 1)), (1 << (bits - 1)) - 1, size=(n, sum(sizes)), endpoint=True)
+    frag = host.prepare_lowbit_weight_fragments(w, sizes, bits)
+    wp = host.pad_clusters(w, sizes)
+    assert np.array_equal(frag, _fragments_scalar(wp, bits))
+    back = host.unprepare_lowbit_weight_fragments(frag, n, bits)
+    assert back.dtype == np.int32 and np.array_equal(back, wp)
+    # and back to the row layout the kernel reads today
+    rows = host.pack_lowbit_operand(w, sizes, bits)
+    assert np.array_equal(host.pack_lowbit_operand(back, [back.shape[1]], bits), rows)
+
+
+def test_fragment_weights_exhaustive_per_position():
+    """Every code value at every (n, k) position of a 32 x 32 tile (both widths) lands where the twin puts it."""
+    for bits in (3, 4):
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        for v in range(lo, hi + 1):
+            w = np.full((32, 32), v, dtype=np.int64)
+            w[::3, ::5] = lo if v != lo else hi  # break the symmetry so that a transposed mapping shows
+            assert np.array_equal(host.prepare_lowbit_weight_fragments(w, [32], bits), _fragments_scalar(w, bits))
+            assert np.array_equal(host.unprepare_lowbit_weight_fragments(
+                host.prepare_lowbit_weight_fragments(w, [32], bits), 32, bits), w)
+
+
+def test_fragment_weights_refuse_bad_input():
+    with pytest.raises(ValueError, match="w_codes"):
+        host.prepare_lowbit_weight_fragments(np.full((2, 32), 8), [32], 4)
+    with pytest.raises(ValueError, match="w_codes"):
+        host.prepare_lowbit_weight_fragments(np.full((2, 32), -5), [32], 3)
+    with pytest.raises(ValueError, match="bits"):
+        host.prepare_lowbit_weight_fragments(np.zeros((2, 32)), [32], 8)
+    frag = host.prepare_lowbit_weight_fragments(np.zeros((33, 32), dtype=np.int64), [32], 4)
+    with pytest.raises(ValueError, match="frag must be"):
+        host.unprepare_lowbit_weight_fragments(frag, 65, 4)
+    with pytest.raises(ValueError, match="frag must be"):
+        host.unprepare_lowbit_weight_fragments(frag, 33, 3)
+    with pytest.raises(TypeError, match="frag"):
+        host.unprepare_lowbit_weight_fragments(frag.astype(np.int16), 33, 4)
