@@ -241,6 +241,11 @@ CPU_TARGETS = {
     "ort_matmul_nbits": harness.Target("ort_matmul_nbits", _nbits_case, _nbits_strategy,
                                        "ONNX Runtime MatMulNBits 4-bit, float32 x: within gamma_(K+1) sum |x w|"),
 }
+# The bit widths each target's cases draw (``--bits`` may only narrow to these) and the modules it needs.
+BITS = {"torch_int4pack_mm": (4,), "torch_int_mm": (8,), "ort_matmul_integer": (8,), "ort_matmul_integer_u8s8": (8,),
+        "ort_matmul_nbits": (4,)}
+REQUIRES = {"torch_int4pack_mm": ("torch",), "torch_int_mm": ("torch",), "ort_matmul_integer": ("onnxruntime", "onnx"),
+            "ort_matmul_integer_u8s8": ("onnxruntime", "onnx"), "ort_matmul_nbits": ("onnxruntime", "onnx")}
 ADAPTERS = {"torch_int4pack_mm": torch_int4pack_mm, "torch_int_mm": torch_int_mm,
             "ort_matmul_integer": ort_matmul_integer, "ort_matmul_integer_u8s8": ort_matmul_integer,
             "ort_matmul_nbits": ort_matmul_nbits}
@@ -263,12 +268,15 @@ def validate(name, kernel=None, **options) -> harness.ValidationReport:
     if name not in CPU_TARGETS:
         raise ValueError(f"target={name!r} is not a CPU target; allowed: {', '.join(CPU_TARGETS)}")
     with registered():
-        return harness.validate(kernel or ADAPTERS[name], name, **options)
+        report = harness.validate(kernel or ADAPTERS[name], name, **options)
+    report.runner = "cukernels.cpu_targets.run_case"
+    return report
 
 
-def run_case(kernel, params) -> harness.CaseResult:
+def run_case(kernel, params, **options) -> harness.CaseResult:
+    """``harness.run_case`` of one CPU-target case (``options``: xp, max_report), e.g. one a report names."""
     with registered():
-        return harness.run_case(kernel, params)
+        return harness.run_case(kernel, params, **options)
 
 
 def worst_bound_ratio(name, max_examples=2000, seed=7):

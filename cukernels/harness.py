@@ -94,6 +94,7 @@ class ValidationReport:
     cases_run: int = 0
     failures: list = field(default_factory=list)  # CaseResult, in the order found (the last is the shrunk one)
     seconds: float = 0.0
+    runner: str = "cukernels.harness.run_case"  # the function that reruns one case of this target
 
     @property
     def ok(self) -> bool:
@@ -118,7 +119,7 @@ class ValidationReport:
             ulp = f", {mm.ulp} ulp" if mm.ulp is not None else ""
             lines.append(f"  {mm.output}{list(mm.index)}: expected {mm.expected!r}, received {mm.received!r}, "
                          f"bit difference {mm.bit_difference}{ulp}")
-        lines.append(f"  reproduce: cukernels.harness.run_case(kernel, cukernels.harness.{worst.params.describe()})")
+        lines.append(f"  reproduce: {self.runner}(kernel, cukernels.harness.{worst.params.describe()})")
         return "\n".join(lines)
 
 
@@ -177,12 +178,18 @@ def compare_within(name: str, expected: np.ndarray, bound: np.ndarray, received:
 # --- array modules ----------------------------------------------------------------------------
 
 class ArrayModule:
-    """Moves numpy arrays to numpy / cupy / torch (CUDA) and back, keeping strides and offsets."""
+    """Moves numpy arrays to numpy / cupy / torch and back, keeping strides and offsets.
 
-    def __init__(self, name: str):
+    ``device`` is the torch device the inputs go to: "cuda" for this project's kernels, "cpu" for kernels
+    that run on this CPU (cukernels/cpu_targets.py)."""
+
+    def __init__(self, name: str, device: str = "cuda"):
         if name not in ("numpy", "cupy", "torch"):
             raise ValueError(f"xp={name!r} is not allowed; allowed: 'numpy', 'cupy', 'torch'")
+        if device not in ("cuda", "cpu"):
+            raise ValueError(f"device={device!r} is not allowed; allowed: 'cuda', 'cpu'")
         self.name = name
+        self.device = device
 
     def place(self, a: np.ndarray, offset: int, row_pad: int):
         """``a`` as a view at element ``offset`` inside rows of len + offset + row_pad (junk elsewhere)."""
@@ -212,7 +219,7 @@ class ArrayModule:
             return cupy.asarray(a)
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(a)).to("cuda")
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     def get(self, a) -> np.ndarray:
         if isinstance(a, np.ndarray):
@@ -228,7 +235,7 @@ class ArrayModule:
             import cupy
 
             cupy.cuda.Device().synchronize()
-        elif self.name == "torch":
+        elif self.name == "torch" and self.device == "cuda":
             import torch
 
             torch.cuda.synchronize()
@@ -524,7 +531,8 @@ def validate(kernel: Callable, target: str, *, max_examples=100, seed=0, xp="num
     """Run ``kernel`` on ``max_examples`` hypothesis-drawn cases of ``target``; never raises on a mismatch.
 
     ``seed`` fixes the campaign (hypothesis draws the same cases for the same seed and
-    options); each failure carries its ``CaseParams``, which rebuild the case on its own.
+    options); each failure carries its ``CaseParams``, which rebuild the case on its own. ``xp`` is an
+    array-module name or an ``ArrayModule`` (e.g. torch on the CPU).
     ``strategy_options`` narrow the draw (e.g. ``bits=(4,)``, ``max_mn=16``).
     """
     from hypothesis import HealthCheck, Phase, given, settings
@@ -532,7 +540,7 @@ def validate(kernel: Callable, target: str, *, max_examples=100, seed=0, xp="num
     from hypothesis import strategies as st
 
     tgt = get_target(target)
-    mod = ArrayModule(xp)
+    mod = xp if isinstance(xp, ArrayModule) else ArrayModule(xp)
     report = ValidationReport(kernel_name or getattr(kernel, "__name__", repr(kernel)), target, seed)
     start = time.perf_counter()
     phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
