@@ -22,7 +22,11 @@ def test_list_names_every_target_with_what_it_checks(capsys):
     for ln in lines:
         assert ("bit-exact" in ln or "within gamma" in ln) and "runs here: " in ln
     cpu = [ln for ln in lines if ln.split()[1] == "cpu"]
-    assert len(cpu) == len(cpu_targets.CPU_TARGETS) and all(ln.endswith("runs here: yes") for ln in cpu)
+    assert len(cpu) == len(cpu_targets.CPU_TARGETS) and all("runs here: yes" in ln for ln in cpu)
+    # a target that fails on a known upstream bug says so and is left out of a plain run
+    known = cpu_targets.KNOWN_UPSTREAM_BUGS
+    for ln in cpu:
+        assert ("known upstream bug, run only with --target" in ln) == (ln.split()[0] in known)
     if not gpu_available():
         assert all("runs here: no, needs cupy and a CUDA device" in ln for ln in lines if ln.split()[1] == "cuda")
 
@@ -116,3 +120,14 @@ def test_without_a_device_cuda_targets_skip_and_cpu_targets_run(capsys):
     skip = [ln for ln in cap.err.splitlines() if "skipped" in ln]
     assert len(skip) == 1 and skip[0].startswith("validate-kernels: wxa16: skipped: needs cupy and a CUDA device")
     assert "Traceback" not in cap.err and "ort_matmul_integer: 10 cases, 0 failing" in cap.out
+
+
+def test_a_plain_run_leaves_out_the_known_upstream_bug(capsys):
+    assert "ort_matmul_integer_u8s8" in cpu_targets.KNOWN_UPSTREAM_BUGS
+    rc = main(["validate-kernels", "--examples", "5", "--seed", "1", "--no-shrink"])
+    out = capsys.readouterr().out
+    assert "ort_matmul_integer_u8s8" not in out and "torch_int_mm" in out
+    if not gpu_available():
+        assert rc == 0  # the CUDA targets skip, the CPU targets pass
+    rc = main(["validate-kernels", "--target", "ort_matmul_integer_u8s8", "--examples", "20", "--seed", "1"])
+    assert rc == 1  # named, it runs and reports the saturation
