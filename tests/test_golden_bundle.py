@@ -72,6 +72,31 @@ def test_schema_rejects_a_broken_manifest(default_bundle):
     assert any("generator" in e for e in errs) and any("word_bits" in e for e in errs)
 
 
+def test_schema_allows_exactly_the_spec_values_refsim_has():
+    """The manifest schema lists each spec field's allowed values: every value NumericsSpec accepts, no other."""
+    import dataclasses
+    import enum
+
+    schema = json.loads((Path(golden.__file__).parent / "manifest.schema.json").read_text())
+    props = schema["$defs"]["spec"]["properties"]
+    spec = refsim.preset("onnx")
+    for f in dataclasses.fields(refsim.NumericsSpec):
+        value = getattr(spec, f.name)
+        if isinstance(value, enum.Enum):
+            assert props[f.name]["enum"] == [m.value for m in type(value)], f.name
+    # a bundle recording a spec with one of the newer values passes the schema
+    m = json.loads(json.dumps(make_manifest_for_test()))
+    m["specs"] = {role: refsim.preset("torchao").to_dict() for role in m["specs"]}
+    assert not schema_errors(m)
+
+
+def make_manifest_for_test():
+    p = gbundle.get_preset(None)
+    stages, shape = gbundle.build_stages(p, seed=0, level=0, shape=None)
+    entries = [gbundle.stage_entry(s) | {"sha256": {"npy": "0" * 64, "hex": "0" * 64}} for s in stages]
+    return gbundle.make_manifest(p, seed=0, level=0, shape=shape, entries=entries)
+
+
 def _corrupt_one_bit(path: Path, line: int, bit: int = 0):
     lines = path.read_text().split("\n")
     lines[line] = format(int(lines[line], 16) ^ (1 << bit), f"0{len(lines[line])}x")
