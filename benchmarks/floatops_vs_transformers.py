@@ -16,13 +16,7 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
 
 from refsim import floatops as F
-
-
-def ulps(a, b):
-    def order(x):
-        i = np.ascontiguousarray(x, dtype=np.float32).view(np.int32).astype(np.int64)
-        return np.where(i < 0, -(i & 0x7FFFFFFF), i)
-    return np.abs(order(a) - order(b))
+from refsim.metrics import ulp_distance_float32 as ulps
 
 
 def main() -> int:

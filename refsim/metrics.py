@@ -21,3 +21,12 @@ def sqnr_db(reference, test) -> float:
     if signal == 0.0:
         return float("-inf")
     return 10.0 * float(np.log10(signal / noise))
+
+
+def ulp_distance_float32(a, b) -> np.ndarray:
+    """|a - b| in float32 ulps: the distance between their positions on the ordered float32 line
+    (the bit pattern read as a sign-magnitude integer, so -0 and +0 are 0 apart)."""
+    def position(x):
+        i = np.ascontiguousarray(x, dtype=np.float32).view(np.int32).astype(np.int64)
+        return np.where(i < 0, -(i & 0x7FFFFFFF), i)
+    return np.abs(position(a) - position(b))

@@ -15,18 +15,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from refsim import floatops as F
+from refsim.metrics import ulp_distance_float32 as ulp_distance
 
 
 def bits(a):
     return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-
-
-def ulp_distance(a, b):
-    """|a - b| in float32 ulps (the distance between their positions on the ordered float32 line)."""
-    def order(x):
-        i = np.ascontiguousarray(x, dtype=np.float32).view(np.int32).astype(np.int64)
-        return np.where(i < 0, -(i & 0x7FFFFFFF), i)
-    return np.abs(order(a) - order(b))
 
 
 f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
@@ -221,3 +214,15 @@ def test_silu_close_to_torch():
     ref = torch.nn.functional.silu(torch.from_numpy(x)).numpy()
     got = F.silu(x)
     assert int(ulp_distance(got, ref).max()) <= 4
+
+
+def test_ulp_distance_counts_float32_steps():
+    one = np.float32(1.0)
+    up = np.nextafter(one, np.float32(2))
+    tiny = np.float32(2.0**-149)
+    assert ulp_distance(one, up) == 1 and ulp_distance(up, one) == 1
+    assert ulp_distance(np.float32(0.0), np.float32(-0.0)) == 0
+    assert ulp_distance(-tiny, tiny) == 2  # across zero: -tiny, 0, tiny
+    steps = np.arange(50, dtype=np.int32)
+    walk = (np.float32(3.5).view(np.int32) + steps).view(np.float32)
+    assert np.array_equal(ulp_distance(walk, np.float32(3.5)), steps)
