@@ -112,10 +112,6 @@ def positive_int(text: str) -> int:
     return int_range(1)(text)
 
 
-def nonneg_int(text: str) -> int:
-    return int_range(0)(text)
-
-
 def seed_int(text: str) -> int:
     """A PCG64 seed: an integer in 0..2**64-1."""
     return int_range(0, 2**64 - 1)(text)

@@ -68,15 +68,6 @@ def snapshot(root) -> dict:
     return out
 
 
-def changed_outside(before: dict, after: dict, *allowed) -> list[str]:
-    """Paths added, removed or changed between two snapshots, except under the ``allowed`` outputs."""
-    def inside(rel):
-        return any(rel == a or rel.startswith(a.rstrip("/") + "/") for a in allowed)
-
-    keys = set(before) | set(after)
-    return sorted(k for k in keys if before.get(k) != after.get(k) and not inside(k))
-
-
 def assert_one_line_error(rc, err, *, names=None):
     """A refused command: non-zero status, no traceback, an error line that names ``names``."""
     assert rc not in (0, None), err
