@@ -21,7 +21,7 @@ demo: venv
 	$(BIN)/refsim demo
 
 test: venv
-	$(BIN)/ruff check refsim golden hwmodel cukernels tests benchmarks tools examples notebooks
+	$(BIN)/ruff check refsim refsim_cli refsim_app golden hwmodel cukernels tests benchmarks tools examples notebooks
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: venv
@@ -31,7 +31,7 @@ test-gpu: venv
 	$(BIN)/python -m pytest -m "gpu" -q
 
 lint: venv
-	$(BIN)/ruff check refsim golden hwmodel cukernels tests benchmarks tools examples notebooks
+	$(BIN)/ruff check refsim refsim_cli refsim_app golden hwmodel cukernels tests benchmarks tools examples notebooks
 
 # Each script prints its ratios against a baseline measured in the same run.
 bench: venv
@@ -82,7 +82,7 @@ realmodel: venv
 	dpkg-deb -x $(DATA)/.deb.tmp/r-cran-janeaustenr_*.deb $(DATA)/.deb.tmp/root
 	rm -rf $(DATA)/janeaustenr && mv $(DATA)/.deb.tmp/root/usr/lib/R/site-library/janeaustenr $(DATA)/janeaustenr
 	rm -rf $(DATA)/.deb.tmp
-	REFSIM_DATA=$(DATA) $(BIN)/python -m refsim.corpus --check
+	REFSIM_DATA=$(DATA) $(BIN)/python -m refsim_app.corpus --check
 	$(BIN)/python -c "from refsim.formats.gguf import smollm2_gguf; print('model:', smollm2_gguf())"
 
 clean:

@@ -79,8 +79,8 @@ def float_perplexity(model, ids, seqlen=2048, max_tokens=None, progress=True) ->
 
 
 def main(argv=None) -> int:
-    from refsim.cliutil import positive_int
     from refsim.corpus import NOVELS
+    from refsim_cli import positive_int
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--novel", default="persuasion", choices=tuple(NOVELS))

@@ -174,7 +174,7 @@ def main(argv=None) -> int:
             row(f"W{bits}A16", f"M={mm}, K={kk}, N={nn}", t, "torch fp16 matmul", t16, target)
             del prepared
     if args.json:
-        from refsim.cliutil import atomic_write_text
+        from refsim.outputs import atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps(figures, indent=1) + "\n")
     return 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from refsim.cliutil import UsageError, missing_modules, positive_int, require_extra, seed_int
+from refsim_cli import UsageError, missing_modules, positive_int, require_extra, seed_int
 
 SKIPPED = 77
 

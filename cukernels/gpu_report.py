@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from refsim.cliutil import atomic_write_text
+from refsim.outputs import atomic_write_text
 
 BEGIN = "<!-- gpu-campaign: begin (written by `make gpu-campaign`; do not edit by hand) -->"
 END = "<!-- gpu-campaign: end -->"

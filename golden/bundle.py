@@ -33,7 +33,7 @@ import refsim
 from golden import hexio
 from golden.presets import Preset, Stage, get_preset
 from golden.stimulus import GENERATOR, LEVELS, check_level, make_rng
-from refsim.cliutil import (
+from refsim.outputs import (
     UsageError,
     available_memory,
     check_memory,
@@ -236,7 +236,7 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
                  replace_flag="--force", writer: str | None = None) -> Path:
     """Write a bundle of ``preset`` (the default bundle when None) to directory ``out``; returns its path.
 
-    The output is checked first (refsim.cliutil.check_output): an existing directory is replaced
+    The output is checked first (refsim.outputs.check_output): an existing directory is replaced
     only when it is a bundle refsim wrote (manifest and nothing else) and ``force`` is True; a
     user's directory or file is refused whatever ``force`` says. A ``shape`` whose bundle would not
     fit in memory or on disk is refused before anything is computed.

@@ -1,6 +1,6 @@
 """Subcommands ``refsim golden``, ``refsim verify`` and ``refsim compare`` (light at import).
 
-Every argument is checked before any work (refsim.cliutil): the bundle directory of ``golden``
+Every argument is checked before any work (refsim_cli): the bundle directory of ``golden``
 is replaced only when it is a bundle refsim wrote and ``--force`` is given; a user's directory is
 refused whatever the flag. ``--json`` prints one JSON document instead of the text report.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from refsim.cliutil import UsageError, int_range, positive_int
+from refsim_cli import UsageError, int_range, positive_int
 
 SEED = int_range(0, 2**63 - 1)  # golden.stimulus.make_rng's range
 
@@ -167,6 +167,6 @@ def run_compare(args) -> int:
 
 
 if __name__ == "__main__":
-    from refsim.cli import main
+    from refsim_cli.running import package_main
 
-    sys.exit(main())
+    sys.exit(package_main(register, prog="python -m golden.cli"))

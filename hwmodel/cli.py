@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from refsim.cliutil import UsageError, int_range, require_extra
+from refsim_cli import UsageError, int_range, require_extra
 
 from .outputs import CSV_TABLES
 
@@ -89,7 +89,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true",
                    help="list known models, hardware and configurations (what is quantized at which bits)")
     p.set_defaults(func=run)
-    # `refsim sweep` lives in hwmodel too; registered from here so that refsim/cli.py names only
+    # `refsim sweep` lives in hwmodel too; registered from here so that refsim_app/cli.py names only
     # hwmodel.cli (tests/test_layering.py allows no new hwmodel import in refsim/)
     from . import sweep_cli
 
@@ -139,7 +139,7 @@ def _list() -> str:
 
 def prepare(args) -> dict:
     """Check every argument, input and output before any work; returns what :func:`run` needs."""
-    from refsim.cliutil import check_output
+    from refsim.outputs import check_output
 
     from .calib import load_calibration, synthetic_calibration
     from .hardware import get_hardware
@@ -280,7 +280,7 @@ def _tensor_rows(shape) -> list[dict]:
 
 
 def _write_csv_dir(out, args, shape, hw, results, sweep) -> None:
-    from refsim.cliutil import staged_output
+    from refsim.outputs import staged_output
 
     from .outputs import CSV_KIND
     from .report import to_csv

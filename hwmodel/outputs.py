@@ -8,7 +8,7 @@ hidden temporary names inside DIR and renamed into place together at the end: a 
 run leaves every earlier file as it was.
 
 Tables (``--csv-dir DIR``): one CSV per table (:data:`CSV_TABLES`), in a directory made by
-:func:`refsim.cliutil.staged_output` (marker kind ``cost-csv``); an existing DIR is replaced only when
+:func:`refsim.outputs.staged_output` (marker kind ``cost-csv``); an existing DIR is replaced only when
 an earlier ``--csv-dir`` made it and ``--force`` is given.
 """
 
@@ -21,7 +21,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from refsim.cliutil import TMP_TAG, UsageError, file_mode
+from refsim.outputs import TMP_TAG, UsageError, file_mode
 
 PLOT_NAMES = ("cost_memory.png", "cost_savings.png", "cost_roofline.png", "cost_pareto.png")
 PNG_SOFTWARE = "refsim cost"

@@ -6,8 +6,8 @@ import csv
 import io
 import math
 
-from refsim.cliutil import finite_or_null as _clean
-from refsim.cliutil import to_json  # noqa: F401  (hwmodel.report.to_json is public)
+from refsim.outputs import finite_or_null as _clean
+from refsim.outputs import to_json  # noqa: F401  (hwmodel.report.to_json is public)
 
 from .footprint import GB, GIB, MemoryReport
 from .hardware import Hardware

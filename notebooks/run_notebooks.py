@@ -58,7 +58,7 @@ def execute(source: Path, *, timeout: int = CELL_TIMEOUT_S):
             os.environ["REFSIM_REPO"] = env_before
 
 
-OUTPUT_KIND = "notebooks"  # the refsim.cliutil marker of an --out this script wrote
+OUTPUT_KIND = "notebooks"  # the refsim.outputs marker of an --out this script wrote
 
 
 def write_executed(nb, path: Path) -> None:
@@ -71,7 +71,7 @@ def write_executed(nb, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from refsim.cliutil import UsageError, check_output, staged_output
+    from refsim.outputs import UsageError, check_output, staged_output
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="notebook names (e.g. 01_rtl_engineer); default: all")

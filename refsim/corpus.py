@@ -1,7 +1,7 @@
 """Real English text, offline: Jane Austen's six novels from the R package janeaustenr.
 
-    python -m refsim.corpus --check            # every novel: lines, characters, sha256 against the pin
-    python -m refsim.corpus --text emma        # one novel's text on stdout
+    python -m refsim_app.corpus --check        # every novel: lines, characters, sha256 against the pin
+    python -m refsim_app.corpus --text emma    # one novel's text on stdout
 
 Source: the Debian package ``r-cran-janeaustenr`` (1.0.0-1; the CRAN package by Julia Silge,
 texts from Project Gutenberg, public domain), fetched by ``make realmodel`` into
@@ -170,39 +170,3 @@ def austen_novel(name: str, *, root=None) -> str:
         raise ValueError(f"the text of {name!r} has sha256 {got}, not the pinned {want} (r-cran-janeaustenr "
                          f"1.0.0-1); another package version? {_FETCH}")
     return text
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    from refsim.cliutil import UsageError, run_command
-
-    p = argparse.ArgumentParser(prog="python -m refsim.corpus", description=__doc__.split("\n\n")[0])
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--check", action="store_true", help="check every novel against its pinned sha256")
-    g.add_argument("--text", metavar="NOVEL", choices=tuple(NOVELS), help="print one novel: " + ", ".join(NOVELS))
-    a = p.parse_args(argv)
-
-    def go(a):
-        try:
-            return _report(a)
-        except CorpusMissing as exc:  # one line naming make realmodel, not an OS error
-            raise UsageError(str(exc)) from None
-
-    def _report(a):
-        import sys
-
-        if a.text:
-            sys.stdout.write(austen_novel(a.text))
-            return 0
-        for name, title in NOVELS.items():
-            text = austen_novel(name)
-            print(f"{name:18s} {title:20s} {text.count(chr(10)):6d} lines {len(text):8d} chars "
-                  f"sha256 {sha256_text(text)[:16]}... ok")
-        return 0
-
-    return run_command(go, a, "corpus")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

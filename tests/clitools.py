@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from refsim.cli import main
+from refsim_app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,13 +98,13 @@ import contextlib, io, json, sys
 blocked = [b for b in sys.argv[1].split(",") if b]
 for name in blocked:
     sys.modules[name] = None
-from refsim.cli import main
+from refsim_app.cli import main
 results = []
 for argv in json.loads(sys.argv[2]):
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         if argv[0] == "realdemo":
-            from refsim.rptq import realdemo
+            from refsim_app import realdemo
             status = realdemo.main(argv[1:])
         else:
             try:
@@ -119,7 +119,7 @@ print(json.dumps({"results": results, "imported": imported}))
 
 def run_commands_blocked(commands, *, blocked, cwd, timeout=900) -> list:
     """[(argv, status, stderr)] of ``commands`` (lists of arguments; ``["realdemo", ...]`` for
-    python -m refsim.rptq.realdemo) run in a fresh interpreter with ``blocked`` unimportable."""
+    python -m refsim_app.realdemo) run in a fresh interpreter with ``blocked`` unimportable."""
     import json
 
     e = dict(os.environ, PYTHONPATH=str(REPO))

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from refsim.cli import main
+from refsim_app.cli import main
 
 
 def test_help_lists_the_subcommands(capsys):
@@ -17,7 +17,7 @@ def test_help_lists_the_subcommands(capsys):
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "refsim.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "refsim_app.cli", "--help"], capture_output=True, text=True, check=True)
     assert "usage: refsim" in out.stdout
 
 
@@ -60,7 +60,7 @@ def test_cliutil_outputs_and_sizes(tmp_path, monkeypatch):
 
     import pytest
 
-    from refsim import cliutil
+    import refsim_cli as cliutil
 
     with pytest.raises(argparse.ArgumentTypeError, match=r"allowed: an integer in 2\.\.8; got 9"):
         cliutil.int_range(2, 8)("9")
@@ -91,7 +91,7 @@ def test_cliutil_outputs_and_sizes(tmp_path, monkeypatch):
 def test_an_output_that_appears_during_the_run_is_left_untouched(tmp_path):
     import pytest
 
-    from refsim import cliutil
+    import refsim_cli as cliutil
 
     out = tmp_path / "o"
     with pytest.raises(cliutil.UsageError, match="appeared during the run"):

@@ -250,7 +250,7 @@ def test_every_kind_has_a_strategy(world, request):
 
 def typed_options():
     """(command, flag, type, choices) of every option of every registered subcommand that converts its value."""
-    from refsim.cli import build_parser
+    from refsim_app.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

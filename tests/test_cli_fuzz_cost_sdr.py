@@ -4,7 +4,7 @@ hypothesis draws a subcommand, one flag and a bad value for it (wrong type, zero
 unknown name, a path that does not exist / is a file / is a directory / is a link / is read-only), on
 top of otherwise valid arguments, and checks: a non-zero exit, an error that names the flag as typed,
 no "Traceback", and no file created, changed or removed anywhere in the working directory. Runs in
-process (refsim.cli.main); a few examples in the default suite, many more under ``slow``, and the
+process (refsim_app.cli.main); a few examples in the default suite, many more under ``slow``, and the
 same through a real interpreter under ``slow``.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from refsim.cli import main
+from refsim_app.cli import main
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0  # root writes into read-only directories
 
@@ -217,7 +217,7 @@ def test_bad_arguments_fail_cleanly_naming_the_flag_many(workdir, case):
     (["sdr", "sqnr", "--m", "0"], "--m"),
 ])
 def test_bad_arguments_through_a_real_interpreter(tmp_path, argv, flag):
-    r = subprocess.run([sys.executable, "-m", "refsim", *argv], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "-m", "refsim_app", *argv], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
@@ -266,7 +266,7 @@ def test_sdr_json_outputs():
 def test_every_sdr_and_cost_option_has_help_text():
     import argparse
 
-    from refsim.cli import build_parser
+    from refsim_app.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -16,7 +16,7 @@ import pytest
 from clitools import REPO, assert_one_line_error, cli, snapshot
 
 import golden
-from refsim import cliutil
+from refsim import outputs as cliutil
 
 SMALL_DEMO = ("--tokens", "16", "--hidden", "16", "--clusters", "2")
 
@@ -349,7 +349,7 @@ def test_a_killed_runs_temporary_is_removed_by_the_next_run(tmp_path, capsys):
 def _popen_golden(tmp_path, shape):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("REFSIM_DEBUG", None)
-    return subprocess.Popen([sys.executable, "-m", "refsim", "golden", "gemm_w4a4", "--shape", shape, "--out",
+    return subprocess.Popen([sys.executable, "-m", "refsim_app", "golden", "gemm_w4a4", "--shape", shape, "--out",
                              str(tmp_path / "big")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -390,7 +390,7 @@ def test_closed_pipe_is_quiet(argv):
     r, w = os.pipe()
     os.close(r)
     try:
-        p = subprocess.run([sys.executable, "-m", "refsim", *argv], stdout=w, stderr=subprocess.PIPE, text=True,
+        p = subprocess.run([sys.executable, "-m", "refsim_app", *argv], stdout=w, stderr=subprocess.PIPE, text=True,
                            env=env, timeout=120)
     finally:
         os.close(w)
@@ -489,14 +489,14 @@ def test_spec_prints_every_preset_as_json(capsys):
 
 def test_python_dash_m_refsim_and_every_help():
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.run([sys.executable, "-m", "refsim", "--help"], capture_output=True, text=True, env=env,
+    p = subprocess.run([sys.executable, "-m", "refsim_app", "--help"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert p.returncode == 0 and "spec" in p.stdout and "calibrate" in p.stdout
 
 
 @pytest.mark.parametrize("command", ["demo", "golden", "verify", "compare", "calibrate", "spec"])
 def test_every_option_has_help(command):
-    from refsim.cli import build_parser
+    from refsim_app.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]

@@ -126,7 +126,9 @@ def test_missing_data_names_make_realmodel(tmp_path, monkeypatch):
     monkeypatch.setenv(corpus.DATA_ENV, str(tmp_path))
     with pytest.raises(corpus.CorpusMissing, match="make realmodel"):
         corpus.austen_novel("emma")
-    assert corpus.main(["--check"]) == 2
+    from refsim_app.corpus import main
+
+    assert main(["--check"]) == 2
 
 
 # --- the real novels (skipped until `make realmodel` has fetched them)

@@ -4,7 +4,7 @@ import pytest
 
 from cukernels import cli
 from cukernels.compile import gpu_available, nvcc_path
-from refsim.cli import main
+from refsim_app.cli import main
 
 
 def test_numpy_kernel_validates_through_the_cli(capsys):
@@ -69,7 +69,7 @@ def test_a_kernel_that_raises_is_a_crash_not_a_mismatch(capsys):
 
 
 def test_missing_hypothesis_names_the_test_extra(capsys, monkeypatch):
-    import refsim.cliutil as cu
+    import refsim.outputs as cu
 
     real = cu.missing_modules
     monkeypatch.setattr(cu, "missing_modules", lambda *m: ["hypothesis"] if "hypothesis" in m else real(*m))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from clitools import CORE_BLOCKED, HF_ONLY_BLOCKED, REPO, run_blocked, run_commands_blocked
 
-from refsim.cli import SUBCOMMAND_MODULES, build_parser
+from refsim_app.cli import SUBCOMMAND_MODULES, build_parser
 
 COMMANDS = sorted(next(a for a in build_parser()._actions if a.dest == "command").choices)
 

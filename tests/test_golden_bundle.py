@@ -14,7 +14,7 @@ from golden import bundle as gbundle
 from golden import hexio
 from golden.presets import PRESETS
 from golden.verify import BundleError, load_manifest, schema_errors
-from refsim.cli import main
+from refsim_app.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-refsim_cli = pytest.importorskip("refsim.cli")
+refsim_cli = pytest.importorskip("refsim_app.cli")
 from hwmodel.outputs import PLOT_NAMES, is_own_plot  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def test_ctrl_c_during_a_dask_sweep_is_one_line():
     import os
     import signal
 
-    p = subprocess.Popen([sys.executable, "-m", "refsim", "cost", "opt-125m", "--sweep"], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-m", "refsim_app", "cost", "opt-125m", "--sweep"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True, text=True)
     # the first progress line says the cluster is up and computing (a fixed sleep raced the sweep's end)
     first = p.stderr.readline()
@@ -138,7 +138,7 @@ def test_list(capsys):
 
 
 def test_module_entry_point_runs_in_a_fresh_interpreter():
-    r = subprocess.run([sys.executable, "-m", "refsim.cli", "cost", "opt-125m", "--config", "W3A3KV"],
+    r = subprocess.run([sys.executable, "-m", "refsim_app.cli", "cost", "opt-125m", "--config", "W3A3KV"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "W3A3KV" in r.stdout
@@ -217,7 +217,7 @@ def test_inconsistent_flags_refused_up_front(capsys, argv, message):
 
 
 def test_plot_and_sweep_name_the_extra_on_a_core_install(capsys, tmp_path, monkeypatch):
-    from refsim import cliutil
+    from refsim import outputs as cliutil
 
     real = cliutil.missing_modules
     monkeypatch.setattr(cliutil, "missing_modules",
@@ -290,7 +290,7 @@ def test_foreign_files_in_the_way_of_plot_and_csv_dir_survive(capsys, tmp_path):
 
 
 def test_broken_pipe_is_quiet():
-    p = subprocess.Popen([sys.executable, "-m", "refsim", "cost", "opt-125m", "--layers"],
+    p = subprocess.Popen([sys.executable, "-m", "refsim_app", "cost", "opt-125m", "--layers"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.readline()
     p.stdout.close()  # like `| head -1`

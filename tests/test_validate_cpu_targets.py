@@ -11,7 +11,7 @@ pytest.importorskip("hypothesis")
 
 from cukernels import cpu_targets, harness  # noqa: E402
 from cukernels.compile import gpu_available  # noqa: E402
-from refsim.cli import main  # noqa: E402
+from refsim_app.cli import main  # noqa: E402
 
 
 def test_list_names_every_target_with_what_it_checks(capsys):

@@ -18,7 +18,7 @@ Forms (``COMMAND => EXPECTED``):
 and, in every form, EXPECTED must also appear in the document within :data:`NEAR` lines of the
 annotation: the figure the reader sees is the one checked. ``docs-check slow:`` marks an expensive
 entry, skipped unless ``--slow`` is given (``make docs-check-slow``). Commands run in this process
-through ``refsim.cli.main`` (no shell; the same command line is run once), so the whole default
+through ``refsim_app.cli.main`` (no shell; the same command line is run once), so the whole default
 check takes seconds.
 
 Usage: ``python tools/docs_check.py [--slow] [FILES...]``; exit 1 on any difference, listing each as
@@ -106,7 +106,7 @@ class Runner:
 
     def refsim(self, command: str) -> tuple[int, str, str]:
         if command not in self.cache:
-            from refsim.cli import main
+            from refsim_app.cli import main
 
             argv = shlex.split(command)[1:]
             out, err = io.StringIO(), io.StringIO()

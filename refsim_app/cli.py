@@ -1,6 +1,8 @@
 """The ``refsim`` command line: one entry point, one subcommand per capability.
 
-Each subcommand lives in the module that owns the capability and exposes
+This is the application layer's entry point (``refsim`` script, ``python -m refsim_app``). It sits
+above every package, so it may load all of them; nothing below it imports it
+(tests/test_layering.py). Each subcommand lives in the module that owns the command and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the
 parsed arguments and returning an exit status). Modules listed here must keep their import
 light: heavy dependencies (torch, matplotlib, cupy) are imported inside the command itself.
@@ -15,10 +17,10 @@ import sys
 # (module, attribute) pairs; a module that is missing (a capability not built yet, or an
 # optional dependency absent at import time) is skipped so the rest of the CLI still works.
 SUBCOMMAND_MODULES = [
-    "refsim.demo",
-    "refsim.spec_cli",
-    "refsim.sdr_cli",
-    "refsim.rptq_cli",
+    "refsim_app.demo",
+    "refsim_app.spec",
+    "refsim_app.sdr",
+    "refsim_app.calibrate",
     "golden.cli",
     "hwmodel.cli",
     "cukernels.cli",
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse and run; argparse's own exits (``--help``, a bad flag) stay SystemExit, as argparse makes them."""
-    from refsim.cliutil import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, quiet_broken_pipe, run_command
+    from refsim_cli import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, quiet_broken_pipe, run_command
 
     try:
         parser = build_parser()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from refsim.cliutil import UsageError
+from refsim.outputs import UsageError
 
 
 def register(subparsers) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refsim.cliutil import UsageError, check_memory, check_output, int_range, positive_int, refsim_command
+from refsim_cli import UsageError, check_memory, check_output, int_range, positive_int, refsim_command
 
 OUTLIERS = 4  # outlier channels of the seeded activation
 
@@ -134,6 +134,6 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="refsim")
-    register(parser.add_subparsers(dest="command"))
-    sys.exit(run(parser.parse_args(["demo"] + sys.argv[1:])))
+    from refsim_cli.running import package_main
+
+    sys.exit(package_main(register, prog="python -m refsim_app.demo", argv=["demo"] + sys.argv[1:]))

@@ -1,12 +1,16 @@
-"""What every ``refsim`` subcommand shares: one-line errors, checked outputs, optional extras.
+"""Outputs and errors the library shares with every command: checked, staged, atomic outputs.
+
+This is the library half of what used to be ``refsim/cliutil.py``. It holds what a library
+function needs when it writes or refuses something (``refsim.rptq.model_io`` saves a quantized
+model, ``golden.bundle`` writes a bundle), so the reference can import it; the command-line half
+(argparse types, :func:`refsim_cli.run_command`, exit statuses, the ``--preset/--spec`` options)
+lives in the package :mod:`refsim_cli`, which the reference never imports (tests/test_layering.py).
 
 The rules (README.md, "Use"):
 
-- **An error is one line** ``refsim CMD: error: MESSAGE`` on stderr, exit 2, never a traceback.
-  Commands raise :class:`UsageError` (or a ``ValueError``/``FileNotFoundError`` that already
-  names the flag); :func:`run_command` prints it. Ctrl-C is ``refsim CMD: interrupted``, exit 130;
-  a closed pipe (``refsim ... | head``) ends quietly with exit 141 (128 + SIGPIPE), as a shell tool
-  does; anything else is one ``internal error`` line, exit 70.
+- **A refused input is one exception**: :class:`UsageError` carries a one-line message naming the
+  argument as typed and the allowed values; a command front end prints it as
+  ``refsim CMD: error: MESSAGE`` with exit status 2 (:func:`refsim_cli.run_command`).
 - **An output is replaced only when it is the command's own**: a directory holding the marker
   file :data:`MARKER` that a refsim command wrote there, listing every file it wrote (a golden
   bundle is recognised by its manifest instead), and nothing else: a user's file added later
@@ -18,33 +22,27 @@ The rules (README.md, "Use"):
 - **Outputs are staged**: :func:`staged_output` builds the output in a sibling temporary
   directory ``.NAME.tmp-PID-XXXX`` and renames it into place; a killed run leaves at most that
   temporary directory, which the next run for the same output removes (it carries the marker
-  and the dead process's pid). Directories and files follow the umask.
-- ``REFSIM_DEBUG=1`` in the environment lets exceptions through with their tracebacks.
+  and the dead process's pid). Directories and files follow the umask. :func:`atomic_write_text`
+  does the same for one file.
 - **Optional extras** are checked by :func:`require_extra` before any work: one line naming the
   extra to install.
+- **JSON is strict**: :func:`to_json` writes NaN and +-Inf as null.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import errno
 import importlib.util
 import json
 import math
 import os
 import secrets
 import shutil
-import sys
 from pathlib import Path
 
 MARKER = ".refsim-output.json"
 TMP_TAG = ".tmp-"
 OLD_TAG = ".old-"
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141
-EXIT_INTERNAL = 70
 
 
 class UsageError(Exception):
@@ -80,41 +78,6 @@ def require_extra(extra: str, *modules: str, what: str = "this command") -> None
     if missing:
         raise MissingExtra(f"{what} needs the [{extra}] extra (missing: {', '.join(missing)}); "
                            f"install it with: pip install 'refsim[{extra}]'")
-
-
-# ----------------------------------------------------------------------------- argument types
-
-def int_range(lo: int | None = None, hi: int | None = None):
-    """An argparse ``type`` for an integer in [lo, hi]; argparse prefixes the flag's name."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer{_range_text(lo, hi)}, got {text!r}") from None
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"allowed: an integer{_range_text(lo, hi)}; got {v}")
-        return v
-    parse.__name__ = "integer"
-    return parse
-
-
-def _range_text(lo, hi) -> str:
-    if lo is not None and hi is not None:
-        return f" in {lo}..{hi}"
-    if lo is not None:
-        return f" >= {lo}"
-    if hi is not None:
-        return f" <= {hi}"
-    return ""
-
-
-def positive_int(text: str) -> int:
-    return int_range(1)(text)
-
-
-def seed_int(text: str) -> int:
-    """A PCG64 seed: an integer in 0..2**64-1."""
-    return int_range(0, 2**64 - 1)(text)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -415,88 +378,3 @@ def finite_or_null(o):
 def to_json(doc) -> str:
     """Strict JSON (``allow_nan=False``): non-finite numbers are null (see :func:`finite_or_null`)."""
     return json.dumps(finite_or_null(doc), indent=2, allow_nan=False)
-
-
-# ----------------------------------------------------------------------------- running
-
-def refsim_command() -> str:
-    """How the user can call refsim again from here: ``refsim`` when that is on PATH and is this
-    install, else this environment's script (``.venv/bin/refsim``), else ``python -m refsim``."""
-    script = Path(sys.prefix) / "bin" / "refsim"
-    on_path = shutil.which("refsim")
-    if on_path and script.exists() and Path(on_path).resolve() == script.resolve():
-        return "refsim"
-    if script.exists():
-        try:
-            return os.path.relpath(script)
-        except ValueError:
-            return str(script)
-    return f"{os.path.basename(sys.executable)} -m refsim"
-
-
-def run_command(func, args, command: str, *, prog: str | None = None) -> int:
-    """Run a subcommand's ``func(args)``; bad input, Ctrl-C and a closed pipe end in one line.
-
-    Exit status: the command's own (0, or 1 for a failed check), 2 for a bad argument, file or
-    location (:class:`UsageError`, ``ValueError``, ``OSError``), 130 for Ctrl-C, 141 for a closed
-    pipe, 70 for an internal error (a bug: one line, ``REFSIM_DEBUG=1`` shows the traceback)."""
-    prog = prog or (f"refsim {command}" if command else "refsim")
-    if os.environ.get("REFSIM_DEBUG"):  # a developer wants the traceback
-        return int(func(args) or 0)
-    try:
-        rc = int(func(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
-        return rc
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_BROKEN_PIPE
-    except OSError as exc:
-        if exc.errno == errno.EPIPE:
-            _silence_stdout()
-            return EXIT_BROKEN_PIPE
-        print(f"{prog}: error: {describe_os_error(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, TypeError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except MemoryError:
-        print(f"{prog}: error: out of memory; choose a smaller size", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - a user never sees a traceback; the message says how to get it
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (set REFSIM_DEBUG=1 for the traceback)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
-
-
-def describe_os_error(exc: OSError) -> str:
-    """``PATH: reason`` for an OSError, whatever it carries."""
-    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-    return f"{where}{exc.strerror or exc}"
-
-
-def quiet_broken_pipe() -> bool:
-    """Flush stdout; on a closed pipe silence it (no 'Exception ignored' at exit). False when it was closed."""
-    try:
-        sys.stdout.flush()
-        return True
-    except (BrokenPipeError, ValueError):
-        _silence_stdout()
-        return False
-    except OSError as exc:
-        if exc.errno != errno.EPIPE:
-            raise
-        _silence_stdout()
-        return False
-
-
-def _silence_stdout() -> None:
-    # Python flushes stdout at exit and would raise again on the closed pipe.
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-from refsim.cliutil import (
+from refsim.progress import report_progress
+from refsim_cli import (
     UsageError,
     check_output,
     format_size,
@@ -24,7 +25,6 @@ from refsim.cliutil import (
     require_extra,
     seed_int,
 )
-from refsim.progress import report_progress
 
 ACT_BITS_ALLOWED = "an integer in 2..8, or 16 (not quantized)"
 HF_MODULES = ("torch", "transformers", "safetensors")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from refsim.cliutil import UsageError, available_memory, int_range, seed_int
+from refsim_cli import UsageError, available_memory, int_range, seed_int
 
 #: base precisions SDR razors from (refsim.sdr.sdr_encode: int2..int16 sign-magnitude lanes)
 BASE_BITS = (2, 16)
@@ -144,7 +144,7 @@ def run_accbits(args) -> int:
               f"x N(0, 1/K) weights ({args.k}x{n}), seed {seed}")
     answer = accumulator_question(args.k, measured=measured, measured_on=on, **kw)
     if args.json:
-        from refsim.cliutil import to_json
+        from refsim.outputs import to_json
 
         doc = {"k": answer.k, "a_bits": answer.a_bits, "w_bits": answer.w_bits, "a_keep": answer.a_keep,
                "w_keep": answer.w_keep, "group_size": answer.group_size, "acc_bits": answer.acc_bits,
@@ -184,7 +184,7 @@ def run_sqnr(args) -> int:
     rows = sqnr_table(tuple(args.configs), tuple(args.groups), m=m, k=k, n=n, seed=args.seed,
                       progress=None if args.json else show)
     if args.json:
-        from refsim.cliutil import to_json
+        from refsim.outputs import to_json
 
         print(to_json({"m": m, "k": k, "n": n, "seed": args.seed, "null": JSON_NULL,
                        "data": "x: Student-t(3), 1% outlier channels x20, static absmax on 4 other batches; "
