@@ -1,76 +1,125 @@
-"""Layering: the reference package refsim/ imports nothing of golden, hwmodel or cukernels.
+"""Layering: each package imports only the layers below it (import-linter, contracts in pyproject.toml).
 
-The reference (numerics, quantizers, GEMMs, the model dataflow) sits below the packages that
-use it: golden writes vectors from it, hwmodel costs it, cukernels are checked against it. An
-import the other way ties the reference to its users, and the cycle grows with every feature.
+    refsim_app                       the `refsim` command, the demo, the calibrate pipeline
+    golden | hwmodel | cukernels     independent of each other (their cli.py front ends included)
+    refsim_cli                       the command-line toolkit (argparse types, run_command, --preset/--spec)
+    refsim                           the bit-exact reference
 
-The scan reads each module's syntax tree (no import is run): ``import X`` / ``from X import``
-statements anywhere in the file, inside functions too, and string constants that name a module
-of those packages (``importlib.import_module("golden.cli")`` loads a module by name).
+A lower layer never imports a higher one, directly or through another module, at module level or
+inside a function; hwmodel's own modules use the reference only in ``hwmodel.errors`` (the error
+figures of the sweep) and for the shared output rules (``refsim.outputs``). ``lint-imports`` checks
+the real tree; each contract is then shown to fail on a copy of the tree with one forbidden import
+added, so a pass is not a checker that sees nothing. import-linter reads ``import`` statements only:
+a module loaded by a string name is caught by the scan at the end.
 """
 
 import ast
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("golden", "hwmodel", "cukernels")
-_MODULE_NAME = re.compile(rf"^({'|'.join(FORBIDDEN)})(\.\w+)*$")
-
-# Known violations, to be removed by issue 11 (the demo and the umbrella command line move to an
-# application layer above refsim/). Nothing may be added here: a new entry is a new violation.
-# An entry that no longer occurs must be deleted (test_allow_list_has_no_stale_entries).
-ALLOWED = {
-    ("refsim/demo.py", "golden"),  # the demo writes a golden bundle
-    ("refsim/demo.py", "golden.bundle"),  # ... and checks that an existing --out is a bundle
-    ("refsim/spec_cli.py", "golden"),  # `refsim spec` prints a golden preset's recorded specs too
-    ("refsim/spec_cli.py", "golden.presets"),
-    ("refsim/cli.py", "golden.cli"),  # the umbrella CLI loads every package's subcommands by name
-    ("refsim/cli.py", "hwmodel.cli"),
-    ("refsim/cli.py", "cukernels.cli"),
-}
+PACKAGES = ("refsim", "refsim_cli", "golden", "hwmodel", "cukernels", "refsim_app")
+LAYERS = "refsim_app above golden | hwmodel | cukernels"  # the start of the contracts' names
+HWMODEL = "hwmodel uses the reference only for error figures"
 
 
-def _imported_names(tree: ast.AST):
-    """Every module name the tree imports or names as a string, with its line."""
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("lint-imports")
+    if not exe.exists():
+        found = shutil.which("lint-imports")
+        if found is None:
+            pytest.fail("lint-imports is not installed: pip install 'refsim[test]' (import-linter)")
+        exe = Path(found)
+    env = dict(os.environ, PYTHONPATH=str(root))
+    return subprocess.run([str(exe), "--no-cache", "--config", str(root / "pyproject.toml")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_lint_imports_keeps_every_contract():
+    r = lint_imports(ROOT)
+    assert r.returncode == 0 and " 0 broken" in r.stdout, r.stdout + r.stderr
+    for name in (LAYERS, HWMODEL):
+        assert name in " ".join(r.stdout.split()), f"contract {name!r} was not checked:\n{r.stdout}"
+
+
+# (file, line added, the contract it breaks, a word of the report naming the import)
+FORBIDDEN = [
+    ("refsim/gemm.py", "import golden.bundle", LAYERS, "refsim.gemm -> golden.bundle"),
+    ("refsim/spec.py", "import refsim_cli", LAYERS, "refsim.spec -> refsim_cli"),
+    ("refsim/quantize.py", "def _late():\n    from refsim_app import cli\n    return cli", LAYERS,
+     "refsim.quantize -> refsim_app"),
+    ("refsim_cli/argtypes.py", "import hwmodel.shapes", LAYERS, "refsim_cli.argtypes -> hwmodel.shapes"),
+    ("golden/verify.py", "import refsim_app.cli", LAYERS, "golden.verify -> refsim_app.cli"),
+    ("golden/cli.py", "import cukernels.reference", LAYERS, "golden.cli -> cukernels.reference"),
+    ("cukernels/harness.py", "import refsim_app", LAYERS, "cukernels.harness -> refsim_app"),
+    ("hwmodel/shapes.py", "from golden import presets", LAYERS, "hwmodel.shapes -> golden"),
+    ("hwmodel/traffic.py", "import refsim.gemm", HWMODEL, "hwmodel.traffic -> refsim.gemm"),
+]
+
+
+@pytest.fixture(scope="module")
+def tree_copy(tmp_path_factory):
+    """The packages and pyproject.toml, copied once (each test edits one file and restores it)."""
+    root = tmp_path_factory.mktemp("tree")
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, root / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.cu", "*.cuh"))
+    shutil.copy(ROOT / "pyproject.toml", root)
+    return root
+
+
+@pytest.mark.parametrize("path,line,contract,shown", FORBIDDEN, ids=[f"{p}:{s.split(' -> ')[1]}"
+                                                                    for p, _, _, s in FORBIDDEN])
+def test_each_contract_fails_on_a_forbidden_import(tree_copy, path, line, contract, shown):
+    target = tree_copy / path
+    original = target.read_text()
+    try:
+        target.write_text(original + "\n\n" + line + "\n")
+        r = lint_imports(tree_copy)
+    finally:
+        target.write_text(original)
+    report = " ".join(r.stdout.split())
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{contract}" in report and "BROKEN" in report, r.stdout
+    assert shown in report, f"the report does not name {shown!r}:\n{r.stdout}"
+
+
+def test_the_copy_itself_passes(tree_copy):
+    """The failures above come from the added line, not from copying the tree."""
+    r = lint_imports(tree_copy)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- modules loaded by name: invisible to import-linter ------------------------------------------
+
+BELOW_APP = ("refsim", "refsim_cli", "golden", "hwmodel", "cukernels")
+ABOVE = {"refsim": ("refsim_cli", "golden", "hwmodel", "cukernels", "refsim_app"),
+         "refsim_cli": ("golden", "hwmodel", "cukernels", "refsim_app"),
+         "golden": ("refsim_app", "hwmodel", "cukernels"), "hwmodel": ("refsim_app", "golden", "cukernels"),
+         "cukernels": ("refsim_app", "golden", "hwmodel")}
+
+
+def named_modules(tree: ast.AST, forbidden: tuple[str, ...]):
+    """(name, line) of each string constant that is exactly a module name of ``forbidden``
+    (``importlib.import_module("golden.cli")``)."""
+    pattern = re.compile(rf"^({'|'.join(forbidden)})(\.\w+)*$")
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name, node.lineno
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module, node.lineno
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.match(node.value):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.match(node.value):
             yield node.value, node.lineno
 
 
-def violations(package: str = "refsim") -> dict[tuple[str, str], int]:
-    """(file, module) -> first line, for each module of FORBIDDEN that ``package`` uses."""
-    found = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
-        rel = path.relative_to(ROOT).as_posix()
-        for name, line in _imported_names(ast.parse(path.read_text(), filename=rel)):
-            if name.split(".")[0] in FORBIDDEN:
-                found.setdefault((rel, name), line)
-    return found
+@pytest.mark.parametrize("package", BELOW_APP)
+def test_no_module_of_a_higher_layer_is_loaded_by_name(package):
+    found = [f"{p.relative_to(ROOT)}:{line} names {name}" for p in sorted((ROOT / package).rglob("*.py"))
+             for name, line in named_modules(ast.parse(p.read_text()), ABOVE[package])]
+    assert not found, f"{package} may not load a higher layer by name: " + ", ".join(found)
 
 
-def test_refsim_imports_nothing_of_golden_hwmodel_or_cukernels():
-    new = {key: line for key, line in violations().items() if key not in ALLOWED}
-    assert not new, "refsim/ must not import golden, hwmodel or cukernels: " + ", ".join(
-        f"{path}:{line} uses {name}" for (path, name), line in sorted(new.items()))
-
-
-def test_allow_list_has_no_stale_entries():
-    stale = ALLOWED - set(violations())
-    assert not stale, f"these violations are gone: remove them from ALLOWED in tests/test_layering.py: {sorted(stale)}"
-
-
-def test_the_scan_sees_every_form_of_import(tmp_path):
-    """The scan itself, on a module that uses each form (so a pass is not a scan that sees nothing)."""
-    src = ("import golden\nimport hwmodel.cli as h\nfrom cukernels import reference\n"
-           "def f():\n    from golden.bundle import x\n    return importlib.import_module('hwmodel.cli')\n"
-           "import numpy\nfrom . import sibling\nDOC = 'golden vectors are written by golden'\n")
-    names = sorted({name for name, _ in _imported_names(ast.parse(src))})
-    assert names == ["cukernels", "golden", "golden.bundle", "hwmodel.cli", "numpy"]
-    assert [n for n in names if n.split(".")[0] in FORBIDDEN] == ["cukernels", "golden", "golden.bundle",
-                                                                 "hwmodel.cli"]
+def test_the_name_scan_sees_a_module_name():
+    src = "import importlib\nm = importlib.import_module('refsim_app.cli')\nDOC = 'golden vectors'\nX = 'golden'\n"
+    assert sorted(n for n, _ in named_modules(ast.parse(src), ABOVE["refsim"])) == ["golden", "refsim_app.cli"]
