@@ -233,7 +233,7 @@ WORKING_MEMORY_FACTOR = 4
 
 
 def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=False, progress=None,
-                 replace_flag="--force", writer: str | None = None) -> Path:
+                 replace_flag="--force", writer: str | None = None, notes: tuple[str, ...] = ()) -> Path:
     """Write a bundle of ``preset`` (the default bundle when None) to directory ``out``; returns its path.
 
     The output is checked first (refsim.outputs.check_output): an existing directory is replaced
@@ -244,6 +244,7 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     callable taking one message string.
     writer: a command other than ``refsim golden`` that writes the bundle (``"refsim demo"``): its
     :func:`writer_note` is added to the manifest's notes, so that it replaces only its own bundles.
+    notes: more lines for the manifest's notes (the demo records the numerics spec of what it printed).
     """
     if out is None and isinstance(preset, os.PathLike):
         preset, out = None, preset
@@ -266,6 +267,7 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
         manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries)
         if writer is not None:
             manifest["notes"].append(writer_note(writer))
+        manifest["notes"].extend(notes)
         (tmp / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     if report:
         report(f"wrote {out} ({len(stages)} stages, preset {p.name}, level {level}, seed {seed})")

@@ -15,17 +15,31 @@ accelerator would and checked the way a user would:
 7. the presets' disagreement on FBGEMM's example value.
 
 Then it writes the default golden bundle (``refsim golden`` with no preset) and verifies it.
+
+Numerics: ``--preset NAME`` / ``--spec FILE.json`` (default ``rptq``) give the spec of the activation
+path: the RPTQ parameter rule's compute dtype, every rule of ``quantize``, and the accumulator width
+and overflow of the per-cluster integer GEMM. Weights keep the ``gptq`` preset (GPTQ's own form, a
+method of its own); the epilogue is the float32 one, so a spec with a fixed-point ``requant`` is
+refused. Both specs are recorded in the bundle's manifest notes (the bundle's own stages are the
+default golden preset's, with the specs its manifest records per stage).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from refsim_cli import UsageError, check_memory, check_output, int_range, positive_int, refsim_command
+from refsim_cli.numerics import add_spec_arguments, check_applied, spec_from_args, spec_source
+
+#: the spec fields the demo takes from --preset/--spec (the float32 epilogue and no SDR: the others)
+APPLIED = ("scale_op", "compute_dtype", "rounding", "zero_point_stage", "signed", "narrow", "saturation",
+           "acc_bits", "acc_overflow", "nonfinite")
+RPTQ_PARAM_DTYPES = ("float16", "float32")  # what refsim.rptq_params(dtype=) computes in on this version
 
 OUTLIERS = 4  # outlier channels of the seeded activation
 
@@ -43,6 +57,7 @@ def register(sub) -> None:
                    "directory is refused (default out/demo-bundle)")
     p.add_argument("--clusters", type=positive_int, default=8,
                    help="activation clusters, an integer in 1..--hidden (default 8)")
+    add_spec_arguments(p, default="rptq")
     p.set_defaults(func=run)
 
 
@@ -62,10 +77,27 @@ def heavy_tailed_activation(rng, tokens, hidden, outliers=OUTLIERS):
     return x
 
 
+def demo_spec(args):
+    """The activation path's spec from --preset/--spec, refused in one line where the demo cannot apply it."""
+    spec = check_applied(spec_from_args(args), command="refsim demo", base="rptq", applied=APPLIED)
+    if spec.compute_dtype.value not in RPTQ_PARAM_DTYPES:
+        raise UsageError(f"--preset/--spec: compute_dtype={spec.compute_dtype.value!r}: the RPTQ parameter rule "
+                         f"computes in {' or '.join(RPTQ_PARAM_DTYPES)} here; allowed: those")
+    return spec
+
+
+def rptq_params(lo, hi, spec):
+    """The RPTQ min-max parameters under ``spec`` (the one call site that hands the spec's rule over)."""
+    import refsim
+
+    return refsim.rptq_params(lo, hi, bits=4, dtype=spec.compute_dtype.value)
+
+
 def run(args) -> int:
     import refsim
     from golden.bundle import is_bundle_dir
 
+    spec = demo_spec(args)
     if args.clusters > args.hidden:
         raise UsageError(f"--clusters={args.clusters} is not allowed; allowed: 1..--hidden ({args.hidden})")
     check_memory(working_bytes(args.tokens, args.hidden, args.clusters), flag="--tokens/--hidden",
@@ -79,19 +111,19 @@ def run(args) -> int:
     y_ref = x.astype(np.float64) @ w.T.astype(np.float64)
     print(f"refsim {refsim.__version__} demo: W4A4 linear layer, tokens={t}, hidden={h}, seed={args.seed} (PCG64)")
 
-    rptq = refsim.preset("rptq")
+    print(f"  numerics: activations {spec_source(args)}, weights preset gptq")
     # activations, per tensor
-    s1, z1 = refsim.rptq_params(x.min(), x.max(), bits=4)
-    q1 = refsim.quantize(x, s1, z1, bits=4, spec=rptq)
+    s1, z1 = rptq_params(x.min(), x.max(), spec)
+    q1 = refsim.quantize(x, s1, z1, bits=4, spec=spec)
     x1 = refsim.dequantize(q1, s1, z1)
     # activations, per cluster: channels sorted by range, cut into equal clusters (stated stand-in)
     cmin, cmax = x.min(axis=0), x.max(axis=0)
     order = np.argsort(cmax - cmin, kind="stable")
     ids = np.empty(h, dtype=np.int64)
     ids[order] = np.arange(h) * args.clusters // h
-    sc, zc = refsim.rptq_params(np.array([cmin[ids == c].min() for c in range(args.clusters)]),
-                                np.array([cmax[ids == c].max() for c in range(args.clusters)]), bits=4)
-    qc = refsim.quantize(x, sc, zc, bits=4, axis=1, clusters=ids, spec=rptq)
+    sc, zc = rptq_params(np.array([cmin[ids == c].min() for c in range(args.clusters)]),
+                         np.array([cmax[ids == c].max() for c in range(args.clusters)]), spec)
+    qc = refsim.quantize(x, sc, zc, bits=4, axis=1, clusters=ids, spec=spec)
     xc = refsim.dequantize(qc, sc, zc, axis=1, clusters=ids)
     print(f"  activation SQNR  per-tensor int4: {refsim.sqnr_db(x, x1):6.2f} dB   "
           f"per-cluster ({args.clusters} clusters): {refsim.sqnr_db(x, xc):6.2f} dB")
@@ -106,7 +138,7 @@ def run(args) -> int:
 
     # exact integer GEMM per cluster, then the float32 epilogue. Weight zero points are per
     # output row; their scales enter the epilogue per output column.
-    isums = refsim.cluster_int_gemm(qc, zc, qw.T, zw, ids)
+    isums = refsim.cluster_int_gemm(qc, zc, qw.T, zw, ids, acc_bits=spec.acc_bits, overflow=spec.acc_overflow.value)
     y = refsim.float_epilogue(isums, sc.astype(np.float32), sw)
     print(f"  output SQNR vs float product: {refsim.sqnr_db(y_ref, y):6.2f} dB "
           f"(per-cluster int sums {isums.shape}, float32 epilogue, clusters ascending)")
@@ -125,7 +157,11 @@ def run(args) -> int:
 
     import golden
 
-    path = golden.write_bundle(None, args.out, seed=args.seed, force=True, writer=DEMO_WRITER)
+    notes = (f"refsim demo's printed figures: activation spec ({spec_source(args)}) "
+             + json.dumps(spec.to_dict(), sort_keys=True),
+             "refsim demo's printed figures: weight spec (preset gptq) "
+             + json.dumps(refsim.preset("gptq").to_dict(), sort_keys=True))
+    path = golden.write_bundle(None, args.out, seed=args.seed, force=True, writer=DEMO_WRITER, notes=notes)
     report = golden.verify_bundle(path)
     print(f"  golden: default bundle written to {args.out} and verified: {'OK' if report.ok else 'FAILED'}")
     cmd = refsim_command()
