@@ -6,6 +6,15 @@
 Writes DIR/model.safetensors + quant_config.json (refsim.rptq.model_io), report.md / report.json
 (SQNR per stage; per-tensor vs per-cluster activation quantization) and ranges.png (per-channel
 ranges before and after reordering). Light at import: torch and transformers load inside ``run``.
+
+Numerics: ``--preset NAME`` / ``--spec FILE.json`` (default ``rptq``) name the activation spec, recorded
+in quant_config.json and report.json. The block's dataflow (refsim.rptq.block) still fixes its
+activation rules to the rptq preset and its weights to gptq, so a spec that changes any field is
+refused (:func:`refsim_cli.numerics.check_applied`, ``APPLIED``) rather than recorded and ignored;
+once the forward pass runs a scheme, ``APPLIED`` lists what it takes from the spec.
+
+The orchestration lives here (the application layer); every step it runs is a library function of
+``refsim.rptq`` (calibrate, pipeline, report, model_io).
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ from refsim_cli import (
     require_extra,
     seed_int,
 )
+from refsim_cli.numerics import add_spec_arguments, check_applied, spec_from_args, spec_source
 
+APPLIED = ()  # the spec fields the calibrate pipeline applies today (module docstring)
 ACT_BITS_ALLOWED = "an integer in 2..8, or 16 (not quantized)"
 HF_MODULES = ("torch", "transformers", "safetensors")
 PLOT_NOTE = "matplotlib is not installed: ranges.png is not written (pip install matplotlib for the plot)"
@@ -59,6 +70,7 @@ def register(subparsers) -> None:
                    help="layer of the range plot, 0..layers-1 (default: the middle layer)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR when it is an earlier calibrate output")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_spec_arguments(p, default="rptq")
     p.set_defaults(func=run)
 
 
@@ -143,6 +155,7 @@ def calibration_tokens(args, model_cfg):
 
 
 def run(args) -> int:
+    spec = check_applied(spec_from_args(args), command="refsim calibrate", base="rptq", applied=APPLIED)
     # checked here rather than by argparse types so that a bad value is a returned status 2 like
     # the checks that need the model's config
     _check_int("wbits", args.wbits, 2, 8)
@@ -222,14 +235,19 @@ def run(args) -> int:
     panels = [(f"layer {plot_layer} {p} ({r})", *stats[p], b[f"{r}.perm"], b[f"{r}.sizes"])
               for p, r in (("ln1", "R1"), ("ln2", "R4"), ("fc2_in", "R5"))]
     md = report.markdown_report(layers, calib_note=calib_note, configs=list(configs), abits=abits, kvbits=kvbits)
-    info = {"model_dir": os.path.abspath(args.model_dir), "model_type": cfg.model_type, "hidden": hidden,
+    import refsim
+
+    numerics = {"activations": spec.to_dict(), "activations_source": spec_source(args),
+                "weights": refsim.preset("gptq").to_dict(), "weights_source": "preset gptq"}
+    info = {"numerics": numerics, "model_dir": os.path.abspath(args.model_dir), "model_type": cfg.model_type,
+            "hidden": hidden,
             "heads": heads, "ffn": ffn, "calibration": {"note": calib_note, "shape": list(ids.shape),
                                                         "seed": args.seed},
             "args": {k: v for k, v in vars(args).items() if k != "func"}, "timings_s": timings}
 
     def extra(tmp):
-        write_json(os.path.join(tmp, "report.json"), {"calibration": calib_note, "configs": configs,
-                                                      "layers": layers, "timings_s": timings})
+        write_json(os.path.join(tmp, "report.json"), {"calibration": calib_note, "numerics": numerics,
+                                                      "configs": configs, "layers": layers, "timings_s": timings})
         with open(os.path.join(tmp, "report.md"), "w") as f:
             f.write(md)
         if plot:

@@ -2,6 +2,14 @@
 
     refsim sdr accbits --k 14336 --abits 16 --wbits 8 --group 16 [--acc-bits 32] [--measure] [--json]
     refsim sdr sqnr [--configs W4A4 W4A8] [--groups 16 32 128] [--m 128 --k 4096 --n 128 --seed 0] [--json]
+    ... [--preset NAME | --spec FILE.json]   (default: the qrazor preset)
+
+Numerics come from the spec (refsim_cli.numerics): ``accbits`` checks the spec's ``acc_bits`` (``--acc-bits N``
+is the same as a spec with ``acc_bits=N``) and ``--measure`` razors with its ``sdr_rounding``; every other rule
+is the one refsim.qrazor fixes today (the ``qrazor`` preset's), so a spec that changes another field is refused
+(:func:`refsim_cli.numerics.check_applied`) rather than recorded and ignored. ``sqnr`` takes no field from the
+spec yet (refsim.qrazor.sqnr_table fixes its configurations): only the qrazor preset's values are accepted.
+``--json`` records the spec used.
 
 Every argument is checked before any work, each error naming the flag as typed and its allowed
 range; a measurement whose arrays would not fit in the memory available here is refused up front
@@ -15,6 +23,10 @@ import argparse
 import sys
 
 from refsim_cli import UsageError, available_memory, int_range, seed_int
+from refsim_cli.numerics import add_spec_arguments, check_applied, spec_from_args, spec_source
+
+ACCBITS_APPLIED = ("acc_bits", "sdr_rounding")  # what `sdr accbits` takes from the spec (module docstring)
+SQNR_APPLIED = ()
 
 #: base precisions SDR razors from (refsim.sdr.sdr_encode: int2..int16 sign-magnitude lanes)
 BASE_BITS = (2, 16)
@@ -56,8 +68,8 @@ def register(subparsers) -> None:
                      help=f"weight magnitude bits kept, 1..min(--wbits - 1, {MAX_KEEP}) (default 3)")
     acc.add_argument("--group", type=power_of_two, default=16,
                      help=f"SDR group size, a power of two in 2..{MAX_GROUP} (default 16)")
-    acc.add_argument("--acc-bits", type=int_range(2, 64), default=32,
-                     help="accumulator width to check, 2..64 (default 32)")
+    acc.add_argument("--acc-bits", type=int_range(2, 64), default=None,
+                     help="accumulator width to check, 2..64 (default: the spec's acc_bits, 32 for qrazor)")
     acc.add_argument("--measure", action="store_true",
                      help="also measure the bits needed on synthetic heavy-tailed activations x Gaussian weights")
     acc.add_argument("--m", type=int_range(1, MAX_DIM), default=None,
@@ -67,6 +79,7 @@ def register(subparsers) -> None:
     acc.add_argument("--seed", type=seed_int, default=None,
                      help="seed of the measured data (PCG64), 0..2^64-1, with --measure (default 0)")
     acc.add_argument("--json", action="store_true", help="print the answer as JSON")
+    add_spec_arguments(acc, default="qrazor")
     acc.set_defaults(func=run_accbits)
 
     sq = sub.add_parser("sqnr", help="SQNR of the QRazor path on synthetic heavy-tailed activations",
@@ -85,6 +98,7 @@ def register(subparsers) -> None:
     sq.add_argument("--seed", type=seed_int, default=0, help="seed of the synthetic data (PCG64), 0..2^64-1 "
                                                              "(default 0)")
     sq.add_argument("--json", action="store_true", help="print the table as JSON")
+    add_spec_arguments(sq, default="qrazor")
     sq.set_defaults(func=run_sqnr)
 
 
@@ -106,7 +120,16 @@ def _check_keep(flag: str, keep: int, bits_flag: str, bits: int) -> None:
                          f"(kept magnitude bits below the {bits - 1} magnitude bits of int{bits}, at most {MAX_KEEP})")
 
 
+def accbits_spec(args):
+    """The spec of ``sdr accbits``: --preset/--spec, with --acc-bits as an edit of its acc_bits."""
+    spec = spec_from_args(args)
+    if args.acc_bits is not None:
+        spec = spec.replace(acc_bits=args.acc_bits)
+    return check_applied(spec, command="refsim sdr accbits", base="qrazor", applied=ACCBITS_APPLIED)
+
+
 def run_accbits(args) -> int:
+    spec = accbits_spec(args)
     _check_keep("--akeep", args.akeep, "--abits", args.abits)
     _check_keep("--wkeep", args.wkeep, "--wbits", args.wbits)
     if not args.measure:
@@ -131,12 +154,13 @@ def run_accbits(args) -> int:
 
     measured, on = None, ""
     kw = dict(a_bits=args.abits, w_bits=args.wbits, a_keep=args.akeep, w_keep=args.wkeep, group_size=args.group,
-              acc_bits=args.acc_bits)
+              acc_bits=spec.acc_bits)
     accumulator_question(args.k, **kw)  # any remaining argument error before any work
     if args.measure:
         print(f"measuring on {m}x{args.k} @ {args.k}x{n} ...", file=sys.stderr)
+        # the one call site that hands the spec's SDR rounding to refsim.qrazor (its config holds it here)
         cfg = QRazorConfig(name="custom", w_keep=args.wkeep, a_keep=args.akeep, group_size=args.group,
-                           w_bits=args.wbits, a_bits=args.abits)
+                           w_bits=args.wbits, a_bits=args.abits, rounding=spec.sdr_rounding.value)
         x = heavy_tailed_activations(m, args.k, seed=seed)
         w = gaussian_weights(args.k, n, seed=seed + 1)
         measured = qrazor_matmul(x, w, config=cfg, measure_acc=True).acc_needed
@@ -153,7 +177,8 @@ def run_accbits(args) -> int:
                "group_sum_bits": answer.group_sum_bits, "max_shift": answer.max_shift,
                "measured": None if measured is None else {
                    "final_bits": int(measured.final), "partial_bits": int(measured.partial),
-                   "bound_bits": int(measured.bound), "m": m, "n": n, "seed": seed, "on": on}}
+                   "bound_bits": int(measured.bound), "m": m, "n": n, "seed": seed, "on": on},
+               "spec_source": spec_source(args), "spec": spec.to_dict()}
         print(to_json(doc))
     else:
         print(answer.text())
@@ -161,6 +186,7 @@ def run_accbits(args) -> int:
 
 
 def run_sqnr(args) -> int:
+    spec = check_applied(spec_from_args(args), command="refsim sdr sqnr", base="qrazor", applied=SQNR_APPLIED)
     m, k, n = args.m, args.k, args.n
     runs = len(args.configs) * len(args.groups)
     # five (m, k) float64 draws (the operand and four calibration batches), the razored int64 operands,
@@ -186,7 +212,8 @@ def run_sqnr(args) -> int:
     if args.json:
         from refsim.outputs import to_json
 
-        print(to_json({"m": m, "k": k, "n": n, "seed": args.seed, "null": JSON_NULL,
+        print(to_json({"m": m, "k": k, "n": n, "seed": args.seed, "null": JSON_NULL, "spec_source": spec_source(args),
+                       "spec": spec.to_dict(),
                        "data": "x: Student-t(3), 1% outlier channels x20, static absmax on 4 other batches; "
                                "W ~ N(0, 1/K); QK: q @ k_cache^T, both heavy-tailed, head dim 128",
                        "rows": [{k_: (float(v) if isinstance(v, float) else v) for k_, v in r.items()}
