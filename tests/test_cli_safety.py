@@ -168,7 +168,7 @@ def test_calibrate_never_touches_its_input_or_a_users_directory(tmp_path, capsys
 
 def test_realdemo_refuses_its_input_and_foreign_outputs(tmp_path, capsys, fake_model):
     pytest.importorskip("transformers")
-    from refsim.rptq import realdemo
+    from refsim_app import realdemo
 
     d = users_dir(tmp_path)
     before = snapshot(tmp_path)

@@ -64,7 +64,7 @@ def test_core_install_runs_the_golden_workflow_and_names_the_extras(tmp_path):
 
 
 def test_every_subcommand_module_imports_on_the_core():
-    """refsim.cli skips a module whose own import fails; each must import on the core install, so no
+    """refsim_app.cli skips a module whose own import fails; each must import on the core install, so no
     command silently disappears from the core install."""
     code = "import sys\nfor m in sys.argv[1].split(','): sys.modules[m] = None\n" + "\n".join(
         f"import {m}" for m in SUBCOMMAND_MODULES)
