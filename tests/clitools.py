@@ -42,7 +42,8 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def run_blocked(args, *, blocked=(), module="refsim_app", cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
+def run_blocked(args, *, blocked=(), module="refsim_app", cwd=None, timeout=600,
+                env=None) -> subprocess.CompletedProcess:
     """``python -m MODULE ARGS`` in a fresh interpreter in which ``blocked`` modules cannot be imported."""
     e = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     e.pop("REFSIM_DEBUG", None)
