@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from refsim.models.opt import OPT
 from refsim.rptq.block import LINEAR_IN, LINEAR_OUT, LINEARS, POINTS, REORDERS
 from refsim.rptq.cluster import Reorder
 
-LAYER_KEYS = ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias") + tuple(
-    f"{lin}.{p}" for lin in LINEARS for p in ("weight", "bias"))
+LAYER_KEYS = OPT.layer_keys()
 
 
 def identity_reorder(channels: int, n_heads=None) -> Reorder:
@@ -41,8 +41,7 @@ def check_layer(layer: dict) -> None:
 
 
 def check_reorders(reorders: dict, hidden: int, ffn: int) -> None:
-    sizes = {"R1": hidden, "R2": hidden, "R3": hidden, "R4": hidden, "R5": ffn}
-    for r, n in sizes.items():
+    for r, n in OPT.reorder_sizes(hidden, ffn).items():
         if r not in reorders:
             raise ValueError(f"reorders is missing {r}; needed: {list(REORDERS)}")
         p = np.asarray(reorders[r].perm)
@@ -58,7 +57,7 @@ def permute_layer(layer: dict, reorders: dict) -> dict:
     check_reorders(reorders, hidden, ffn)
     p = {r: reorders[r].perm for r in REORDERS}
     out = {}
-    for ln, r in (("ln1", "R1"), ("ln2", "R4")):
+    for ln, r in OPT.norm_reorders:
         out[f"{ln}.weight"] = np.asarray(layer[f"{ln}.weight"], np.float32)[p[r]]
         out[f"{ln}.bias"] = np.asarray(layer[f"{ln}.bias"], np.float32)[p[r]]
     for lin in LINEARS:
