@@ -254,6 +254,22 @@ def sdr_quantize(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None
                    sdr=SDRFields(flags, int(group_size), int(keep), int(base_bits), base.codes, ax, rounding))
 
 
+def gptq_form_quantize(w, scale, zero, *, bits, axis, clusters=None, spec: NumericsSpec | None = None
+                       ) -> QuantizedTensor:
+    """GPTQ form (IST-DASLab ``quant.py``): q = clamp(round(w / s) + z, 0, 2^bits - 1), unsigned, with (s, z)
+    from ``refsim.gptq_params`` per index of ``axis`` (per output row) or per (row, group) with ``clusters``
+    (the group of each input column); the ``gptq`` preset by default."""
+    spec = preset("gptq") if spec is None else spec
+    if clusters is None:
+        codes = _quantize(w, scale, zero, bits=bits, signed=False, axis=axis, spec=spec)
+        return QuantizedTensor(codes, np.asarray(scale), np.asarray(zero), Granularity.AXIS, int(bits), False, spec,
+                               axis=axis)
+    ids = np.asarray(clusters, dtype=np.int64)
+    codes = _quantize(w, scale, zero, bits=bits, signed=False, axis=axis, clusters=ids, spec=spec)
+    return QuantizedTensor(codes, np.asarray(scale), np.asarray(zero), Granularity.CLUSTER, int(bits), False, spec,
+                           axis=axis, clusters=ids)
+
+
 def weight_tensor(codes, scale, zero, ids, *, bits, spec: NumericsSpec | None = None) -> QuantizedTensor:
     """GPTQ-form weight codes (N, K), unsigned, with (s, z) per output row x input cluster (N, C)."""
     spec = preset("gptq") if spec is None else spec
