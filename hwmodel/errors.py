@@ -75,19 +75,23 @@ def _rptq_act(refsim, x: np.ndarray, bits: int, n_clusters: int, seed: int) -> n
 
 
 def _gptq_rows(refsim, w: np.ndarray, bits: int) -> np.ndarray:
+    from refsim.qtensor import gptq_form_quantize
+
     scale, zp = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits)
-    q = refsim.quantize(w, scale, zp, bits=bits, axis=0, spec=refsim.preset("gptq"))
-    return refsim.dequantize(q, scale, zp, axis=0)
+    return gptq_form_quantize(w, scale, zp, bits=bits, axis=0).dequantize()
 
 
 def _sdr(refsim, x: np.ndarray, *, bits: int, base_bits: int, group: int, axis) -> np.ndarray:
-    """absmax base integers (per tensor or per ``axis``), razored to ``bits`` (1 sign + bits-1 magnitude)."""
+    """absmax base integers (per tensor or per ``axis``), razored to ``bits`` (1 sign + bits-1 magnitude)
+    along the last axis: ``refsim.qtensor.absmax_quantize`` / ``sdr_quantize``, dequantized."""
+    from refsim.qtensor import absmax_quantize, sdr_quantize
+
     scale = refsim.absmax_params(x, bits=base_bits, axis=axis)
-    q = refsim.quantize(x, scale, bits=base_bits, axis=axis, spec=refsim.preset("qrazor"))
     if bits < base_bits:
-        codes, flags = refsim.sdr_encode(q, group_size=group, base_bits=base_bits, keep=bits - 1, axis=-1)
-        q = refsim.sdr_decode(codes, flags, group_size=group, axis=-1)
-    return refsim.dequantize(q, scale, axis=axis)
+        qt = sdr_quantize(x, scale, base_bits=base_bits, keep=bits - 1, group_size=group, axis=-1, scale_axis=axis)
+    else:
+        qt = absmax_quantize(x, scale, bits=base_bits, axis=axis)
+    return qt.dequantize()
 
 
 _MEMO: dict = {}
