@@ -134,3 +134,40 @@ def test_forward_refuses_grouped_query_attention():
     block = _skeleton_block(np.random.default_rng(1))
     with pytest.raises(NotImplementedError, match="grouped-query"):
         forward(gqa, block, np.zeros((2, 16), np.float32), RPTQScheme("W16A16", None, None, None))
+
+
+def test_second_topology_physical_equals_logical():
+    """The skeleton, calibrated, reordered by k-means (R2/R3 per head) and RTN-quantized per input cluster:
+    its physically reordered forward pass equals the logical one bit for bit, as OPT's does."""
+    from refsim.rptq.cluster import reorder_index
+    from refsim.rptq.gptq import rtn_quantize
+    from refsim.rptq.reorder import permute_layer, permute_stats, reorder_arrays
+
+    rng = np.random.default_rng(3)
+    hidden, heads, ffn = 16, 2, 24
+    ident = _skeleton_block(rng, hidden, heads, ffn)
+    layer = {k: ident[k] for k in SKELETON.layer_keys()}
+    for n in SKELETON.norms:  # a few outlier channels, as real norm outputs have
+        layer[f"{n.name}.weight"][rng.integers(0, hidden, 2)] *= 6
+    ident.arrays.update(layer)
+    x = (rng.standard_normal((7, hidden)) * 2).astype(np.float32)
+    run = forward(SKELETON, ident, x, RPTQScheme("W16A16", None, None, None))
+    stats = {p.name: (run[p.stage].min(0), run[p.stage].max(0)) for p in SKELETON.points}
+    feed = {r.name: next(p.name for p in SKELETON.points if p.reorder == r.name) for r in SKELETON.reorders}
+    reorders = {r.name: reorder_index(stats[feed[r.name]][1], stats[feed[r.name]][0], 2, seed=0,
+                                      n_heads=heads if r.per_head else None) for r in SKELETON.reorders}
+    arrays = {**permute_layer(layer, reorders, SKELETON), **permute_stats(stats, reorders, SKELETON),
+              **reorder_arrays(reorders, SKELETON)}
+    for lin in SKELETON.linears:
+        res = rtn_quantize(arrays[f"{lin.name}.weight"], bits=4, groups=reorders[lin.in_reorder].ids_new)
+        arrays[f"{lin.name}.codes"], arrays[f"{lin.name}.scale"], arrays[f"{lin.name}.zero"] = res[:3]
+    phys = QuantizedOPTBlock(arrays, {**ident.meta, "wbits": 4})
+    assert any(not np.array_equal(reorders[r].perm, np.arange(reorders[r].perm.size)) for r in reorders)
+    scheme = RPTQScheme("W4A8", 4, 8, 8)
+    a = forward(SKELETON, phys, x, scheme)
+    b = forward(SKELETON, phys.logical(SKELETON), x, scheme)
+    assert np.array_equal(a["out"].view(np.int32), b["out"].view(np.int32))
+    for p in SKELETON.points:
+        assert np.array_equal(a[f"{p.name}_codes"], b[f"{p.name}_codes"][:, reorders[p.reorder].perm]), p.name
+    for stage in ("down_acc", "o_acc", "scores_acc", "probs_codes"):
+        assert np.array_equal(a[stage], b[stage]), stage

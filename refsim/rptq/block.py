@@ -107,19 +107,22 @@ class QuantizedOPTBlock:
     def n_clusters(self, reorder: str) -> int:
         return int(self.arrays[f"{reorder}.sizes"].size)
 
-    def logical(self) -> "QuantizedOPTBlock":
+    def logical(self, topology=OPT) -> "QuantizedOPTBlock":
         """The same block on the original channel order: cluster ids scattered over the original
-        channel positions (``ids_old``), every array un-permuted. Its ``opt_block`` output equals
-        the physical one bit for bit (``out``), stage by stage up to the permutation."""
+        channel positions (``ids_old``), every array un-permuted (where ``topology`` says each reorder
+        goes). Its forward pass equals the physical one bit for bit (``out``), stage by stage up to
+        the permutation."""
         if self.meta["layout"] != "physical":
             raise ValueError("logical() needs a block in the physical layout")
-        inv = {r: Reorder(*(self.arrays[f"{r}.{p}"] for p in ("perm", "ids", "sizes"))).inverse for r in REORDERS}
+        inv = {r: Reorder(*(self.arrays[f"{r}.{p}"] for p in ("perm", "ids", "sizes"))).inverse
+               for r in topology.reorder_names}
         a = dict(self.arrays)
-        for ln, r in OPT.norm_reorders:
+        for ln, r in topology.norm_reorders:
             for p in ("weight", "bias"):
-                a[f"{ln}.{p}"] = self.arrays[f"{ln}.{p}"][inv[r]]
-        for lin in LINEARS:
-            rin, rout = LINEAR_IN[lin], LINEAR_OUT[lin]
+                if f"{ln}.{p}" in a:
+                    a[f"{ln}.{p}"] = self.arrays[f"{ln}.{p}"][inv[r]]
+        for lin in topology.linear_names:
+            rin, rout = topology.linear_in[lin], topology.linear_out[lin]
             for p in ("weight", "codes"):
                 if f"{lin}.{p}" in a:
                     w = a[f"{lin}.{p}"][:, inv[rin]]
@@ -128,10 +131,10 @@ class QuantizedOPTBlock:
                 for p in ("bias", "scale", "zero"):
                     if f"{lin}.{p}" in a:
                         a[f"{lin}.{p}"] = a[f"{lin}.{p}"][inv[rout]]
-        for point, r in POINTS.items():
+        for point, r in topology.point_reorders.items():
             for p in ("min", "max"):
                 a[f"stat.{point}.{p}"] = self.arrays[f"stat.{point}.{p}"][inv[r]]
-        for r in REORDERS:
+        for r in topology.reorder_names:
             a[f"{r}.ids"] = self.arrays[f"{r}.ids"][inv[r]]
             a[f"{r}.perm"] = np.arange(self.arrays[f"{r}.perm"].size, dtype=np.int64)
         return QuantizedOPTBlock(a, {**self.meta, "layout": "logical"})
