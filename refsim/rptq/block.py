@@ -2,7 +2,10 @@
 
 ``opt_block(block, x, config=...)`` computes one pre-LayerNorm OPT decoder layer
 (OPT-125m ... 175B; not the post-LN 350m) on one sequence x (T, hidden) float32 and returns
-every stage by name (``STAGES``, documented in docs/rptq.md) as plain numpy arrays.
+every stage by name (``STAGES``, documented in docs/rptq.md) as plain numpy arrays. It is the
+one forward pass (``refsim.models.forward``) over OPT's topology (``refsim.models.opt``, where the
+structure below is written once) under the scheme of ``config`` (``refsim.schemes``); this module
+keeps the block container, the stage names and the loose-array GEMM helpers the tests use.
 
 Dataflow (physical layout; R1..R5 are the recorded permutations of RPTQ's Figure 3):
 
@@ -21,7 +24,7 @@ Quantized points (``config``; RPTQ's public bit widths): ln1/ln2 at max(8, abits
 (out_proj input) and relu (fc2 input) at abits, k and v at kvbits, probs unsigned 8-bit with
 s = fp16(1/255), z = 0, whenever abits is set. Activation parameters are RPTQ min-max
 (``refsim.rptq_params``, fp16) per cluster from the calibration min/max; codes come from
-``refsim.quantize(..., clusters=ids, spec=preset("rptq"))``. Weights are GPTQ codes with
+``refsim.qtensor.rptq_quantize`` (the ``rptq`` preset). Weights are GPTQ codes with
 parameters per output row x per input cluster.
 
 A product whose two operands are both quantized is an integer GEMM per cluster of the
