@@ -16,9 +16,9 @@ tensor against the float calibration tensor:
 Methods:
 
 ``rptq``  activations: k-means (scikit-learn ``KMeans(n_clusters, n_init=10, random_state=seed)``)
-          on each channel's [max, min] over the calibration tokens; per cluster
-          ``refsim.rptq_params(min of mins, max of maxes, bits=a)``, codes by ``refsim.quantize(...,
-          clusters=labels, spec=preset("rptq"))``. Weights: round-to-nearest with
+          on each channel's [max, min] over the calibration tokens; per cluster RPTQ min-max
+          (``refsim.qtensor.rptq_fake_quant``: ``rptq_params(min of mins, max of maxes, bits=a)``, codes
+          with ``preset("rptq")``). Weights: round-to-nearest with
           ``refsim.gptq_params`` per output row (asymmetric) and ``preset("gptq")`` (RTN, not the GPTQ
           solver: an upper bound on GPTQ's weight error). Keys: RPTQ per-cluster parameters with
           ``head_clusters`` clusters.
@@ -53,41 +53,45 @@ def _kmeans_labels(feat_bytes: bytes, shape: tuple, n_clusters: int, seed: int) 
 
 
 def cluster_channels(x: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
-    """Cluster id per channel (axis 1) from k-means on [max, min]; ids renumbered by first appearance
-    in ascending cluster maximum so the labelling does not depend on k-means' internal numbering."""
+    """Cluster id per channel (axis 1) from k-means on [max, min], numbered by refsim's one cluster order
+    (``refsim.rptq.cluster.order_from_labels``: ascending cluster maximum, then minimum, then first
+    channel), so the labelling does not depend on k-means' internal numbering. (The per-cluster
+    parameters, hence every figure here, do not depend on the numbering at all.)"""
     if n_clusters <= 1:
         return np.zeros(x.shape[1], dtype=np.int64)
+    from refsim.rptq.cluster import order_from_labels
+
     feats = np.stack([x.max(axis=0), x.min(axis=0)], axis=1).astype(np.float64)
     labels = _kmeans_labels(feats.tobytes(), feats.shape, int(n_clusters), int(seed))
-    order = sorted(set(labels.tolist()), key=lambda c: (feats[labels == c, 0].max(), c))
-    remap = {c: i for i, c in enumerate(order)}
-    return np.array([remap[c] for c in labels], dtype=np.int64)
+    return order_from_labels(labels, feats[:, 0], feats[:, 1]).ids_old
 
 
 def _rptq_act(refsim, x: np.ndarray, bits: int, n_clusters: int, seed: int) -> np.ndarray:
+    """RPTQ per-cluster min-max of x (tokens, channels): refsim's one recipe (``refsim.qtensor.rptq_fake_quant``)."""
+    from refsim.qtensor import rptq_fake_quant
+
     labels = cluster_channels(x, n_clusters, seed)
-    n = int(labels.max()) + 1
-    cmin = np.array([x[:, labels == c].min() for c in range(n)])
-    cmax = np.array([x[:, labels == c].max() for c in range(n)])
-    scale, zp = refsim.rptq_params(cmin, cmax, bits=bits)
-    q = refsim.quantize(x, scale, zp, bits=bits, axis=1, clusters=labels, spec=refsim.preset("rptq"))
-    return refsim.dequantize(q, scale, zp, axis=1, clusters=labels)
+    return rptq_fake_quant(x, x.min(axis=0), x.max(axis=0), labels, bits=bits)
 
 
 def _gptq_rows(refsim, w: np.ndarray, bits: int) -> np.ndarray:
+    from refsim.qtensor import gptq_form_quantize
+
     scale, zp = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits)
-    q = refsim.quantize(w, scale, zp, bits=bits, axis=0, spec=refsim.preset("gptq"))
-    return refsim.dequantize(q, scale, zp, axis=0)
+    return gptq_form_quantize(w, scale, zp, bits=bits, axis=0).dequantize()
 
 
 def _sdr(refsim, x: np.ndarray, *, bits: int, base_bits: int, group: int, axis) -> np.ndarray:
-    """absmax base integers (per tensor or per ``axis``), razored to ``bits`` (1 sign + bits-1 magnitude)."""
+    """absmax base integers (per tensor or per ``axis``), razored to ``bits`` (1 sign + bits-1 magnitude)
+    along the last axis: ``refsim.qtensor.absmax_quantize`` / ``sdr_quantize``, dequantized."""
+    from refsim.qtensor import absmax_quantize, sdr_quantize
+
     scale = refsim.absmax_params(x, bits=base_bits, axis=axis)
-    q = refsim.quantize(x, scale, bits=base_bits, axis=axis, spec=refsim.preset("qrazor"))
     if bits < base_bits:
-        codes, flags = refsim.sdr_encode(q, group_size=group, base_bits=base_bits, keep=bits - 1, axis=-1)
-        q = refsim.sdr_decode(codes, flags, group_size=group, axis=-1)
-    return refsim.dequantize(q, scale, axis=axis)
+        qt = sdr_quantize(x, scale, base_bits=base_bits, keep=bits - 1, group_size=group, axis=-1, scale_axis=axis)
+    else:
+        qt = absmax_quantize(x, scale, bits=base_bits, axis=axis)
+    return qt.dequantize()
 
 
 _MEMO: dict = {}

@@ -156,6 +156,15 @@ def stack(configs) -> dict[str, np.ndarray]:
 
 
 # ---- presets --------------------------------------------------------------------------------------
+def norm_output_bits(a):
+    """Bits of a LayerNorm output when activations are at ``a`` bits: the OPT topology's bit rule for its
+    norm points (``refsim.models.opt``: max(8, a), RPTQ's public code), so the cost model and the
+    reference count the same widths."""
+    from refsim.models.opt import OPT
+
+    return OPT.point_bits("ln1", a, None)
+
+
 def rptq(w: float, a: float, kv: float | None = None, *, only_kv: bool = False, clusters: int = 32,
          head_clusters: int = 4, weights_per_cluster: bool = False, name: str | None = None) -> QuantConfig:
     """RPTQ configuration as Table 3 of arXiv 2304.01089 counts it.
@@ -170,7 +179,7 @@ def rptq(w: float, a: float, kv: float | None = None, *, only_kv: bool = False, 
     """
     kv = a if kv is None else kv
     act = FP16 if only_kv or a >= 16 else a
-    ln = FP16 if act >= 16 else max(8, act)
+    ln = FP16 if act >= 16 else norm_output_bits(act)
     quant_act = act < 16
     label = name or (f"W{w:g}A{a:g}KV" if only_kv else f"W{w:g}A{a:g}")
     return QuantConfig(
@@ -305,7 +314,7 @@ def parse_config(spec) -> QuantConfig:
         if m.group(3) and not m.group(4):  # RPTQ's "KV": only the cache quantized, at a bits
             base = rptq(w, a, only_kv=True)
         else:
-            base = custom(name=s, w=w, a=a, kv=kv, ln=max(8, a) if a < 8 else a)
+            base = custom(name=s, w=w, a=a, kv=kv, ln=norm_output_bits(a))
             base = replace(base, method="uniform")
     name = spec.strip()
     if group is not None:

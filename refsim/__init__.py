@@ -60,3 +60,8 @@ __all__ = [
     "accumulator_question", "qrazor_config", "qrazor_matmul", "sdr_acc_bits_needed", "sdr_decode", "sdr_encode",
     "sdr_gemm", "affine_minmax_params", "range_recip_params", "dequantize_float_zero",
 ]
+
+# --- issue 11, "model" helper: the quantized-tensor type and its exact GEMM (refsim/qtensor.py) ---
+from refsim.qtensor import Granularity, QuantizedTensor, epilogue, qgemm  # noqa: E402
+
+__all__ += ["Granularity", "QuantizedTensor", "epilogue", "qgemm"]

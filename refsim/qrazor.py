@@ -4,8 +4,9 @@
        batches): s = fl32(amax / (2^(b-1) - 1)), q = round(x / s) clamped to +-(2^(b-1) - 1)
        (the ``qrazor`` preset: division, ties to even, narrow symmetric range, saturate);
        weights int8 per output channel, activations int16 per tensor, KV cache int8 per tensor;
-    2. SDR (``refsim.sdr_encode``) per group of g along the reduced dimension K;
-    3. the decompression-free GEMM (``refsim.sdr_gemm``) under an accumulator rule;
+    2. SDR (``refsim.sdr_encode``, through ``refsim.qtensor.sdr_quantize``) per group of g along K;
+    3. the decompression-free GEMM (``refsim.sdr_gemm``, through ``refsim.qtensor.qgemm``) under an
+       accumulator rule;
     4. scaling back with the float32 epilogue (``refsim.float_epilogue``):
        y[m, n] = fl32(fl32(fl32(acc[m, n]) * s_a) * s_w[n]).
 
@@ -30,17 +31,9 @@ from refsim.checks import check_choice
 from refsim.gemm import AccBitsNeeded, acc_bits_worst_case
 from refsim.metrics import sqnr_db
 from refsim.params import absmax_params
-from refsim.quantize import quantize
+from refsim.qtensor import qgemm, sdr_quantize
 from refsim.requant import float_epilogue
-from refsim.sdr import (
-    FLAG_BITS,
-    check_group_size,
-    check_keep,
-    check_rounding,
-    sdr_acc_bits_needed,
-    sdr_encode,
-    sdr_gemm,
-)
+from refsim.sdr import FLAG_BITS, check_group_size, check_keep, check_rounding, sdr_acc_bits_needed
 from refsim.spec import NumericsSpec, preset
 
 ROLES = ("activation", "weight", "kv")
@@ -147,6 +140,27 @@ class RazoredTensor(NamedTuple):
     group_size: int
     axis: int  # the grouped (reduced) axis
 
+    @classmethod
+    def from_qtensor(cls, qt) -> "RazoredTensor":
+        """The record of an SDR ``refsim.qtensor.QuantizedTensor`` (``refsim.qtensor.sdr_quantize``)."""
+        return cls(qt.sdr.base, qt.codes, qt.sdr.flags, np.asarray(qt.scale, dtype=np.float32), qt.sdr.base_bits,
+                   qt.sdr.keep, qt.sdr.group_size, qt.sdr.axis)
+
+    def qtensor(self, *, transpose=False, spec: NumericsSpec | None = None, rounding="half_up"):
+        """This tensor as an SDR ``refsim.qtensor.QuantizedTensor``; ``transpose`` gives a (K, N) operand as the
+        (N, K) weight ``refsim.qtensor.qgemm`` takes (codes, flags and base transposed, axis 1)."""
+        from refsim.qtensor import Granularity, QuantizedTensor, SDRFields
+
+        spec = preset("qrazor") if spec is None else spec
+        codes, flags, base, axis = self.codes, self.flags, self.base, self.axis
+        if transpose:
+            codes, flags, base, axis = codes.T, flags.T, base.T, 1 - axis
+        scale = np.asarray(self.scale)
+        gran, sax = (Granularity.TENSOR, None) if scale.ndim == 0 or scale.size == 1 else (Granularity.AXIS,
+                                                                                              1 - axis)
+        return QuantizedTensor(codes, scale, np.zeros((), np.int64), gran, self.keep + 1, True, spec, axis=sax,
+                               sdr=SDRFields(flags, self.group_size, self.keep, self.base_bits, base, axis, rounding))
+
     def effective_bits(self) -> float:
         """Stored bits per element: (1 + keep) per code plus 4 per group flag; for whole groups
         this is (1 + keep) + 4 / g; a ragged last group still carries a whole flag. keep =
@@ -160,13 +174,9 @@ def razor(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None, round
           spec: NumericsSpec | None = None) -> RazoredTensor:
     """Quantize float ``x`` to the base precision with ``scale`` (per tensor, or per channel along
     ``scale_axis``), then SDR along ``axis``. ``spec`` defaults to the ``qrazor`` preset."""
-    spec = preset("qrazor") if spec is None else spec
-    base = quantize(x, scale, bits=base_bits, axis=scale_axis, signed=True, narrow=True, spec=spec)
-    codes, flags = sdr_encode(base, group_size=group_size, base_bits=base_bits, keep=keep, axis=axis,
-                              rounding=rounding)
-    ax = axis % base.ndim
-    return RazoredTensor(base, codes, flags, np.asarray(scale, dtype=np.float32), base_bits, keep,
-                         group_size, ax)
+    check_rounding(rounding)
+    return RazoredTensor.from_qtensor(sdr_quantize(x, scale, base_bits=base_bits, keep=keep, group_size=group_size,
+                                                   axis=axis, scale_axis=scale_axis, rounding=rounding, spec=spec))
 
 
 # --- 3 and 4. the product ---------------------------------------------------------------------
@@ -217,7 +227,8 @@ def qrazor_matmul(x, y, *, config: QRazorConfig, x_role="activation", y_role="we
     sy = _calibrated_scale(y, y_calibration, y_role, yb, y_scale_axis)
     rx = razor(x, sx, base_bits=xb, keep=xk, group_size=g, axis=1, rounding=config.rounding)
     ry = razor(y, sy, base_bits=yb, keep=yk, group_size=g, axis=0, scale_axis=y_scale_axis, rounding=config.rounding)
-    acc = sdr_gemm(rx.codes, rx.flags, ry.codes, ry.flags, group_size=g, acc_bits=acc_bits, overflow=overflow)
+    # y is (K, N) here (x @ y); qgemm takes the (N, K) weight orientation: the view, not a copy
+    acc = qgemm(rx.qtensor(), ry.qtensor(transpose=True), acc_bits=acc_bits, overflow=overflow)
     out = float_epilogue(acc, sx.reshape(1), sy)
     ref = x.astype(np.float64) @ y.astype(np.float64)
     need = sdr_acc_bits_needed(rx.codes, rx.flags, ry.codes, ry.flags, group_size=g) if measure_acc else None

@@ -4,7 +4,8 @@ Modules (torch / transformers only where marked, imported when that module is im
 
     cluster     k-means channel clustering, deterministic cluster order, permutations (sklearn)
     reorder     applying R1..R5 to LayerNorm gamma/beta and linear weights
-    block       the integer OPT decoder block ``opt_block`` and ``QuantizedOPTBlock``; stage names
+    block       the integer OPT decoder block ``opt_block`` (the one forward pass of refsim.models over
+                the OPT topology and a refsim.schemes scheme) and ``QuantizedOPTBlock``; stage names
     scalar      scalar twins of the per-cluster integer GEMM and epilogue
     gptq        GPTQ (torch) and round-to-nearest
     calibrate   hooks on a transformers OPT model: per-channel min/max at R1..R5, Hessians (torch)

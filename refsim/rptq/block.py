@@ -2,7 +2,10 @@
 
 ``opt_block(block, x, config=...)`` computes one pre-LayerNorm OPT decoder layer
 (OPT-125m ... 175B; not the post-LN 350m) on one sequence x (T, hidden) float32 and returns
-every stage by name (``STAGES``, documented in docs/rptq.md) as plain numpy arrays.
+every stage by name (``STAGES``, documented in docs/rptq.md) as plain numpy arrays. It is the
+one forward pass (``refsim.models.forward``) over OPT's topology (``refsim.models.opt``, where the
+structure below is written once) under the scheme of ``config`` (``refsim.schemes``); this module
+keeps the block container, the stage names and the loose-array GEMM helpers the tests use.
 
 Dataflow (physical layout; R1..R5 are the recorded permutations of RPTQ's Figure 3):
 
@@ -21,7 +24,7 @@ Quantized points (``config``; RPTQ's public bit widths): ln1/ln2 at max(8, abits
 (out_proj input) and relu (fc2 input) at abits, k and v at kvbits, probs unsigned 8-bit with
 s = fp16(1/255), z = 0, whenever abits is set. Activation parameters are RPTQ min-max
 (``refsim.rptq_params``, fp16) per cluster from the calibration min/max; codes come from
-``refsim.quantize(..., clusters=ids, spec=preset("rptq"))``. Weights are GPTQ codes with
+``refsim.qtensor.rptq_quantize`` (the ``rptq`` preset). Weights are GPTQ codes with
 parameters per output row x per input cluster.
 
 A product whose two operands are both quantized is an integer GEMM per cluster of the
@@ -39,45 +42,28 @@ from __future__ import annotations
 
 import numpy as np
 
-import refsim
-from refsim.checks import check_choice
-from refsim.floatops import exp_float32, fsum_rows
-from refsim.rptq.cluster import Reorder, cluster_minmax
+from refsim.models.floatops import float_matmul, layer_norm, softmax
+from refsim.models.forward import forward
+from refsim.models.opt import OPT
+from refsim.qtensor import Granularity, QuantizedTensor, epilogue, qgemm
+from refsim.rptq.cluster import Reorder
+from refsim.schemes import CONFIGS, PROB_SCALE, SDR_CONFIG, SDR_CONFIGS, config_bits, scheme
 
-LINEARS = ("q", "k", "v", "out", "fc1", "fc2")
-# the reorder of each linear's input channels and of its output channels (None: not reordered)
-LINEAR_IN = {"q": "R1", "k": "R1", "v": "R1", "out": "R3", "fc1": "R4", "fc2": "R5"}
-LINEAR_OUT = {"q": "R2", "k": "R2", "v": "R3", "out": None, "fc1": "R5", "fc2": None}
-# the activation points whose min/max are calibrated, and the reorder whose clusters they use
-POINTS = {"ln1": "R1", "q": "R2", "k": "R2", "v": "R3", "attn": "R3", "ln2": "R4", "fc2_in": "R5"}
-REORDERS = ("R1", "R2", "R3", "R4", "R5")
-
-# name -> (wbits, abits, kvbits); None = not quantized (float). RPTQ Table 1/3 configurations:
-# "KV" configurations quantize only the K/V cache, all other activations stay float.
-CONFIGS = {
-    "W16A16": (None, None, None),
-    "W4A16": (4, None, None),
-    "W4A8": (4, 8, 8),
-    "W4A4": (4, 4, 4),
-    "W4A4KV": (4, None, 4),
-    "W4A3KV": (4, None, 3),
-    "W3A3KV": (3, None, 3),
-}
-# QRazor base precision + SDR (refsim.qrazor): block config name -> refsim.qrazor.CONFIGS name
-SDR_CONFIGS = {"QRAZOR": "W4A4", "QRAZOR_W4A4": "W4A4", "QRAZOR_W4A4KV4": "W4A4KV4", "QRAZOR_W4A8": "W4A8"}
-SDR_CONFIG = "QRAZOR"
-
-PROB_BITS = 8
-PROB_SCALE = np.float16(1.0 / 255.0)  # RPTQ "fix0to1": round(P * 255) / 255, in fp16
+# The OPT block's structure, derived from its topology (refsim.models.opt)
+LINEARS = OPT.linear_names
+LINEAR_IN = OPT.linear_in  # the reorder of each linear's input channels
+LINEAR_OUT = OPT.linear_out  # ... and of its output channels (None: not reordered)
+POINTS = OPT.point_reorders  # calibrated activation points -> the reorder whose clusters they use
+REORDERS = OPT.reorder_names
+PROB_BITS = OPT.prob_bits
 
 # Stage names, in dataflow order. "*_codes" are integer codes (int32), "*_acc" per-cluster
 # int sums (C, M, N) int64 (attention ones per head: (heads, C, T, T|d)), the rest float32.
-STAGES = (
-    "x", "ln1", "ln1_codes", "q", "q_codes", "k", "k_codes", "v", "v_codes",
-    "q_acc", "k_acc", "v_acc", "scores_acc", "scores", "probs", "probs_codes", "attn_acc", "attn",
-    "attn_codes", "out_acc", "out_proj", "h1", "ln2", "ln2_codes", "fc1_acc", "fc1", "relu", "fc2_in_codes",
-    "fc2_acc", "fc2", "out",
-)
+STAGES = OPT.stages
+
+__all__ = ["CONFIGS", "SDR_CONFIG", "SDR_CONFIGS", "PROB_SCALE", "PROB_BITS", "STAGES", "LINEARS", "LINEAR_IN",
+           "LINEAR_OUT", "POINTS", "REORDERS", "QuantizedOPTBlock", "opt_block", "config_bits", "layer_norm",
+           "softmax", "float_matmul", "cluster_isums", "cluster_epilogue", "cluster_matmul"]
 
 
 class QuantizedOPTBlock:
@@ -124,19 +110,22 @@ class QuantizedOPTBlock:
     def n_clusters(self, reorder: str) -> int:
         return int(self.arrays[f"{reorder}.sizes"].size)
 
-    def logical(self) -> "QuantizedOPTBlock":
+    def logical(self, topology=OPT) -> "QuantizedOPTBlock":
         """The same block on the original channel order: cluster ids scattered over the original
-        channel positions (``ids_old``), every array un-permuted. Its ``opt_block`` output equals
-        the physical one bit for bit (``out``), stage by stage up to the permutation."""
+        channel positions (``ids_old``), every array un-permuted (where ``topology`` says each reorder
+        goes). Its forward pass equals the physical one bit for bit (``out``), stage by stage up to
+        the permutation."""
         if self.meta["layout"] != "physical":
             raise ValueError("logical() needs a block in the physical layout")
-        inv = {r: Reorder(*(self.arrays[f"{r}.{p}"] for p in ("perm", "ids", "sizes"))).inverse for r in REORDERS}
+        inv = {r: Reorder(*(self.arrays[f"{r}.{p}"] for p in ("perm", "ids", "sizes"))).inverse
+               for r in topology.reorder_names}
         a = dict(self.arrays)
-        for ln, r in (("ln1", "R1"), ("ln2", "R4")):
+        for ln, r in topology.norm_reorders:
             for p in ("weight", "bias"):
-                a[f"{ln}.{p}"] = self.arrays[f"{ln}.{p}"][inv[r]]
-        for lin in LINEARS:
-            rin, rout = LINEAR_IN[lin], LINEAR_OUT[lin]
+                if f"{ln}.{p}" in a:
+                    a[f"{ln}.{p}"] = self.arrays[f"{ln}.{p}"][inv[r]]
+        for lin in topology.linear_names:
+            rin, rout = topology.linear_in[lin], topology.linear_out[lin]
             for p in ("weight", "codes"):
                 if f"{lin}.{p}" in a:
                     w = a[f"{lin}.{p}"][:, inv[rin]]
@@ -145,112 +134,40 @@ class QuantizedOPTBlock:
                 for p in ("bias", "scale", "zero"):
                     if f"{lin}.{p}" in a:
                         a[f"{lin}.{p}"] = a[f"{lin}.{p}"][inv[rout]]
-        for point, r in POINTS.items():
+        for point, r in topology.point_reorders.items():
             for p in ("min", "max"):
                 a[f"stat.{point}.{p}"] = self.arrays[f"stat.{point}.{p}"][inv[r]]
-        for r in REORDERS:
+        for r in topology.reorder_names:
             a[f"{r}.ids"] = self.arrays[f"{r}.ids"][inv[r]]
             a[f"{r}.perm"] = np.arange(self.arrays[f"{r}.perm"].size, dtype=np.int64)
         return QuantizedOPTBlock(a, {**self.meta, "layout": "logical"})
 
 
-def config_bits(config):
-    """(wbits, abits, kvbits) of a configuration name or a dict with those keys (None = float)."""
-    if isinstance(config, dict):
-        unknown = set(config) - {"wbits", "abits", "kvbits"}
-        if unknown:
-            raise ValueError(f"config has unknown keys {sorted(unknown)}; allowed: 'wbits', 'abits', 'kvbits'")
-        bits = tuple(config.get(k) for k in ("wbits", "abits", "kvbits"))
-        for name, b in zip(("wbits", "abits", "kvbits"), bits, strict=True):
-            if b is not None and (isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 2 <= b <= 8):
-                raise ValueError(f"config {name}={b!r} is not allowed; allowed: None (float) or an integer in 2..8")
-        return bits
-    check_choice(config, tuple(CONFIGS) + tuple(SDR_CONFIGS), name="config")
-    return CONFIGS[config]
-
-
-# ---------------------------------------------------------------------------------------------
-# the operations
-
-
-def layer_norm(x, gamma, beta, *, eps=1e-5, perm=None) -> np.ndarray:
-    """y[j] = (x[perm[j]] - mean) / sqrt(var + eps) * gamma[j] + beta[j] over the last axis (biased
-    variance): the LayerNorm reads the residual in its original order and writes permuted addresses
-    (gamma and beta are given already permuted; perm=None is the identity).
-
-    In float64 from float32 inputs, every operation IEEE-rounded, the two sums correctly rounded
-    (``refsim.floatops.fsum_rows``: independent of channel order and of the machine):
-
-        mean = fsum(x) / H;  d = x - mean;  var = fsum(d * d) / H
-        y = fl32((d / sqrt(var + eps)) * gamma + beta)
-    """
-    x64 = np.asarray(x, dtype=np.float32).astype(np.float64)
-    h = x64.shape[-1]
-    mean = fsum_rows(x64)[..., None] / h
-    d = x64 - mean
-    if perm is not None:
-        d = d[..., np.asarray(perm)]
-    var = fsum_rows(d * d)[..., None] / h
-    y = d / np.sqrt(var + eps) * np.asarray(gamma, np.float32).astype(np.float64) \
-        + np.asarray(beta, np.float32).astype(np.float64)
-    return y.astype(np.float32)
-
-
-def softmax(scores) -> np.ndarray:
-    """Softmax over the last axis, the same on every machine; -inf (masked) -> 0:
-
-        t = fl32(s - max(s));  e = exp_float32(t) (correctly rounded);  p = fl32(e / fsum(e))
-
-    (the quotient is taken in float64, then rounded to float32).
-    """
-    s = np.asarray(scores, dtype=np.float32)
-    t = (s - s.max(axis=-1, keepdims=True)).astype(np.float32)
-    e = exp_float32(t)
-    return (e.astype(np.float64) / fsum_rows(e)[..., None]).astype(np.float32)
-
-
-def float_matmul(a, b_nk, bias=None) -> np.ndarray:
-    """fl32(a @ b_nk^T) computed in float64 from float32 operands, then + bias in float32."""
-    y = (np.asarray(a, np.float32).astype(np.float64) @ np.asarray(b_nk, np.float32).astype(np.float64).T)
-    y = y.astype(np.float32)
-    if bias is not None:
-        y = (y + np.asarray(bias, np.float32)).astype(np.float32)
-    return y
-
-
 def cluster_isums(qa, za, qb, zb, ids, n_clusters, *, acc_bits=32, overflow="wrap") -> np.ndarray:
-    """Per-cluster exact integer sums (C, M, N), int64, by ``refsim.cluster_int_gemm``:
+    """Per-cluster exact integer sums (C, M, N), int64: ``refsim.qtensor.qgemm`` of loose arrays,
 
         isum[c, m, n] = sum_{k : ids[k] == c, ascending} (qa[m, k] - za[c]) * (qb[n, k] - zb[n, c])
 
-    each cluster's sum under the accumulator rule (acc_bits, overflow) of ``refsim.int_gemm``.
     qa (M, K) and qb (N, K, the nn.Linear weight layout) are codes; za (C,); zb (N, C); ids (K,)
     the cluster of each k, in any order (physical: contiguous; logical: scattered).
     """
     ids = np.asarray(ids, dtype=np.int64)
-    if ids.size and int(ids.max()) + 1 != n_clusters:
-        raise ValueError(f"ids name {int(ids.max()) + 1} clusters, expected n_clusters={n_clusters}")
-    return refsim.cluster_int_gemm(np.asarray(qa), np.asarray(za).reshape(-1), np.asarray(qb).T, np.asarray(zb).T,
-                                   ids, acc_bits=acc_bits, overflow=overflow)
+    za = np.asarray(za).reshape(-1)
+    zb = np.asarray(zb)
+    a = QuantizedTensor(np.asarray(qa), np.ones(n_clusters, np.float32), np.broadcast_to(za, (n_clusters,)),
+                        Granularity.CLUSTER, 32, True, None, axis=1, clusters=ids)
+    w = QuantizedTensor(np.asarray(qb), np.ones((zb.shape[0], n_clusters), np.float32), zb, Granularity.CLUSTER, 32,
+                        True, None, axis=1, clusters=ids)
+    return qgemm(a, w, acc_bits=acc_bits, overflow=overflow)
 
 
 def cluster_epilogue(isums, scale_a, scale_b, bias=None) -> np.ndarray:
-    """float32 y[m, n] from per-cluster int sums, every op rounded to float32, clusters ascending:
+    """float32 y[m, n] from per-cluster int sums, every op rounded to float32, clusters ascending
+    (``refsim.qtensor.epilogue``):
 
         acc = 0.0f;  for c: acc = acc + (f32(isum[c, m, n]) * s_a[c]) * s_b[n, c];  y = acc + bias[n]
-
-    ``refsim.float_epilogue`` with a weight scale that also varies by cluster (RPTQ's per output
-    row x per input cluster weights); each cluster's term is that function's single-cluster value.
     """
-    isums = np.asarray(isums)
-    sa = np.asarray(scale_a, dtype=np.float32).reshape(-1)
-    sb = np.asarray(scale_b, dtype=np.float32)
-    acc = refsim.float_epilogue(isums[0], sa[0], sb[:, 0])
-    for c in range(1, isums.shape[0]):
-        acc = (acc + refsim.float_epilogue(isums[c], sa[c], sb[:, c])).astype(np.float32)
-    if bias is not None:
-        acc = (acc + np.asarray(bias, dtype=np.float32)).astype(np.float32)
-    return acc
+    return epilogue(isums, scale_a, scale_b, bias)
 
 
 def cluster_matmul(qa, za, sa, qb, zb, sb, ids, n_clusters, *, bias=None, acc_bits=32, overflow="wrap"):
@@ -259,160 +176,15 @@ def cluster_matmul(qa, za, sa, qb, zb, sb, ids, n_clusters, *, bias=None, acc_bi
     return isums, cluster_epilogue(isums, sa, sb, bias)
 
 
-# ---------------------------------------------------------------------------------------------
-# the block
-
-
-class _Act:
-    """An activation: its float32 value, and (when quantized) codes, per-cluster params and ids."""
-
-    def __init__(self, value, codes=None, scale=None, zero=None, ids=None):
-        self.value, self.codes, self.scale, self.zero, self.ids = value, codes, scale, zero, ids
-
-
-def _act_params(block, point, bits):
-    r = POINTS[point]
-    ids = block.ids(r)
-    lo, hi = cluster_minmax(block[f"stat.{point}.min"], block[f"stat.{point}.max"], ids, block.n_clusters(r))
-    s, z = refsim.rptq_params(lo, hi, bits=bits)
-    return s, z, ids
-
-
-def _quant_act(block, point, x, bits, stages):
-    if bits is None:
-        return _Act(x)
-    s, z, ids = _act_params(block, point, bits)
-    spec = refsim.preset("rptq")
-    codes = refsim.quantize(x, s, z, bits=bits, axis=-1, clusters=ids, spec=spec)
-    deq = refsim.dequantize(codes, s, z, axis=-1, clusters=ids, dtype=np.float32)
-    stages[f"{point}_codes"] = codes
-    stages[f"{point}_scale"] = s
-    stages[f"{point}_zero"] = z
-    return _Act(deq, codes, s, z, ids)
-
-
-def _weight(block, lin, wbits):
-    w = block[f"{lin}.weight"]
-    if wbits is None:
-        return _Act(w)
-    if block.wbits != wbits:
-        raise ValueError(f"config wbits={wbits} but the block's weights are quantized to wbits={block.wbits}")
-    codes = block[f"{lin}.codes"].astype(np.int32)
-    s, z = block[f"{lin}.scale"], block[f"{lin}.zero"]
-    ids = block.ids(LINEAR_IN[lin])
-    deq = refsim.dequantize(codes, s, z, axis=1, clusters=ids, dtype=np.float32)
-    return _Act(deq, codes, s, z, ids)
-
-
-def _linear(block, lin, a: _Act, wbits, stages, name, acc):
-    w = _weight(block, lin, wbits)
-    bias = block[f"{lin}.bias"]
-    if a.codes is None or w.codes is None:
-        return float_matmul(a.value, w.value, bias)
-    r = LINEAR_IN[lin]
-    isums, y = cluster_matmul(a.codes, a.zero, a.scale, w.codes, w.zero, w.scale, w.ids, block.n_clusters(r),
-                              bias=bias, **acc)
-    stages[f"{name}_acc"] = isums
-    return y
-
-
-def _head_slice(ids, sl):
-    """Local cluster ids of one head's channels and the global cluster range they cover."""
-    cid = ids[sl]
-    lo, hi = int(cid.min()), int(cid.max())
-    return cid - lo, lo, hi + 1
-
-
-def _attention(block, q: _Act, k: _Act, v: _Act, pbits, stages, acc):
-    t, hidden = q.value.shape
-    heads = block.heads
-    d = hidden // heads
-    causal = np.triu(np.ones((t, t), dtype=bool), k=1)
-    scores = np.empty((heads, t, t), dtype=np.float32)
-    s_acc, a_acc = [], []
-    for h in range(heads):
-        sl = slice(h * d, (h + 1) * d)
-        if q.codes is not None and k.codes is not None:
-            loc, lo, hi = _head_slice(q.ids, sl)
-            zk = np.broadcast_to(k.zero[lo:hi], (t, hi - lo))
-            sk = np.broadcast_to(k.scale[lo:hi], (t, hi - lo))
-            isums, scores[h] = cluster_matmul(q.codes[:, sl], q.zero[lo:hi], q.scale[lo:hi], k.codes[:, sl], zk, sk,
-                                              loc, hi - lo, **acc)
-            s_acc.append(isums)
-        else:
-            scores[h] = float_matmul(q.value[:, sl], k.value[:, sl])
-    scores[:, causal] = -np.inf
-    probs = softmax(scores)
-    stages["scores"], stages["probs"] = scores, probs
-    if s_acc:
-        stages["scores_acc"] = np.stack(s_acc)
-    if pbits is not None:
-        spec = refsim.preset("rptq")
-        p_codes = refsim.quantize(probs, PROB_SCALE, 0, bits=pbits, signed=False, spec=spec)
-        p_val = refsim.dequantize(p_codes, PROB_SCALE, 0, dtype=np.float32)
-        stages["probs_codes"] = p_codes
-    else:
-        p_codes, p_val = None, probs
-    attn = np.empty((t, hidden), dtype=np.float32)
-    for h in range(heads):
-        sl = slice(h * d, (h + 1) * d)
-        if p_codes is not None and v.codes is not None:
-            # PV reduces over tokens (one cluster); V's per-channel-cluster params sit on the output axis n
-            zv = v.zero[v.ids[sl]][:, None]
-            sv = v.scale[v.ids[sl]].astype(np.float32)[:, None]
-            isums, attn[:, sl] = cluster_matmul(p_codes[h], np.zeros(1, np.int64), np.float32(PROB_SCALE).reshape(1),
-                                                v.codes[:, sl].T, zv, sv, np.zeros(t, np.int64), 1, **acc)
-            a_acc.append(isums)
-        else:
-            attn[:, sl] = float_matmul(p_val[h], v.value[:, sl].T)
-    if a_acc:
-        stages["attn_acc"] = np.stack(a_acc)
-    return attn
-
-
 def opt_block(block: QuantizedOPTBlock, x, *, config="W4A4", acc_bits=32, overflow="wrap") -> dict:
     """Run one OPT decoder layer on x (T, hidden) under ``config``; returns {stage: ndarray}.
 
-    config: a name in ``CONFIGS`` or ``SDR_CONFIGS`` (QRazor, ``refsim.rptq.sdr_block``), or
-    {"wbits", "abits", "kvbits"} (None = float).
+    ``refsim.models.forward.forward`` over the OPT topology (``refsim.models.opt``) and the scheme of
+    ``config`` (``refsim.schemes.scheme``): a name in ``CONFIGS`` (RPTQ) or ``SDR_CONFIGS`` (QRazor),
+    {"wbits", "abits", "kvbits"} (None = float), or a scheme object.
     acc_bits, overflow: the accumulator rule of every integer GEMM (``refsim.int_gemm``).
     Stages absent from the result were not computed under this config (e.g. codes of a float stage).
     """
     if not isinstance(block, QuantizedOPTBlock):
         raise TypeError(f"block must be a QuantizedOPTBlock, got {type(block).__name__}")
-    if isinstance(config, str) and config in SDR_CONFIGS:
-        from refsim.rptq.sdr_block import opt_block_sdr
-
-        return opt_block_sdr(block, x, qrazor=SDR_CONFIGS[config], acc_bits=acc_bits, overflow=overflow)
-    wbits, abits, kvbits = config_bits(config)
-    x = np.asarray(x)
-    if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != block.hidden:
-        raise ValueError(f"x must be float32 of shape (T, {block.hidden}), got {x.dtype} {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x has NaN or Inf values")
-    acc = dict(acc_bits=acc_bits, overflow=overflow)
-    eps = float(block.meta["eps"])
-    lnbits = None if abits is None else max(8, abits)
-    st = {"x": x}
-    st["ln1"] = layer_norm(x, block["ln1.weight"], block["ln1.bias"], eps=eps, perm=block["R1.perm"])
-    a1 = _quant_act(block, "ln1", st["ln1"], lnbits, st)
-    scaling = np.float32((block.hidden // block.heads) ** -0.5)
-    q_lin = _linear(block, "q", a1, wbits, st, "q", acc)
-    st["q"] = (q_lin * scaling).astype(np.float32)
-    st["k"] = _linear(block, "k", a1, wbits, st, "k", acc)
-    st["v"] = _linear(block, "v", a1, wbits, st, "v", acc)
-    qa = _quant_act(block, "q", st["q"], abits, st)
-    ka = _quant_act(block, "k", st["k"], kvbits, st)
-    va = _quant_act(block, "v", st["v"], kvbits, st)
-    st["attn"] = _attention(block, qa, ka, va, None if abits is None else PROB_BITS, st, acc)
-    aa = _quant_act(block, "attn", st["attn"], abits, st)
-    st["out_proj"] = _linear(block, "out", aa, wbits, st, "out", acc)
-    st["h1"] = (x + st["out_proj"]).astype(np.float32)
-    st["ln2"] = layer_norm(st["h1"], block["ln2.weight"], block["ln2.bias"], eps=eps, perm=block["R4.perm"])
-    a2 = _quant_act(block, "ln2", st["ln2"], lnbits, st)
-    st["fc1"] = _linear(block, "fc1", a2, wbits, st, "fc1", acc)
-    st["relu"] = np.maximum(st["fc1"], np.float32(0))
-    a3 = _quant_act(block, "fc2_in", st["relu"], abits, st)
-    st["fc2"] = _linear(block, "fc2", a3, wbits, st, "fc2", acc)
-    st["out"] = (st["h1"] + st["fc2"]).astype(np.float32)
-    return st
+    return forward(OPT, block, x, scheme(config), acc_bits=acc_bits, overflow=overflow)

@@ -21,6 +21,7 @@ import os
 import numpy as np
 import torch
 
+from refsim.models.opt import OPT
 from refsim.progress import report_progress
 from refsim.rptq.gptq import Hessian
 
@@ -166,7 +167,7 @@ class Calibration:
     def __init__(self, model, *, hessians=True, keep_inputs=1):
         self.model = model
         self.layers = decoder_layers(model)
-        self.minmax = [{p: _MinMax() for p in ("ln1", "q", "k", "v", "attn", "ln2", "fc2_in")} for _ in self.layers]
+        self.minmax = [{p.name: _MinMax() for p in OPT.points} for _ in self.layers]
         self.want_h = hessians
         self.h = [dict() for _ in self.layers]
         self.keep_inputs = keep_inputs

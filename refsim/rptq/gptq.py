@@ -31,15 +31,25 @@ from typing import NamedTuple
 import numpy as np
 
 import refsim
+from refsim.qtensor import gptq_form_quantize
 
 
 class GPTQResult(NamedTuple):
-    """codes (rows, cols) uint8 in [0, 2^bits - 1]; scale, zero (rows, G); g_idx (cols,) group of each column."""
+    """codes (rows, cols) uint8 in [0, 2^bits - 1]; scale, zero (rows, G); g_idx (cols,) group of each column;
+    bits. ``qtensor()`` is the same weight as a ``refsim.qtensor.QuantizedTensor`` (N, K), per row x group."""
 
     codes: np.ndarray
     scale: np.ndarray
     zero: np.ndarray
     g_idx: np.ndarray
+    bits: int | None = None
+
+    def qtensor(self):
+        from refsim.qtensor import weight_tensor
+
+        if self.bits is None:
+            raise ValueError("this GPTQResult does not record its bits; build it with bits=")
+        return weight_tensor(self.codes.astype(np.int32), self.scale, self.zero, self.g_idx, bits=self.bits)
 
     def dequantize(self) -> np.ndarray:
         return refsim.dequantize(self.codes.astype(np.int32), self.scale, self.zero, axis=1, clusters=self.g_idx)
@@ -104,9 +114,8 @@ def _quant_column(w, p: _Params, bits):
     import torch
 
     wn = w.numpy().astype(np.float32)
-    q = refsim.quantize(wn, p.scale, p.zero, bits=bits, signed=False, axis=0, spec=refsim.preset("gptq"))
-    deq = refsim.dequantize(q, p.scale, p.zero, axis=0, dtype=np.float32)
-    return q, torch.from_numpy(deq.astype(wn.dtype)).to(w.dtype)
+    qt = gptq_form_quantize(wn, p.scale, p.zero, bits=bits, axis=0)
+    return qt.codes, torch.from_numpy(qt.dequantize().astype(wn.dtype)).to(w.dtype)
 
 
 def gptq_quantize(weight, hessian, *, bits=4, sym=False, groupsize=None, groups=None, act_order=False,
@@ -182,7 +191,7 @@ def gptq_quantize(weight, hessian, *, bits=4, sym=False, groupsize=None, groups=
             W1[:, i:] -= err.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
             Err1[:, i] = err
         W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
-    return GPTQResult(codes.astype(np.uint8), scale, zero, g_idx)
+    return GPTQResult(codes.astype(np.uint8), scale, zero, g_idx, int(bits))
 
 
 def rtn_quantize(weight, *, bits=4, sym=False, groupsize=None, groups=None) -> GPTQResult:
@@ -194,8 +203,8 @@ def rtn_quantize(weight, *, bits=4, sym=False, groupsize=None, groups=None) -> G
     lo = np.stack([w[:, g_idx == g].min(axis=1) for g in range(n_groups)], axis=1)
     hi = np.stack([w[:, g_idx == g].max(axis=1) for g in range(n_groups)], axis=1)
     s, z = refsim.gptq_params(lo, hi, bits=bits, sym=sym)
-    q = refsim.quantize(w, s, z, bits=bits, signed=False, axis=1, clusters=g_idx, spec=refsim.preset("gptq"))
-    return GPTQResult(q.astype(np.uint8), s.astype(np.float32), z.astype(np.int32), g_idx)
+    q = gptq_form_quantize(w, s, z, bits=bits, axis=1, clusters=g_idx).codes
+    return GPTQResult(q.astype(np.uint8), s.astype(np.float32), z.astype(np.int32), g_idx, int(bits))
 
 
 def gptq_scalar(weight, hessian, *, bits=4, sym=False, percdamp=0.01) -> np.ndarray:
@@ -218,8 +227,8 @@ def gptq_scalar(weight, hessian, *, bits=4, sym=False, percdamp=0.01) -> np.ndar
     s, z = refsim.gptq_params(wq.min(axis=1), wq.max(axis=1), bits=bits, sym=sym)
     codes = np.zeros(W.shape, dtype=np.int32)
     for j in range(cols):
-        q = refsim.quantize(W[:, j], s, z, bits=bits, signed=False, axis=0, spec=refsim.preset("gptq"))
-        deq = refsim.dequantize(q, s, z, axis=0, dtype=np.float32).astype(np.float64)
+        qt = gptq_form_quantize(W[:, j], s, z, bits=bits, axis=0)
+        q, deq = qt.codes, qt.dequantize().astype(np.float64)
         codes[:, j] = q
         err = (W[:, j] - deq) / U[j, j]
         W[:, j + 1:] -= np.outer(err, U[j, j + 1:])

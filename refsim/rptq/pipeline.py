@@ -18,12 +18,13 @@ import time
 
 import numpy as np
 
+from refsim.models.opt import OPT
 from refsim.progress import report_progress
 from refsim.rptq.block import LINEAR_IN, LINEARS, QuantizedOPTBlock
 from refsim.rptq.cluster import reorder_index
 from refsim.rptq.reorder import identity_reorder, permute_hessian, permute_layer, permute_stats, reorder_arrays
 
-HESSIAN_OF = {"q": "qkv", "k": "qkv", "v": "qkv", "out": "out", "fc1": "fc1", "fc2": "fc2"}
+HESSIAN_OF = OPT.hessian_of  # linears reading the same input share one GPTQ Hessian
 
 
 def find_reorders(stats, *, heads, n_clusters=32, head_clusters=4, seed=0, reorder=True) -> dict:
@@ -31,8 +32,8 @@ def find_reorders(stats, *, heads, n_clusters=32, head_clusters=4, seed=0, reord
     hidden = stats["ln1"][0].size
     ffn = stats["fc2_in"][0].size
     if not reorder:
-        return {"R1": identity_reorder(hidden), "R2": identity_reorder(hidden, heads),
-                "R3": identity_reorder(hidden, heads), "R4": identity_reorder(hidden), "R5": identity_reorder(ffn)}
+        sizes = OPT.reorder_sizes(hidden, ffn)
+        return {r.name: identity_reorder(sizes[r.name], heads if r.per_head else None) for r in OPT.reorders}
 
     def mm(p):
         lo, hi = stats[p]

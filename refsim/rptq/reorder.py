@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from refsim.rptq.block import LINEAR_IN, LINEAR_OUT, LINEARS, POINTS, REORDERS
+from refsim.models.opt import OPT
 from refsim.rptq.cluster import Reorder
 
-LAYER_KEYS = ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias") + tuple(
-    f"{lin}.{p}" for lin in LINEARS for p in ("weight", "bias"))
+LAYER_KEYS = OPT.layer_keys()
 
 
 def identity_reorder(channels: int, n_heads=None) -> Reorder:
@@ -34,58 +33,67 @@ def identity_reorder(channels: int, n_heads=None) -> Reorder:
                    np.full(heads, d, dtype=np.int64))
 
 
-def check_layer(layer: dict) -> None:
-    missing = [k for k in LAYER_KEYS if k not in layer]
+def check_layer(layer: dict, topology=OPT) -> None:
+    keys = topology.layer_keys()
+    missing = [k for k in keys if k not in layer]
     if missing:
-        raise ValueError(f"layer is missing arrays {missing}; a layer needs {list(LAYER_KEYS)}")
+        raise ValueError(f"layer is missing arrays {missing}; a layer needs {list(keys)}")
 
 
-def check_reorders(reorders: dict, hidden: int, ffn: int) -> None:
-    sizes = {"R1": hidden, "R2": hidden, "R3": hidden, "R4": hidden, "R5": ffn}
-    for r, n in sizes.items():
+def check_reorders(reorders: dict, hidden: int, ffn: int, topology=OPT) -> None:
+    for r, n in topology.reorder_sizes(hidden, ffn).items():
         if r not in reorders:
-            raise ValueError(f"reorders is missing {r}; needed: {list(REORDERS)}")
+            raise ValueError(f"reorders is missing {r}; needed: {list(topology.reorder_names)}")
         p = np.asarray(reorders[r].perm)
         if p.shape != (n,) or not np.array_equal(np.sort(p), np.arange(n)):
             raise ValueError(f"{r}.perm is not a permutation of {n} channels")
 
 
-def permute_layer(layer: dict, reorders: dict) -> dict:
-    """The layer's arrays in the physical (reordered) layout."""
-    check_layer(layer)
-    hidden = layer["ln1.weight"].shape[0]
-    ffn = layer["fc1.weight"].shape[0]
-    check_reorders(reorders, hidden, ffn)
-    p = {r: reorders[r].perm for r in REORDERS}
+def layer_dims(layer: dict, topology=OPT) -> tuple[int, int]:
+    """(hidden, ffn) of a layer: the first norm's width and the width of the first linear writing ffn."""
+    hidden = layer[f"{topology.norms[0].name}.weight"].shape[0]
+    ffn = next(layer[f"{x.name}.weight"].shape[0] for x in topology.linears if x.out_dim == "ffn")
+    return hidden, ffn
+
+
+def permute_layer(layer: dict, reorders: dict, topology=OPT) -> dict:
+    """The layer's arrays in the physical (reordered) layout, each reorder where ``topology`` puts it."""
+    check_layer(layer, topology)
+    hidden, ffn = layer_dims(layer, topology)
+    check_reorders(reorders, hidden, ffn, topology)
+    p = {r: reorders[r].perm for r in topology.reorder_names}
     out = {}
-    for ln, r in (("ln1", "R1"), ("ln2", "R4")):
-        out[f"{ln}.weight"] = np.asarray(layer[f"{ln}.weight"], np.float32)[p[r]]
-        out[f"{ln}.bias"] = np.asarray(layer[f"{ln}.bias"], np.float32)[p[r]]
-    for lin in LINEARS:
-        w = np.asarray(layer[f"{lin}.weight"], np.float32)[:, p[LINEAR_IN[lin]]]
-        b = np.asarray(layer[f"{lin}.bias"], np.float32)
-        rout = LINEAR_OUT[lin]
-        if rout:
-            w, b = w[p[rout]], b[p[rout]]
-        out[f"{lin}.weight"], out[f"{lin}.bias"] = np.ascontiguousarray(w), b
+    for ln, r in topology.norm_reorders:
+        for part in ("weight", "bias") if topology.norm_bias else ("weight",):
+            out[f"{ln}.{part}"] = np.asarray(layer[f"{ln}.{part}"], np.float32)[p[r]]
+    for lin in topology.linears:
+        w = np.asarray(layer[f"{lin.name}.weight"], np.float32)[:, p[lin.in_reorder]]
+        b = np.asarray(layer[f"{lin.name}.bias"], np.float32) if topology.linear_bias else None
+        if lin.out_reorder:
+            w = w[p[lin.out_reorder]]
+            b = None if b is None else b[p[lin.out_reorder]]
+        out[f"{lin.name}.weight"] = np.ascontiguousarray(w)
+        if b is not None:
+            out[f"{lin.name}.bias"] = b
     return out
 
 
-def permute_stats(stats: dict, reorders: dict) -> dict:
+def permute_stats(stats: dict, reorders: dict, topology=OPT) -> dict:
     """Per-channel calibration ranges {point: (min, max)} in the physical layout, as block arrays."""
     out = {}
-    for point, r in POINTS.items():
+    points = topology.point_reorders
+    for point, r in points.items():
         if point not in stats:
-            raise ValueError(f"stats is missing the point {point!r}; needed: {list(POINTS)}")
+            raise ValueError(f"stats is missing the point {point!r}; needed: {list(points)}")
         lo, hi = stats[point]
         out[f"stat.{point}.min"] = np.asarray(lo, np.float32)[reorders[r].perm]
         out[f"stat.{point}.max"] = np.asarray(hi, np.float32)[reorders[r].perm]
     return out
 
 
-def reorder_arrays(reorders: dict) -> dict:
+def reorder_arrays(reorders: dict, topology=OPT) -> dict:
     out = {}
-    for r in REORDERS:
+    for r in topology.reorder_names:
         out[f"{r}.perm"] = np.asarray(reorders[r].perm, np.int64)
         out[f"{r}.ids"] = np.asarray(reorders[r].ids_new, np.int64)
         out[f"{r}.sizes"] = np.asarray(reorders[r].sizes, np.int64)

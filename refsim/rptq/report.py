@@ -9,19 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 import refsim
+from refsim.models.opt import OPT
+from refsim.qtensor import rptq_fake_quant
 from refsim.rptq.block import CONFIGS, POINTS, opt_block
 
 FLOAT_STAGES = ("ln1", "q", "k", "v", "probs", "attn", "out_proj", "h1", "ln2", "fc1", "relu", "fc2", "out")
-# activation point -> the float stage it quantizes
-POINT_STAGE = {"ln1": "ln1", "q": "q", "k": "k", "v": "v", "attn": "attn", "ln2": "ln2", "fc2_in": "relu"}
+# activation point -> the float stage it quantizes (the topology's)
+POINT_STAGE = dict(OPT.calibration_stages)
 
 
 def point_bits(point, abits, kvbits):
-    if point in ("k", "v"):
-        return kvbits
-    if point in ("ln1", "ln2"):
-        return None if abits is None else max(8, abits)
-    return abits
+    """Bits of an OPT calibration point: the topology's bit rule (``Topology.point_bits``)."""
+    return OPT.point_bits(point, abits, kvbits)
 
 
 def stage_sqnr(block, xs, configs) -> dict:
@@ -55,15 +54,9 @@ def acc_bits(block, xs, config) -> dict:
 
 
 def fake_quant(x, lo, hi, ids, bits):
-    """RPTQ min-max fake quantization of x (T, C) with per-cluster ranges (ids per channel)."""
-    n = int(ids.max()) + 1
-    clo = np.full(n, np.inf)
-    chi = np.full(n, -np.inf)
-    np.minimum.at(clo, ids, lo)
-    np.maximum.at(chi, ids, hi)
-    s, z = refsim.rptq_params(clo, chi, bits=bits)
-    q = refsim.quantize(x, s, z, bits=bits, axis=-1, clusters=ids, spec=refsim.preset("rptq"))
-    return refsim.dequantize(q, s, z, axis=-1, clusters=ids)
+    """RPTQ min-max fake quantization of x (T, C) with per-cluster ranges (ids per channel):
+    ``refsim.qtensor.rptq_fake_quant``, the one per-cluster recipe."""
+    return rptq_fake_quant(x, lo, hi, np.asarray(ids), bits=bits)
 
 
 def activation_sqnr(block, xs, *, abits=4, kvbits=4) -> dict:

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-# activation point -> the stage of the float block whose per-channel min/max calibrate it
-CALIBRATION_STAGES = (("ln1", "ln1"), ("q", "q"), ("k", "k"), ("v", "v"), ("attn", "attn"), ("ln2", "ln2"),
-                      ("fc2_in", "relu"))
+from refsim.models.opt import OPT
+
+# activation point -> the stage of the float block whose per-channel min/max calibrate it (the topology's)
+CALIBRATION_STAGES = OPT.calibration_stages
 # each linear layer and the reorder of its input channels
-LINEAR_INPUT_REORDER = (("q", "R1"), ("k", "R1"), ("v", "R1"), ("out", "R3"), ("fc1", "R4"), ("fc2", "R5"))
+LINEAR_INPUT_REORDER = tuple(OPT.linear_in.items())
 
 
 def random_opt_layer(rng, hidden, ffn) -> dict:
     """Float32 arrays of one OPT layer in transformers' layout (weights (out, in))."""
     layer = {"ln1.weight": 1 + 0.3 * rng.standard_normal(hidden), "ln1.bias": 0.1 * rng.standard_normal(hidden),
              "ln2.weight": 1 + 0.3 * rng.standard_normal(hidden), "ln2.bias": 0.1 * rng.standard_normal(hidden)}
-    shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "out": (hidden, hidden),
-              "fc1": (ffn, hidden), "fc2": (hidden, ffn)}
-    for name, shp in shapes.items():
+    for name, shp in OPT.linear_shapes(hidden, ffn).items():
         layer[f"{name}.weight"] = rng.standard_normal(shp) / np.sqrt(shp[1])
         layer[f"{name}.bias"] = 0.1 * rng.standard_normal(shp[0])
     layer["ln1.weight"][rng.integers(0, hidden, 2)] *= 8
@@ -44,9 +43,9 @@ def calibrated_block(layer, calib, *, heads, n_clusters, head_clusters, wbits=4,
     if hidden % heads:
         raise ValueError(f"hidden={hidden} is not allowed with heads={heads}; allowed: a multiple of {heads}")
     ident = {r: Reorder(np.arange(n), np.zeros(n, np.int64), np.array([n]))
-             for r, n in (("R1", hidden), ("R2", hidden), ("R3", hidden), ("R4", hidden), ("R5", ffn))}
-    stats0 = {f"stat.{p}.{m}": np.zeros(ffn if p == "fc2_in" else hidden, np.float32)
-              for p, _ in CALIBRATION_STAGES for m in ("min", "max")}
+             for r, n in OPT.reorder_sizes(hidden, ffn).items()}
+    stats0 = {f"stat.{p}.{m}": np.zeros(n, np.float32) for p, n in OPT.point_sizes(hidden, ffn).items()
+              for m in ("min", "max")}
     meta = {"hidden": hidden, "heads": heads, "ffn": ffn, "eps": 1e-5, "wbits": None, "layout": "physical"}
     float_block = QuantizedOPTBlock({**permute_layer(layer, ident), **reorder_arrays(ident), **stats0}, meta)
     run = opt_block(float_block, calib, config="W16A16")

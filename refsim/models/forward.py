@@ -1,0 +1,164 @@
+"""One forward pass of a pre-norm decoder block over a topology and a scheme.
+
+``forward(topology, block, x, scheme)`` runs the block described by ``topology`` (norms, linears,
+attention, MLP; ``refsim.models.topology``) on one sequence x (T, hidden) float32 and returns every
+stage by name (``topology.stages``). The *scheme* (``refsim.schemes``) decides, for each tensor
+role, whether and how it is quantized: it turns a float tensor at a calibration point, a linear's
+weight, or one head's attention operand into an ``Operand`` (a ``QuantizedTensor`` and/or its float
+value) and records its code stages. The forward pass itself never depends on the method:
+
+    product(a, w):  both quantized   -> qgemm (exact integer sums; per cluster) + float32 epilogue
+                    otherwise        -> float64 matmul of the float32 values, rounded once to float32
+
+Attention is per head: scores_h = causal(q_h k_h^T) (q scaled by head_dim^-0.5 before its
+quantization when ``attention.scale_q``), probs = softmax(scores), attn_h = probs_h v_h. Masked
+scores are -inf. The MLP is ``relu`` (down(relu(up x))) or ``swiglu`` (down(silu(gate x) * up x)).
+Residual adds and ReLU are float32.
+
+What a new family still needs beyond its topology: rotary position embedding on q and k
+(``refsim.floatops.rope_cos_sin``), grouped-query attention (KV heads shared by a group of query
+heads: ``attention.kv_heads``) and RMSNorm without a bias are topology fields this pass reads;
+RoPE and GQA are not implemented yet (``forward`` refuses such a topology).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from refsim.models.floatops import float_matmul, layer_norm, relu, softmax
+from refsim.models.topology import MLPKind, NormKind, Topology
+from refsim.qtensor import QuantizedTensor, qmatmul
+
+
+class Operand(NamedTuple):
+    """A GEMM operand: its quantized tensor (None: float) and its float32 value (None: dequantize when needed).
+    A weight-side operand is (N, K)."""
+
+    qt: QuantizedTensor | None
+    value: np.ndarray | None
+
+    def float_value(self) -> np.ndarray:
+        return self.qt.dequantize() if self.value is None else self.value
+
+
+class Context:
+    """What a scheme sees: the topology, the block's arrays, the stages so far, the accumulator rule."""
+
+    def __init__(self, topology: Topology, block, stages: dict, acc: dict):
+        self.topology, self.block, self.stages, self.acc = topology, block, stages, acc
+        self.cache: dict = {}
+
+
+def product(ctx: Context, a: Operand, w: Operand, bias=None, *, acc_name=None, acc_list=None) -> np.ndarray:
+    """a (M, K) x w (N, K)^T (+ bias): exact when both are quantized (module docstring)."""
+    if a.qt is not None and w.qt is not None:
+        isums, y = qmatmul(a.qt, w.qt, bias, **ctx.acc)
+        if acc_name is not None:
+            ctx.stages[acc_name] = isums
+        if acc_list is not None:
+            acc_list.append(isums)
+        return y
+    return float_matmul(a.float_value(), w.float_value(), bias)
+
+
+def norm(topology: Topology, block, name: str, x) -> np.ndarray:
+    n = topology.norm(name)
+    perm = block[f"{n.reorder}.perm"]
+    if topology.norm_kind is NormKind.LAYER_NORM:
+        return layer_norm(x, block[f"{n.name}.weight"], block[f"{n.name}.bias"], eps=float(block.meta["eps"]),
+                          perm=perm)
+    from refsim.floatops import rms_norm
+
+    return rms_norm(x, block[f"{n.name}.weight"], eps=float(block.meta["eps"]), perm=perm)
+
+
+def _bias(topology, block, lin):
+    return block[f"{lin}.bias"] if topology.linear_bias else None
+
+
+def linear(ctx: Context, scheme, name: str, x) -> np.ndarray:
+    lin = ctx.topology.linear(name)
+    a = scheme.activation(ctx, lin.point, x)
+    w = scheme.weight(ctx, lin.name)
+    return product(ctx, a, w, _bias(ctx.topology, ctx.block, lin.name), acc_name=f"{lin.name}_acc")
+
+
+def attention(ctx: Context, scheme, q, k, v) -> np.ndarray:
+    """Per-head causal attention; the scheme gives each head's operands (q_h (T, d), k_h (T, d), probs_h
+    (T, T), v_h^T (d, T))."""
+    t, hidden = q.shape
+    heads = ctx.block.heads
+    d = hidden // heads
+    qs = scheme.heads(ctx, "q", q, heads, side="a")
+    ks = scheme.heads(ctx, "k", k, heads, side="w")
+    vs = scheme.heads(ctx, "v", v, heads, side="wT")
+    scores = np.empty((heads, t, t), dtype=np.float32)
+    s_acc, a_acc = [], []
+    for h in range(heads):
+        scores[h] = product(ctx, qs[h], ks[h], acc_list=s_acc)
+    if ctx.topology.attention.causal:
+        scores[:, np.triu(np.ones((t, t), dtype=bool), k=1)] = -np.inf
+    probs = softmax(scores)
+    ctx.stages["scores"], ctx.stages["probs"] = scores, probs
+    ps = scheme.probs(ctx, probs)
+    attn = np.empty((t, hidden), dtype=np.float32)
+    for h in range(heads):
+        attn[:, h * d:(h + 1) * d] = product(ctx, ps[h], vs[h], acc_list=a_acc)
+    if s_acc:
+        ctx.stages["scores_acc"] = np.stack(s_acc)
+    if a_acc:
+        ctx.stages["attn_acc"] = np.stack(a_acc)
+    scheme.finish_attention(ctx)
+    return attn
+
+
+def check_input(block, x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != block.hidden:
+        raise ValueError(f"x must be float32 of shape (T, {block.hidden}), got {x.dtype} {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x has NaN or Inf values")
+    return x
+
+
+def forward(topology: Topology, block, x, scheme, *, acc_bits=32, overflow="wrap") -> dict:
+    """Every stage of the block on x (T, hidden) under ``scheme`` (module docstring); {stage: ndarray}.
+
+    acc_bits, overflow: the accumulator rule of every integer GEMM (``refsim.int_gemm``). Stages absent
+    from the result were not computed under this scheme (e.g. codes of a float stage)."""
+    if topology.attention.kv_heads != "heads":
+        raise NotImplementedError(f"{topology.name}: grouped-query attention is not implemented in the forward pass")
+    x = check_input(block, x)
+    st = {"x": x}
+    ctx = Context(topology, block, st, dict(acc_bits=acc_bits, overflow=overflow))
+    a, m = topology.attention, topology.mlp
+    n1, n2 = topology.norms
+    st[n1.name] = norm(topology, block, n1.name, x)
+    qkv = {}
+    for role in (a.q, a.k, a.v):
+        lin = topology.linear(role)
+        y = linear(ctx, scheme, role, st[n1.name])
+        if role == a.q and a.scale_q:
+            y = (y * np.float32((block.hidden // block.heads) ** -0.5)).astype(np.float32)
+        st[lin.stage] = qkv[role] = y
+    st["attn"] = attention(ctx, scheme, qkv[a.q], qkv[a.k], qkv[a.v])
+    out = topology.linear(a.out)
+    st[out.stage] = linear(ctx, scheme, a.out, st["attn"])
+    st["h1"] = (x + st[out.stage]).astype(np.float32)
+    st[n2.name] = norm(topology, block, n2.name, st["h1"])
+    up = topology.linear(m.up)
+    st[up.stage] = linear(ctx, scheme, m.up, st[n2.name])
+    if m.kind is MLPKind.RELU:
+        st[m.act_stage] = relu(st[up.stage])
+    else:
+        from refsim.floatops import silu
+
+        gate = topology.linear(m.gate)
+        st[gate.stage] = linear(ctx, scheme, m.gate, st[n2.name])
+        st[m.act_stage] = (silu(st[gate.stage]) * st[up.stage]).astype(np.float32)
+    down = topology.linear(m.down)
+    st[down.stage] = linear(ctx, scheme, m.down, st[m.act_stage])
+    st["out"] = (st["h1"] + st[down.stage]).astype(np.float32)
+    return st

@@ -1,0 +1,368 @@
+"""The quantized tensor: integer codes with the parameters, granularity and spec that give them meaning.
+
+A ``QuantizedTensor`` is what every quantizer of the reference returns and what the one exact
+GEMM (``qgemm``) and the one float epilogue (``epilogue``) consume:
+
+    x ~ dequantize(q) = fl(fl(q - z) * fl(s))                 (``refsim.dequantize``)
+
+with the scale s and zero point z broadcast by the granularity (DESIGN.md "Quantizers"):
+
+    TENSOR   one (s, z)
+    AXIS     one (s, z) per index of ``axis``                  (per channel / per output row)
+    BLOCK    one (s, z) per ``block_size`` elements along ``axis`` (ragged last block as ONNX)
+    CLUSTER  one (s, z) per cluster; ``clusters[k]`` is the cluster of index k along ``axis``
+             (RPTQ: contiguous after reordering; scattered on the logical layout). The
+             parameters are (C,), or (N, C) for a weight (N, K) with one pair per output row x
+             input cluster (RPTQ / GPTQ with groups)
+
+An SDR-razored tensor (QRazor, ``sdr_quantize``) keeps the same fields: ``codes`` are the SDR
+sign-magnitude codes, ``sdr`` holds the per-group shift flags, the group size, the kept
+magnitude bits and the base-precision integers before razoring; its value is
+fl(decode(codes, flags) * s) with decode(c, f) = sign * (|c| << f) (``refsim.sdr_decode``).
+
+Weights are (N, K) at every boundary, as in torch's ``nn.Linear``: ``qgemm(a, w)`` computes
+a (M, K) x w (N, K)^T. The primitives that take (K, N) are called here, once each
+(``_cluster_int_gemm``, ``_sdr_gemm``), so no caller transposes.
+
+Every call into the numerics primitives that take accumulator / rounding / parameter knobs goes
+through the few private functions at the top of this module (``_rptq_params``, ``_quantize``,
+``_cluster_int_gemm``, ``_sdr_encode``, ``_sdr_gemm``): they are where the spec's fields become
+the primitives' arguments.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from refsim.spec import NumericsSpec, preset
+
+
+class Granularity(enum.Enum):
+    TENSOR = "tensor"
+    AXIS = "axis"
+    BLOCK = "block"
+    CLUSTER = "cluster"
+
+
+@dataclass(frozen=True, eq=False)
+class SDRFields:
+    """The razoring part of an SDR tensor: flags (one per group of ``group_size`` along ``axis``),
+    kept magnitude bits, base precision, and the base-precision integers the codes came from."""
+
+    flags: np.ndarray
+    group_size: int
+    keep: int
+    base_bits: int
+    base: np.ndarray
+    axis: int
+    rounding: str = "half_up"
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedTensor:
+    """Codes plus everything needed to read them (module docstring). Frozen; arrays are not copied."""
+
+    codes: np.ndarray
+    scale: np.ndarray
+    zero: np.ndarray
+    granularity: Granularity
+    bits: int
+    signed: bool
+    spec: NumericsSpec
+    axis: int | None = None
+    block_size: int | None = None
+    clusters: np.ndarray | None = None
+    sdr: SDRFields | None = None
+    layout: str | None = None
+    words: np.ndarray | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.granularity, Granularity):
+            raise TypeError(f"granularity must be a Granularity, got {self.granularity!r}")
+        if self.granularity is not Granularity.TENSOR and self.axis is None:
+            raise ValueError(f"granularity {self.granularity.value} needs an axis")
+        if self.granularity is Granularity.BLOCK and not self.block_size:
+            raise ValueError("granularity block needs block_size")
+        if self.granularity is Granularity.CLUSTER and self.clusters is None:
+            raise ValueError("granularity cluster needs clusters (one id per index along axis)")
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+    @property
+    def n_clusters(self) -> int:
+        """Parameter groups along the reduced axis: C for CLUSTER, else 1."""
+        if self.granularity is Granularity.CLUSTER:
+            return int(np.asarray(self.scale).shape[-1])
+        return 1
+
+    def dequantize(self, dtype=np.float32) -> np.ndarray:
+        """fl(fl(q - z) * fl(s)) in ``dtype``; SDR: fl(decode(codes, flags) * s)."""
+        import refsim
+
+        if self.sdr is not None:
+            q = refsim.sdr_decode(self.codes, self.sdr.flags, group_size=self.sdr.group_size, axis=self.sdr.axis)
+            return refsim.dequantize(q, self.scale, axis=self.axis if self.granularity is Granularity.AXIS else None,
+                                     dtype=dtype)
+        kw = {}
+        if self.granularity is Granularity.AXIS:
+            kw = dict(axis=self.axis)
+        elif self.granularity is Granularity.BLOCK:
+            kw = dict(axis=self.axis, block_size=self.block_size)
+        elif self.granularity is Granularity.CLUSTER:
+            kw = dict(axis=self.axis, clusters=self.clusters)
+        return refsim.dequantize(self.codes, self.scale, self.zero, dtype=dtype, **kw)
+
+    def pack(self, layout, *, axis=-1) -> "QuantizedTensor":
+        """The same tensor with its codes packed in ``layout`` (``refsim.layouts.pack``): ``words`` holds
+        the packed bytes, ``layout`` the layout's name. ``unpacked()`` gives the codes back."""
+        from refsim.layouts import get_layout, pack
+
+        lay = get_layout(layout)
+        if self.sdr is not None:
+            raise ValueError("an SDR tensor packs its codes and flags as two streams (docs/sdr.md); "
+                             "pack qt.codes and qt.sdr.flags with refsim.pack")
+        words = pack(self.codes, lay, axis=axis, signed=self.signed)
+        return replace(self, layout=lay.name, words=words)
+
+    def unpacked(self, *, axis=-1) -> np.ndarray:
+        """The codes read back from ``words`` (``refsim.layouts.unpack``); equal to ``codes``."""
+        from refsim.layouts import unpack
+
+        if self.words is None:
+            raise ValueError("the tensor is not packed; call pack(layout) first")
+        return unpack(self.words, self.layout, self.codes.shape[axis], axis=axis, signed=self.signed)
+
+    def head(self, sl: slice, *, axis=-1) -> "QuantizedTensor":
+        """The channels ``sl`` along the cluster axis, with their clusters renumbered from 0 and only the
+        parameters of the clusters they cover (one attention head of a per-head reorder: contiguous)."""
+        if self.granularity is not Granularity.CLUSTER:
+            raise ValueError("head() slices a cluster-granular tensor")
+        cid = np.asarray(self.clusters)[sl]
+        lo, hi = int(cid.min()), int(cid.max()) + 1
+        codes = np.asarray(self.codes)
+        idx = [slice(None)] * codes.ndim
+        idx[axis] = sl
+        return replace(self, codes=codes[tuple(idx)], scale=np.asarray(self.scale)[..., lo:hi],
+                       zero=np.asarray(self.zero)[..., lo:hi], clusters=cid - lo, layout=None, words=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the calls into the numerics primitives (one place each: the spec helper's signatures land here)
+
+def _rptq_params(lo, hi, *, bits, spec: NumericsSpec):
+    import refsim
+    from refsim.quantize import COMPUTE_DTYPES
+
+    return refsim.rptq_params(lo, hi, bits=bits, dtype=COMPUTE_DTYPES[spec.compute_dtype])
+
+
+def _quantize(x, scale, zero=0, *, bits, spec, signed=None, narrow=None, **kw):
+    import refsim
+
+    return refsim.quantize(x, scale, zero, bits=bits, signed=signed, narrow=narrow, spec=spec, **kw)
+
+
+def _cluster_int_gemm(a_codes, a_zero, b_codes_kn, b_zero_cn, ids, *, acc_bits, overflow):
+    import refsim
+
+    return refsim.cluster_int_gemm(a_codes, a_zero, b_codes_kn, b_zero_cn, ids, acc_bits=acc_bits, overflow=overflow)
+
+
+def _sdr_encode(base, *, group_size, base_bits, keep, axis, rounding):
+    import refsim
+
+    return refsim.sdr_encode(base, group_size=group_size, base_bits=base_bits, keep=keep, axis=axis,
+                             rounding=rounding)
+
+
+def _sdr_gemm(a_codes, a_flags, b_codes_kn, b_flags_kn, *, group_size, acc_bits, overflow):
+    import refsim
+
+    return refsim.sdr_gemm(a_codes, a_flags, b_codes_kn, b_flags_kn, group_size=group_size, acc_bits=acc_bits,
+                           overflow=overflow)
+
+
+# ---------------------------------------------------------------------------------------------
+# quantizers
+
+def cluster_ranges(ch_min, ch_max, ids, n_clusters=None):
+    """Per-cluster (min of mins, max of maxes) of per-channel ranges (``refsim.rptq.cluster.cluster_minmax``)."""
+    from refsim.rptq.cluster import cluster_minmax
+
+    ids = np.asarray(ids, dtype=np.int64)
+    n = int(ids.max()) + 1 if n_clusters is None else int(n_clusters)
+    return cluster_minmax(ch_min, ch_max, ids, n)
+
+
+def rptq_quantize(x, cluster_min, cluster_max, ids, *, bits, axis=-1, spec: NumericsSpec | None = None
+                  ) -> QuantizedTensor:
+    """RPTQ min-max per cluster (DESIGN.md "Min-max asymmetric, RPTQ form"), the one recipe:
+
+        s_c, z_c = rptq_params(min_c, max_c, bits)        (compute dtype of the spec: fp16 for ``rptq``)
+        q = clamp(round(x / s_c) + z_c)                   for every channel k along ``axis`` in cluster ids[k]
+
+    cluster_min / cluster_max (C,) are the clusters' calibration ranges (``cluster_ranges`` of the
+    per-channel ones); ids (K,) is each channel's cluster, in any order. ``spec`` defaults to the
+    ``rptq`` preset. One cluster (ids all 0) is per-tensor quantization.
+    """
+    spec = preset("rptq") if spec is None else spec
+    ids = np.asarray(ids, dtype=np.int64)
+    s, z = _rptq_params(cluster_min, cluster_max, bits=bits, spec=spec)
+    codes = _quantize(x, s, z, bits=bits, axis=axis, clusters=ids, spec=spec)
+    return QuantizedTensor(codes, s, z, Granularity.CLUSTER, bits, bool(spec.signed), spec, axis=axis, clusters=ids)
+
+
+def rptq_fake_quant(x, ch_min, ch_max, ids, *, bits, spec=None) -> np.ndarray:
+    """float32 dequantize(rptq_quantize(x, per-cluster ranges of the channels' ranges)) of x (T, K)."""
+    lo, hi = cluster_ranges(ch_min, ch_max, ids)
+    return rptq_quantize(x, lo, hi, ids, bits=bits, spec=spec).dequantize()
+
+
+def fixed_quantize(x, scale, zero=0, *, bits, signed=None, spec: NumericsSpec) -> QuantizedTensor:
+    """One given (s, z) for the whole tensor (e.g. RPTQ's softmax probabilities: s = fp16(1/255), z = 0,
+    ``signed=False``); ``signed`` defaults to the spec's."""
+    signed = bool(spec.signed) if signed is None else bool(signed)
+    codes = _quantize(x, scale, zero, bits=bits, signed=signed, spec=spec)
+    return QuantizedTensor(codes, np.asarray(scale), np.asarray(zero), Granularity.TENSOR, bits, signed, spec)
+
+
+def absmax_quantize(x, scale, *, bits, axis=None, spec: NumericsSpec | None = None) -> QuantizedTensor:
+    """Symmetric absmax (QRazor's base precision): q = clamp(round(x / s), -(2^(b-1) - 1), 2^(b-1) - 1), with
+    s = ``refsim.absmax_params`` of the calibrated max (per tensor, or per index of ``axis``); the ``qrazor``
+    preset (narrow signed range) by default."""
+    spec = preset("qrazor") if spec is None else spec
+    codes = _quantize(x, scale, bits=bits, axis=axis, signed=True, narrow=True, spec=spec)
+    gran = Granularity.TENSOR if axis is None else Granularity.AXIS
+    return QuantizedTensor(codes, np.asarray(scale, dtype=np.float32), np.zeros((), np.int64), gran, bits, True,
+                           spec, axis=axis)
+
+
+def sdr_quantize(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None, rounding="half_up",
+                 spec: NumericsSpec | None = None) -> QuantizedTensor:
+    """QRazor: absmax base precision (``absmax_quantize``), then SDR per group of ``group_size`` along
+    ``axis`` (``refsim.sdr_encode``): codes = sign + ``keep`` magnitude bits, one 4-bit shift flag per group."""
+    base = absmax_quantize(x, scale, bits=base_bits, axis=scale_axis, spec=spec)
+    ax = axis % base.codes.ndim
+    codes, flags = _sdr_encode(base.codes, group_size=group_size, base_bits=base_bits, keep=keep, axis=ax,
+                               rounding=rounding)
+    return replace(base, codes=codes, bits=keep + 1,
+                   sdr=SDRFields(flags, int(group_size), int(keep), int(base_bits), base.codes, ax, rounding))
+
+
+def gptq_form_quantize(w, scale, zero, *, bits, axis, clusters=None, spec: NumericsSpec | None = None
+                       ) -> QuantizedTensor:
+    """GPTQ form (IST-DASLab ``quant.py``): q = clamp(round(w / s) + z, 0, 2^bits - 1), unsigned, with (s, z)
+    from ``refsim.gptq_params`` per index of ``axis`` (per output row) or per (row, group) with ``clusters``
+    (the group of each input column); the ``gptq`` preset by default."""
+    spec = preset("gptq") if spec is None else spec
+    if clusters is None:
+        codes = _quantize(w, scale, zero, bits=bits, signed=False, axis=axis, spec=spec)
+        return QuantizedTensor(codes, np.asarray(scale), np.asarray(zero), Granularity.AXIS, int(bits), False, spec,
+                               axis=axis)
+    ids = np.asarray(clusters, dtype=np.int64)
+    codes = _quantize(w, scale, zero, bits=bits, signed=False, axis=axis, clusters=ids, spec=spec)
+    return QuantizedTensor(codes, np.asarray(scale), np.asarray(zero), Granularity.CLUSTER, int(bits), False, spec,
+                           axis=axis, clusters=ids)
+
+
+def weight_tensor(codes, scale, zero, ids, *, bits, spec: NumericsSpec | None = None) -> QuantizedTensor:
+    """GPTQ-form weight codes (N, K), unsigned, with (s, z) per output row x input cluster (N, C)."""
+    spec = preset("gptq") if spec is None else spec
+    return QuantizedTensor(np.asarray(codes), np.asarray(scale), np.asarray(zero), Granularity.CLUSTER, int(bits),
+                           False, spec, axis=1, clusters=np.asarray(ids, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# the exact GEMM and the epilogue
+
+def _reduced_params(t: QuantizedTensor, rows: int, c: int, *, weight: bool):
+    """(scale, zero) of ``t`` as (C,) for the activation side or (N, C) for the weight side."""
+    s, z = np.asarray(t.scale), np.asarray(t.zero)
+    if not weight:
+        return np.broadcast_to(s.reshape(-1), (c,)), np.broadcast_to(z.reshape(-1), (c,))
+    if t.granularity is Granularity.TENSOR:
+        return np.broadcast_to(s.reshape(1, 1), (rows, c)), np.broadcast_to(z.reshape(1, 1), (rows, c))
+    if t.granularity is Granularity.AXIS and t.axis % 2 == 0:  # one pair per row n (on the output axis)
+        return (np.broadcast_to(np.asarray(s, np.float32).reshape(-1, 1), (rows, 1)),
+                np.broadcast_to(z.reshape(-1, 1), (rows, 1)))
+    if s.ndim == 1 and t.granularity is Granularity.CLUSTER:  # one pair per cluster, shared by all rows
+        return np.broadcast_to(s, (rows, c)), np.broadcast_to(z, (rows, c))
+    return np.broadcast_to(s.reshape(rows, -1), (rows, c)), np.broadcast_to(z.reshape(rows, -1), (rows, c))
+
+
+def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, acc_bits=32, overflow="wrap"):
+    """Exact integer sums of a (M, K) x w (N, K)^T.
+
+    Affine codes: per cluster c of the reduced axis (both tensors share the clusters; a single
+    parameter pair is one cluster), int64 (C, M, N):
+
+        isum[c, m, n] = sum_{k : ids[k] == c, ascending} (qa[m, k] - za[c]) * (qw[n, k] - zw[n, c])
+
+    each under the accumulator rule (acc_bits, overflow) of ``refsim.cluster_int_gemm``.
+    SDR codes: the decompression-free product (``refsim.sdr_gemm``), int64 (M, N):
+    sum_groups 2^(fa + fw) * sum_{k in group} ca[m, k] * cw[n, k], in group order.
+    """
+    if (a.sdr is None) != (w.sdr is None):
+        raise ValueError("qgemm needs two SDR tensors or two affine tensors")
+    if a.codes.ndim != 2 or w.codes.ndim != 2 or a.codes.shape[1] != w.codes.shape[1]:
+        raise ValueError(f"a (M, K) and w (N, K) must agree on K, got {a.codes.shape} and {w.codes.shape}")
+    if a.sdr is not None:
+        if a.sdr.group_size != w.sdr.group_size:
+            raise ValueError(f"SDR group sizes differ: {a.sdr.group_size} and {w.sdr.group_size}")
+        return _sdr_gemm(a.codes, a.sdr.flags, w.codes.T, w.sdr.flags.T, group_size=a.sdr.group_size,
+                         acc_bits=acc_bits, overflow=overflow)
+    k = a.codes.shape[1]
+    if a.granularity is Granularity.CLUSTER:
+        ids = np.asarray(a.clusters, dtype=np.int64)
+        c = a.n_clusters
+    elif w.granularity is Granularity.CLUSTER and w.axis in (1, -1):
+        ids = np.asarray(w.clusters, dtype=np.int64)
+        c = w.n_clusters
+    else:
+        ids, c = np.zeros(k, np.int64), 1
+    if ids.size and int(ids.max()) + 1 != c:
+        raise ValueError(f"ids name {int(ids.max()) + 1} clusters, expected n_clusters={c}")
+    _, za = _reduced_params(a, a.codes.shape[0], c, weight=False)
+    _, zw = _reduced_params(w, w.codes.shape[0], c, weight=True)
+    return _cluster_int_gemm(np.asarray(a.codes), np.asarray(za).reshape(-1), np.asarray(w.codes).T,
+                             np.asarray(zw).T, ids, acc_bits=acc_bits, overflow=overflow)
+
+
+def epilogue(isums, scale_a, scale_w, bias=None) -> np.ndarray:
+    """float32 y[m, n] from per-cluster int sums, every op rounded to float32, clusters ascending, bias last:
+
+        acc = 0.0f;  for c: acc = acc + (f32(isum[c, m, n]) * s_a[c]) * s_w[n, c];  y = acc + bias[n]
+
+    ``refsim.float_epilogue`` per cluster (its single-cluster value is each term), so a weight scale may
+    vary by cluster (RPTQ's per output row x per input cluster weights). isums (C, M, N) or (M, N);
+    scale_a (C,) or a scalar; scale_w (N, C), (N,) or a scalar.
+    """
+    import refsim
+
+    isums = np.asarray(isums)
+    if isums.ndim == 2:
+        isums = isums[None]
+    n = isums.shape[2]
+    sa = np.broadcast_to(np.asarray(scale_a, dtype=np.float32).reshape(-1), (isums.shape[0],))
+    sb = np.asarray(scale_w, dtype=np.float32)
+    sb = np.broadcast_to(sb.reshape(n, -1) if sb.size > 1 else sb.reshape(1, 1), (n, isums.shape[0]))
+    acc = refsim.float_epilogue(isums[0], sa[0], sb[:, 0])
+    for c in range(1, isums.shape[0]):
+        acc = (acc + refsim.float_epilogue(isums[c], sa[c], sb[:, c])).astype(np.float32)
+    if bias is not None:
+        acc = (acc + np.asarray(bias, dtype=np.float32)).astype(np.float32)
+    return acc
+
+
+def qmatmul(a: QuantizedTensor, w: QuantizedTensor, bias=None, *, acc_bits=32, overflow="wrap"):
+    """(isums, y): ``qgemm`` and its float32 ``epilogue`` with both tensors' scales."""
+    isums = qgemm(a, w, acc_bits=acc_bits, overflow=overflow)
+    c = 1 if isums.ndim == 2 else isums.shape[0]
+    sa, _ = _reduced_params(a, a.codes.shape[0], c, weight=False)
+    sw, _ = _reduced_params(w, w.codes.shape[0], c, weight=True)
+    return isums, epilogue(isums, sa, sw, bias)
