@@ -7,7 +7,8 @@
 
 A lower layer never imports a higher one, directly or through another module, at module level or
 inside a function; hwmodel's own modules use the reference only in ``hwmodel.errors`` (the error
-figures of the sweep) and for the shared output rules (``refsim.outputs``). ``lint-imports`` checks
+figures of the sweep), for the model topologies (``refsim.models``: shapes and bit rules) and for the
+shared output rules (``refsim.outputs``). ``lint-imports`` checks
 the real tree; each contract is then shown to fail on a copy of the tree with one forbidden import
 added, so a pass is not a checker that sees nothing. import-linter reads ``import`` statements only:
 a module loaded by a string name is caught by the scan at the end.
