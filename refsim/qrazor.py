@@ -36,7 +36,7 @@ from refsim.sdr import (
     FLAG_BITS,
     check_group_size,
     check_keep,
-    check_rounding,
+    spec_sdr_rounding,
     sdr_acc_bits_needed,
     sdr_encode,
     sdr_gemm,
@@ -51,7 +51,9 @@ LOSSLESS_INT8_KEEP = 7  # keep 7 of an int8's 7 magnitude bits: every flag is 0
 class QRazorConfig:
     """Base precisions and kept magnitude bits of each operand role, and the SDR group size.
 
-    ``*_keep = None`` leaves that role at its base precision (int8 only: lossless SDR)."""
+    ``*_keep = None`` leaves that role at its base precision (int8 only: lossless SDR). ``spec``
+    holds the numerics: the base-precision quantization (signed narrow), the SDR rounding
+    (spec.sdr_rounding) and the accumulator (spec.acc_bits, spec.acc_overflow)."""
 
     name: str
     w_keep: int | None = 3
@@ -61,11 +63,11 @@ class QRazorConfig:
     w_bits: int = 8
     a_bits: int = 16
     kv_bits: int = 8
-    rounding: str = "half_up"
+    spec: NumericsSpec = preset("qrazor")
 
     def __post_init__(self):
         check_group_size(self.group_size)
-        check_rounding(self.rounding)
+        check_razor_spec(self.spec)
         for role in ROLES:
             bits, keep = self.role(role)
             check_keep(keep, bits)
@@ -89,10 +91,22 @@ CONFIGS = {
 }
 
 
-def qrazor_config(name: str, *, group_size=16, rounding="half_up") -> QRazorConfig:
-    """The named configuration (W4A4, W4A4KV4, W4A8) at ``group_size`` (8..128 in the paper)."""
+def check_razor_spec(spec) -> NumericsSpec:
+    """A spec SDR can take: signed narrow base codes (|x| <= 2^(b-1) - 1, the symmetric range the
+    razoring assumes) and an SDR rounding it implements."""
+    spec_sdr_rounding(spec)
+    if not (spec.signed and spec.narrow):
+        raise ValueError(f"QRazor's base precision is the signed narrow range: the spec has signed={spec.signed}, "
+                         f"narrow={spec.narrow}; allowed: signed=True, narrow=True (the 'qrazor' preset)")
+    return spec
+
+
+def qrazor_config(name: str, *, group_size=16, spec: NumericsSpec | None = None) -> QRazorConfig:
+    """The named configuration (W4A4, W4A4KV4, W4A8) at ``group_size`` (8..128 in the paper), under
+    ``spec`` (default: the ``qrazor`` preset)."""
     check_choice(name, tuple(CONFIGS), name="name")
-    return QRazorConfig(name=name, group_size=group_size, rounding=rounding, **CONFIGS[name])
+    return QRazorConfig(name=name, group_size=group_size, spec=preset("qrazor") if spec is None else spec,
+                        **CONFIGS[name])
 
 
 # --- 1. static absmax calibration -------------------------------------------------------------
@@ -132,7 +146,7 @@ class AbsmaxCalibrator:
     def scale(self, bits: int) -> np.ndarray:
         if self.amax is None:
             raise ValueError("no calibration batch was seen; call update(x) first")
-        return absmax_params(self.amax, bits=bits, axis=None if self.amax.ndim == 0 else 0)
+        return absmax_params(self.amax, bits=bits, axis=None if self.amax.ndim == 0 else 0, spec=preset("qrazor"))
 
 
 # --- 2. razoring a tensor ---------------------------------------------------------------------
@@ -156,14 +170,13 @@ class RazoredTensor(NamedTuple):
         return ((1 + self.keep) * self.codes.size + FLAG_BITS * self.flags.size) / max(self.codes.size, 1)
 
 
-def razor(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None, rounding="half_up",
-          spec: NumericsSpec | None = None) -> RazoredTensor:
+def razor(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None, spec: NumericsSpec) -> RazoredTensor:
     """Quantize float ``x`` to the base precision with ``scale`` (per tensor, or per channel along
-    ``scale_axis``), then SDR along ``axis``. ``spec`` defaults to the ``qrazor`` preset."""
-    spec = preset("qrazor") if spec is None else spec
-    base = quantize(x, scale, bits=base_bits, axis=scale_axis, signed=True, narrow=True, spec=spec)
-    codes, flags = sdr_encode(base, group_size=group_size, base_bits=base_bits, keep=keep, axis=axis,
-                              rounding=rounding)
+    ``scale_axis``) under ``spec`` (signed narrow, e.g. the ``qrazor`` preset), then SDR along
+    ``axis`` with spec.sdr_rounding."""
+    check_razor_spec(spec)
+    base = quantize(x, scale, bits=base_bits, axis=scale_axis, spec=spec)
+    codes, flags = sdr_encode(base, group_size=group_size, base_bits=base_bits, keep=keep, axis=axis, spec=spec)
     ax = axis % base.ndim
     return RazoredTensor(base, codes, flags, np.asarray(scale, dtype=np.float32), base_bits, keep,
                          group_size, ax)
@@ -176,7 +189,7 @@ class QRazorResult:
     output: np.ndarray  # float32 (M, N)
     reference: np.ndarray  # float64 x @ y of the float inputs
     sqnr_db: float
-    acc: np.ndarray  # int64 accumulator values
+    acc: np.ndarray  # accumulator values (int32 for acc_bits <= 32, else int64)
     x: RazoredTensor
     y: RazoredTensor
     acc_needed: AccBitsNeeded | None = None
@@ -191,14 +204,14 @@ def _calibrated_scale(data, calibration, role, bits, scale_axis):
 
 
 def qrazor_matmul(x, y, *, config: QRazorConfig, x_role="activation", y_role="weight", x_calibration=None,
-                  y_calibration=None, acc_bits=64, overflow="wrap", measure_acc=False) -> QRazorResult:
+                  y_calibration=None, measure_acc=False) -> QRazorResult:
     """x (M, K) @ y (K, N) through the full QRazor path (module docstring), float32 out.
 
     Roles pick base precision, kept bits and scale granularity from ``config``: activation
     (per tensor), kv (per tensor), weight (only y; per output channel, i.e. per column).
     ``*_calibration``: iterables of calibration batches for the static absmax (default: the
-    operand itself). The accumulator is ``acc_bits`` wide with ``overflow`` wrap / saturate /
-    raise, in group order (``refsim.sdr_gemm``). ``measure_acc`` adds the bits the data needed.
+    operand itself). The accumulator is the config's spec's (spec.acc_bits wide, spec.acc_overflow
+    wrap / saturate / raise), in group order (``refsim.sdr_gemm``). ``measure_acc`` adds the bits the data needed.
     """
     if not isinstance(config, QRazorConfig):
         raise TypeError(f"config must be a QRazorConfig (e.g. refsim.qrazor.qrazor_config('W4A4')), got "
@@ -215,9 +228,10 @@ def qrazor_matmul(x, y, *, config: QRazorConfig, x_role="activation", y_role="we
     y_scale_axis = 1 if y_role == "weight" else None
     sx = _calibrated_scale(x, x_calibration, x_role, xb, None)
     sy = _calibrated_scale(y, y_calibration, y_role, yb, y_scale_axis)
-    rx = razor(x, sx, base_bits=xb, keep=xk, group_size=g, axis=1, rounding=config.rounding)
-    ry = razor(y, sy, base_bits=yb, keep=yk, group_size=g, axis=0, scale_axis=y_scale_axis, rounding=config.rounding)
-    acc = sdr_gemm(rx.codes, rx.flags, ry.codes, ry.flags, group_size=g, acc_bits=acc_bits, overflow=overflow)
+    spec = config.spec
+    rx = razor(x, sx, base_bits=xb, keep=xk, group_size=g, axis=1, spec=spec)
+    ry = razor(y, sy, base_bits=yb, keep=yk, group_size=g, axis=0, scale_axis=y_scale_axis, spec=spec)
+    acc = sdr_gemm(rx.codes, rx.flags, ry.codes, ry.flags, group_size=g, spec=spec)
     out = float_epilogue(acc, sx.reshape(1), sy)
     ref = x.astype(np.float64) @ y.astype(np.float64)
     need = sdr_acc_bits_needed(rx.codes, rx.flags, ry.codes, ry.flags, group_size=g) if measure_acc else None
@@ -275,13 +289,15 @@ class AccumulatorAnswer:
         return "\n".join(lines)
 
 
-def accumulator_question(k, *, a_bits=16, w_bits=8, a_keep=3, w_keep=3, group_size=16, acc_bits=32,
+def accumulator_question(k, *, a_bits=16, w_bits=8, a_keep=3, w_keep=3, group_size=16, spec: NumericsSpec,
                          measured: AccBitsNeeded | None = None, measured_on="") -> AccumulatorAnswer:
-    """The hardware designer's question: does an ``acc_bits`` accumulator hold every SDR product
-    sum over K (worst case, proven bound), and what did real data need (``measured``)."""
+    """The hardware designer's question: does the spec's accumulator (``spec.acc_bits``, the only
+    field read) hold every SDR product sum over K (worst case, proven bound), and what did real
+    data need (``measured``)."""
     g = check_group_size(group_size)
-    if isinstance(acc_bits, bool) or not isinstance(acc_bits, (int, np.integer)) or not 2 <= acc_bits <= 64:
-        raise ValueError(f"acc_bits={acc_bits!r} is not allowed; allowed: an integer in 2..64")
+    if not isinstance(spec, NumericsSpec):
+        raise TypeError(f"spec must be a refsim.NumericsSpec (e.g. refsim.preset('qrazor')), got {type(spec).__name__}")
+    acc_bits = spec.acc_bits
     amax = sdr_max_magnitude(a_bits, a_keep)
     wmax = sdr_max_magnitude(w_bits, w_keep)
     worst = acc_bits_worst_case(k, (-amax, amax), (-wmax, wmax))
