@@ -69,23 +69,24 @@ def _rptq_act(refsim, x: np.ndarray, bits: int, n_clusters: int, seed: int) -> n
     n = int(labels.max()) + 1
     cmin = np.array([x[:, labels == c].min() for c in range(n)])
     cmax = np.array([x[:, labels == c].max() for c in range(n)])
-    scale, zp = refsim.rptq_params(cmin, cmax, bits=bits)
+    scale, zp = refsim.rptq_params(cmin, cmax, bits=bits, spec=refsim.preset("rptq"))
     q = refsim.quantize(x, scale, zp, bits=bits, axis=1, clusters=labels, spec=refsim.preset("rptq"))
     return refsim.dequantize(q, scale, zp, axis=1, clusters=labels)
 
 
 def _gptq_rows(refsim, w: np.ndarray, bits: int) -> np.ndarray:
-    scale, zp = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits)
+    scale, zp = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits, spec=refsim.preset("gptq"))
     q = refsim.quantize(w, scale, zp, bits=bits, axis=0, spec=refsim.preset("gptq"))
     return refsim.dequantize(q, scale, zp, axis=0)
 
 
 def _sdr(refsim, x: np.ndarray, *, bits: int, base_bits: int, group: int, axis) -> np.ndarray:
     """absmax base integers (per tensor or per ``axis``), razored to ``bits`` (1 sign + bits-1 magnitude)."""
-    scale = refsim.absmax_params(x, bits=base_bits, axis=axis)
+    scale = refsim.absmax_params(x, bits=base_bits, axis=axis, spec=refsim.preset("qrazor"))
     q = refsim.quantize(x, scale, bits=base_bits, axis=axis, spec=refsim.preset("qrazor"))
     if bits < base_bits:
-        codes, flags = refsim.sdr_encode(q, group_size=group, base_bits=base_bits, keep=bits - 1, axis=-1)
+        codes, flags = refsim.sdr_encode(q, group_size=group, base_bits=base_bits, keep=bits - 1, axis=-1,
+                                         spec=refsim.preset("qrazor"))
         q = refsim.sdr_decode(codes, flags, group_size=group, axis=-1)
     return refsim.dequantize(q, scale, axis=axis)
 

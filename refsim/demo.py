@@ -81,7 +81,7 @@ def run(args) -> int:
 
     rptq = refsim.preset("rptq")
     # activations, per tensor
-    s1, z1 = refsim.rptq_params(x.min(), x.max(), bits=4)
+    s1, z1 = refsim.rptq_params(x.min(), x.max(), bits=4, spec=rptq)
     q1 = refsim.quantize(x, s1, z1, bits=4, spec=rptq)
     x1 = refsim.dequantize(q1, s1, z1)
     # activations, per cluster: channels sorted by range, cut into equal clusters (stated stand-in)
@@ -90,14 +90,15 @@ def run(args) -> int:
     ids = np.empty(h, dtype=np.int64)
     ids[order] = np.arange(h) * args.clusters // h
     sc, zc = refsim.rptq_params(np.array([cmin[ids == c].min() for c in range(args.clusters)]),
-                                np.array([cmax[ids == c].max() for c in range(args.clusters)]), bits=4)
+                                np.array([cmax[ids == c].max() for c in range(args.clusters)]), bits=4,
+                                spec=rptq)
     qc = refsim.quantize(x, sc, zc, bits=4, axis=1, clusters=ids, spec=rptq)
     xc = refsim.dequantize(qc, sc, zc, axis=1, clusters=ids)
     print(f"  activation SQNR  per-tensor int4: {refsim.sqnr_db(x, x1):6.2f} dB   "
           f"per-cluster ({args.clusters} clusters): {refsim.sqnr_db(x, xc):6.2f} dB")
 
     # weights: GPTQ-form RTN, per output row
-    sw, zw = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=4)
+    sw, zw = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=4, spec=refsim.preset("gptq"))
     qw = refsim.quantize(w, sw, zw, bits=4, axis=0, spec=refsim.preset("gptq"))
     packed = refsim.pack(qw, "int4_word32", axis=1)
     assert np.array_equal(refsim.unpack(packed, "int4_word32", h, axis=1), qw)
@@ -106,7 +107,7 @@ def run(args) -> int:
 
     # exact integer GEMM per cluster, then the float32 epilogue. Weight zero points are per
     # output row; their scales enter the epilogue per output column.
-    isums = refsim.cluster_int_gemm(qc, zc, qw.T, zw, ids)
+    isums = refsim.cluster_int_gemm(qc, zc, qw.T, zw, ids, spec=rptq)
     y = refsim.float_epilogue(isums, sc.astype(np.float32), sw)
     print(f"  output SQNR vs float product: {refsim.sqnr_db(y_ref, y):6.2f} dB "
           f"(per-cluster int sums {isums.shape}, float32 epilogue, clusters ascending)")

@@ -25,10 +25,10 @@ import numpy as np
 
 from refsim.accumulate import (
     acc_limits,
-    spec_acc,
     max_signed_bits,
     sequential_step,
     settle_sequential,
+    spec_acc,
     wrap_to,
 )
 from refsim.checks import check_choice, check_range
@@ -242,7 +242,8 @@ def int_gemm(a, b, *, spec: NumericsSpec, backend="auto") -> np.ndarray:
     The accumulator is ``spec.acc_bits`` wide (the result is int32 when acc_bits <= 32, else
     int64) with ``spec.acc_overflow``: ``wrap`` (modulo 2^acc_bits), ``saturate`` (each
     ascending-k partial sum clamped) or ``raise`` (ValueError naming the first (m, n, k) whose
-    partial sum leaves the range). No other spec field is read. backend: ``blas`` (float BLAS, exact as the module docstring proves),
+    partial sum leaves the range). No other spec field is read.
+    backend: ``blas`` (float BLAS, exact as the module docstring proves),
     ``torch`` (torch._int_mm, int8 x int8 -> int32, for int8-range operands where int32
     cannot overflow; otherwise blas) or ``auto`` (torch for products of at least 2^24 MACs
     where torch._int_mm has its oneDNN kernel, i.e. AVX512-VNNI; else blas, which beats

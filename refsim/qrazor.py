@@ -36,10 +36,10 @@ from refsim.sdr import (
     FLAG_BITS,
     check_group_size,
     check_keep,
-    spec_sdr_rounding,
     sdr_acc_bits_needed,
     sdr_encode,
     sdr_gemm,
+    spec_sdr_rounding,
 )
 from refsim.spec import NumericsSpec, preset
 

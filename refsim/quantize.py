@@ -171,7 +171,8 @@ def quantize(x, scale, zero_point=0, *, bits, axis=None, block_size=None, cluste
     range_recip = spec.scale_op is ScaleOp.MUL_RANGE_RECIP
     if range_recip and (amax is None or not signed):
         raise ValueError("scale_op='mul_range_recip' needs amax= (the range of each scale) and signed codes"
-                         if amax is None else "scale_op='mul_range_recip' is symmetric: it needs a spec with signed=True")
+                         if amax is None else
+                         "scale_op='mul_range_recip' is symmetric: it needs a spec with signed=True")
     if amax is not None and not range_recip:
         raise ValueError(f"amax is only used by scale_op='mul_range_recip'; this spec has "
                          f"scale_op={spec.scale_op.value!r}")

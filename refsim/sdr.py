@@ -155,8 +155,8 @@ def sdr_encode(x, *, group_size, base_bits, keep=3, axis=-1, spec: NumericsSpec)
     x: int8/int16 (any integer dtype) in [-(2^(b-1) - 1), 2^(b-1) - 1]; groups of
     ``group_size`` (a power of two >= 2) along ``axis``; ``keep`` magnitude bits (3: 4-bit
     codes with the sign; 7: the A8 variant), 1 <= keep <= min(base_bits - 1, 7); rounding ``half_up`` (the
-    paper's rounding bit) or ``ties_even``, from ``spec.sdr_rounding`` (no other spec field is read). codes have x's shape; flags have x's shape with
-    ceil(D / group_size) along ``axis``.
+    paper's rounding bit) or ``ties_even``, from ``spec.sdr_rounding`` (no other spec field is read). codes
+    have x's shape; flags have x's shape with ceil(D / group_size) along ``axis``.
     """
     x = _int_input(x, "x")
     base_bits = check_bits(base_bits, name="base_bits", lo=2, hi=16)

@@ -128,15 +128,17 @@ def run_accbits(args) -> int:
         heavy_tailed_activations,
         qrazor_matmul,
     )
+    from refsim.spec import preset
 
     measured, on = None, ""
     kw = dict(a_bits=args.abits, w_bits=args.wbits, a_keep=args.akeep, w_keep=args.wkeep, group_size=args.group,
-              acc_bits=args.acc_bits)
+              spec=preset("qrazor").replace(acc_bits=args.acc_bits))
     accumulator_question(args.k, **kw)  # any remaining argument error before any work
     if args.measure:
         print(f"measuring on {m}x{args.k} @ {args.k}x{n} ...", file=sys.stderr)
         cfg = QRazorConfig(name="custom", w_keep=args.wkeep, a_keep=args.akeep, group_size=args.group,
-                           w_bits=args.wbits, a_bits=args.abits)
+                           w_bits=args.wbits, a_bits=args.abits,
+                           spec=preset("qrazor").replace(acc_bits=64, acc_overflow="wrap"))  # measures, never wraps
         x = heavy_tailed_activations(m, args.k, seed=seed)
         w = gaussian_weights(args.k, n, seed=seed + 1)
         measured = qrazor_matmul(x, w, config=cfg, measure_acc=True).acc_needed

@@ -231,7 +231,7 @@ def cluster_isums(qa, za, qb, zb, ids, n_clusters, *, acc_bits=32, overflow="wra
     if ids.size and int(ids.max()) + 1 != n_clusters:
         raise ValueError(f"ids name {int(ids.max()) + 1} clusters, expected n_clusters={n_clusters}")
     return refsim.cluster_int_gemm(np.asarray(qa), np.asarray(za).reshape(-1), np.asarray(qb).T, np.asarray(zb).T,
-                                   ids, acc_bits=acc_bits, overflow=overflow)
+                                   ids, spec=refsim.preset("rptq").replace(acc_bits=acc_bits, acc_overflow=overflow))
 
 
 def cluster_epilogue(isums, scale_a, scale_b, bias=None) -> np.ndarray:
@@ -274,7 +274,7 @@ def _act_params(block, point, bits):
     r = POINTS[point]
     ids = block.ids(r)
     lo, hi = cluster_minmax(block[f"stat.{point}.min"], block[f"stat.{point}.max"], ids, block.n_clusters(r))
-    s, z = refsim.rptq_params(lo, hi, bits=bits)
+    s, z = refsim.rptq_params(lo, hi, bits=bits, spec=refsim.preset("rptq"))
     return s, z, ids
 
 
@@ -348,7 +348,7 @@ def _attention(block, q: _Act, k: _Act, v: _Act, pbits, stages, acc):
         stages["scores_acc"] = np.stack(s_acc)
     if pbits is not None:
         spec = refsim.preset("rptq")
-        p_codes = refsim.quantize(probs, PROB_SCALE, 0, bits=pbits, signed=False, spec=spec)
+        p_codes = refsim.quantize(probs, PROB_SCALE, 0, bits=pbits, spec=spec.replace(signed=False))
         p_val = refsim.dequantize(p_codes, PROB_SCALE, 0, dtype=np.float32)
         stages["probs_codes"] = p_codes
     else:

@@ -61,7 +61,7 @@ def fake_quant(x, lo, hi, ids, bits):
     chi = np.full(n, -np.inf)
     np.minimum.at(clo, ids, lo)
     np.maximum.at(chi, ids, hi)
-    s, z = refsim.rptq_params(clo, chi, bits=bits)
+    s, z = refsim.rptq_params(clo, chi, bits=bits, spec=refsim.preset("rptq"))
     q = refsim.quantize(x, s, z, bits=bits, axis=-1, clusters=ids, spec=refsim.preset("rptq"))
     return refsim.dequantize(q, s, z, axis=-1, clusters=ids)
 

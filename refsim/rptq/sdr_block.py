@@ -23,6 +23,7 @@ import numpy as np
 
 from refsim.qrazor import qrazor_config, qrazor_matmul
 from refsim.rptq.block import QuantizedOPTBlock, layer_norm, softmax
+from refsim.spec import preset
 
 PROB_RANGE = np.array([0.0, 1.0], dtype=np.float32)
 
@@ -39,8 +40,9 @@ def opt_block_sdr(block: QuantizedOPTBlock, x, *, qrazor="W4A4", group_size=16, 
         raise ValueError(f"x must be float32 of shape (T, {block.hidden}), got {x.dtype} {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("x has NaN or Inf values")
-    cfg = qrazor_config(qrazor, group_size=group_size)
-    acc = dict(acc_bits=acc_bits, overflow=overflow)
+    cfg = qrazor_config(qrazor, group_size=group_size,
+                        spec=preset("qrazor").replace(acc_bits=acc_bits, acc_overflow=overflow))
+    acc = {}
     eps = float(block.meta["eps"])
     st = {"x": x}
 
