@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import acc_spec
 
 import refsim
 from refsim.rptq.block import (
@@ -61,8 +62,8 @@ def test_k_permuted_gemm_equals_unpermuted(p, seed):
     b = cluster_isums(qa[:, perm], za, qb[:, perm], zb, ids[perm], c)
     assert np.array_equal(a, b)
     # the same for the plain accumulator under wrap at a narrow width (wrap is associative)
-    w1 = refsim.int_gemm(qa, qb.T, acc_bits=8, overflow="wrap")
-    w2 = refsim.int_gemm(qa[:, perm], qb[:, perm].T, acc_bits=8, overflow="wrap")
+    w1 = refsim.int_gemm(qa, qb.T, spec=acc_spec(8))
+    w2 = refsim.int_gemm(qa[:, perm], qb[:, perm].T, spec=acc_spec(8))
     assert np.array_equal(w1, w2)
 
 
@@ -70,8 +71,8 @@ def test_saturation_is_order_dependent():
     """Saturation is not associative: the K order changes the result (reported, not hidden)."""
     a = np.array([[100, 100, -100]])
     b = np.array([[1], [1], [1]])
-    assert refsim.int_gemm(a, b, acc_bits=8, overflow="saturate")[0, 0] == 27
-    assert refsim.int_gemm(a[:, [2, 0, 1]], b[[2, 0, 1]], acc_bits=8, overflow="saturate")[0, 0] == 100
+    assert refsim.int_gemm(a, b, spec=acc_spec(8, "saturate"))[0, 0] == 27
+    assert refsim.int_gemm(a[:, [2, 0, 1]], b[[2, 0, 1]], spec=acc_spec(8, "saturate"))[0, 0] == 100
 
 
 def test_layer_norm_writes_permuted_addresses():
