@@ -118,11 +118,12 @@ def exact_matmul(a, b, *, backend="auto") -> np.ndarray:
     """Exact int64 A @ B of 16-bit operands (see the module docstring for why it is exact)."""
     if not isinstance(a, Operand):
         a, b = _operands(a, b)
-    return _exact_matmul(a, b, backend)[0]
+    return _exact_matmul(a, b, backend)[0].astype(np.int64, copy=False)
 
 
 def _exact_matmul(a: Operand, b: Operand, backend) -> tuple[np.ndarray, Operand, Operand]:
-    """The exact product and the operands with the tightest bounds it had to establish.
+    """The exact product (int64, or int32 from torch._int_mm, where every partial sum is proven to fit
+    int32) and the operands with the tightest bounds it had to establish.
 
     Each decision is taken from proven bounds first (an int8 array needs no pass over its data
     to prove that int32 holds K = 2048 of its products); the data is read for its range only
@@ -209,7 +210,7 @@ def _torch_int_mm(a, b):
         ap[:m, :k] = a
         bp[:k, :n] = b
     c = torch._int_mm(torch.from_numpy(ap), torch.from_numpy(bp)).numpy()
-    return c[:m, :n].astype(np.int64)
+    return c[:m, :n]  # int32, exact (the caller proved K * |a||b| < 2^31); widened only where a caller needs it
 
 
 @numba.njit(cache=True)
@@ -263,7 +264,8 @@ def _as_acc_dtype(c: np.ndarray, acc_bits: int) -> np.ndarray:
 
 def accumulate_gemm(a, b, *, acc_bits, overflow, backend="auto") -> np.ndarray:
     """``int_gemm`` with the accumulator given as (acc_bits, overflow); internal (the public
-    functions take a spec). Returns int64, or int32 where the torch path's int32 result is exact."""
+    functions take a spec). Returns int64, or int32 where the torch path's int32 result is exact
+    and no rule changes it (int_gemm then hands it on without a copy when acc_bits <= 32)."""
     check_choice(backend, ("auto", "blas", "torch"), name="backend")
     a, b = _operands(a, b)
     exact, a, b = _exact_matmul(a, b, backend)
@@ -273,6 +275,7 @@ def accumulate_gemm(a, b, *, acc_bits, overflow, backend="auto") -> np.ndarray:
         a, b = _scanned(a), _scanned(b)
     if k * a.absmax * b.absmax <= hi:  # no partial sum can leave the range: every rule is the identity
         return exact
+    exact = exact.astype(np.int64, copy=False)
     if overflow == "wrap":
         return wrap_to(exact, acc_bits)
     pos, neg = _partial_sum_bounds(a, b, backend)

@@ -180,7 +180,7 @@ def gptq_params_scalar(xmin: float, xmax: float, bits: int, sym: bool):
         lo, hi = Fraction(-1), Fraction(1)
     s = round_to_format(round_to_format(hi - lo, "float32") / maxq, "float32")
     if s == 0:
-        raise ValueError("scale underflows")
+        raise ValueError("the GPTQ scale underflows float32 to 0")
     z = (maxq + 1) // 2 if sym else round_half_even_int(round_to_format(-lo / s, "float32"))
     return s, z
 
