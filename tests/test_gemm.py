@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import acc_spec, acc_specs, int_matrix
 
@@ -341,3 +341,43 @@ def test_operands_need_no_copy_or_pass_in_their_own_dtype():
     assert (op.lo, op.hi, op.scanned) == (-8, 7, True)
     with pytest.raises(ValueError, match=r"a\(1, 2\) = -40000 is outside"):
         _operand(np.array([[0, 0, 0], [0, 1, -40000]], dtype=np.int32), "a")
+
+
+# (ma, mb): operand magnitudes whose float32 chunk 2^24 // (ma * mb) the fast path uses: int4 x int4
+# (2^18, the longest), symmetric int4 (342392), uint4 (74565), int8 (1024), symmetric int8 (1040), uint8 (258)
+LONG_CHUNKS = [(8, 8), (7, 7), (15, 15), (128, 128), (127, 127), (255, 255)]
+
+
+@settings(max_examples=12)
+@given(data=st.data())
+def test_k_past_every_chunk_length_of_the_fast_path(data):
+    """K one below, at, one past and two chunks past each float32 chunk length in use, up to int4's 2^18
+    (K = 2^19 + 1), at the bound (every product +-ma*mb) or random; against the ascending-k twin under a
+    drawn accumulator. (A float64 chunk is at least 2^21: test_float64_chunk_boundary_both_sides.)"""
+    ma, mb = data.draw(st.sampled_from(LONG_CHUNKS), label="ma, mb")
+    c = (1 << 24) // (ma * mb)
+    k = data.draw(st.sampled_from([c - 1, c, c + 1, 2 * c + 1]), label="k")
+    unsigned = ma in (15, 255)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    lo = 0 if unsigned else -ma
+    if data.draw(st.booleans(), label="at the bound"):
+        a = np.full((1, k), ma if unsigned else -ma, dtype=np.int64)
+        b = np.full((k, 2), mb if unsigned else -mb, dtype=np.int64)
+        b[-1, 1] = 0 if unsigned else mb  # the last product flips: one output just under the bound
+    else:
+        a = rng.integers(lo, ma + 1, (1, k))
+        b = rng.integers(0 if unsigned else -mb, mb + 1, (k, 2))
+    spec = data.draw(acc_specs.filter(lambda s: s.acc_bits >= 20), label="spec")
+    al = a[0].tolist()
+    dots = [sum(x * y for x, y in zip(al, col, strict=True)) for col in b.T.tolist()]
+    assert exact_matmul(a, b, backend="blas").tolist() == [dots]
+    try:
+        want = int_gemm_scalar(a.tolist(), b.tolist(), spec=spec)
+    except OverflowError as exc:
+        mm, nn, kk = exc.args[0]
+        for x, y in ((a, b), (_narrowest(a), _narrowest(b))):
+            with pytest.raises(ValueError, match=f"at output \\(m={mm}, n={nn}\\), k={kk}"):
+                refsim.int_gemm(x, y, spec=spec)
+        return
+    for x, y in ((a, b), (_narrowest(a), _narrowest(b))):
+        assert refsim.int_gemm(x, y, spec=spec).tolist() == want
