@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import acc_spec, sdr_spec
+from strategies import acc_spec, sdr_spec, specs
 
 import refsim
 from refsim.sdr import sdr_decode, sdr_encode
@@ -330,3 +330,19 @@ def test_every_int16_value_in_every_context_against_the_twin(keep):
         for length in range(0, 16):
             sub = v[np.abs(v) < (1 << length)]
             _encode_equals_twin(_contexts(sub, length).astype(np.int16), 16, keep, rounding)
+
+
+@given(spec=specs, data=st.data())
+def test_sdr_encode_reads_only_sdr_rounding_of_any_spec(spec, data):
+    """Under any spec (every field drawn): an SDR rounding the encoder implements gives the twin's codes
+    whatever the other fields hold; every other Rounding value is refused, naming the field."""
+    x = np.array(data.draw(st.lists(st.integers(-32767, 32767), min_size=8, max_size=8)), dtype=np.int16)
+    if spec.sdr_rounding.value not in ("half_up", "ties_even"):
+        with pytest.raises(ValueError, match=f"spec.sdr_rounding='{spec.sdr_rounding.value}' is not allowed"):
+            sdr_encode(x, group_size=4, base_bits=16, spec=spec)
+        return
+    codes, flags = sdr_encode(x, group_size=4, base_bits=16, spec=spec)
+    want_c, want_f = sdr_encode_scalar(x.tolist(), group_size=4, base_bits=16, keep=3, spec=spec)
+    assert codes.tolist() == want_c and flags.tolist() == want_f
+    other = sdr_encode(x, group_size=4, base_bits=16, spec=sdr_spec(spec.sdr_rounding.value))
+    assert np.array_equal(other[0], codes) and np.array_equal(other[1], flags)
