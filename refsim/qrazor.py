@@ -143,10 +143,12 @@ class AbsmaxCalibrator:
         self.batches += 1
         return self
 
-    def scale(self, bits: int) -> np.ndarray:
+    def scale(self, bits: int, *, spec: NumericsSpec | None = None) -> np.ndarray:
+        """``absmax_params`` of the running max under ``spec`` (default: the ``qrazor`` preset)."""
         if self.amax is None:
             raise ValueError("no calibration batch was seen; call update(x) first")
-        return absmax_params(self.amax, bits=bits, axis=None if self.amax.ndim == 0 else 0, spec=preset("qrazor"))
+        return absmax_params(self.amax, bits=bits, axis=None if self.amax.ndim == 0 else 0,
+                             spec=preset("qrazor") if spec is None else spec)
 
 
 # --- 2. razoring a tensor ---------------------------------------------------------------------
@@ -196,11 +198,11 @@ class QRazorResult:
     notes: dict = field(default_factory=dict)
 
 
-def _calibrated_scale(data, calibration, role, bits, scale_axis):
+def _calibrated_scale(data, calibration, role, bits, scale_axis, spec):
     cal = AbsmaxCalibrator(axis=scale_axis)
     for batch in ([data] if calibration is None else calibration):
         cal.update(batch)
-    return cal.scale(bits)
+    return cal.scale(bits, spec=spec)
 
 
 def qrazor_matmul(x, y, *, config: QRazorConfig, x_role="activation", y_role="weight", x_calibration=None,
@@ -210,8 +212,9 @@ def qrazor_matmul(x, y, *, config: QRazorConfig, x_role="activation", y_role="we
     Roles pick base precision, kept bits and scale granularity from ``config``: activation
     (per tensor), kv (per tensor), weight (only y; per output channel, i.e. per column).
     ``*_calibration``: iterables of calibration batches for the static absmax (default: the
-    operand itself). The accumulator is the config's spec's (spec.acc_bits wide, spec.acc_overflow
-    wrap / saturate / raise), in group order (``refsim.sdr_gemm``). ``measure_acc`` adds the bits the data needed.
+    operand itself). Every numerics rule is the config's spec's: the absmax scales, the base codes,
+    the SDR rounding and the accumulator (spec.acc_bits wide, spec.acc_overflow wrap / saturate /
+    raise, in group order, ``refsim.sdr_gemm``). ``measure_acc`` adds the bits the data needed.
     """
     if not isinstance(config, QRazorConfig):
         raise TypeError(f"config must be a QRazorConfig (e.g. refsim.qrazor.qrazor_config('W4A4')), got "
@@ -226,9 +229,9 @@ def qrazor_matmul(x, y, *, config: QRazorConfig, x_role="activation", y_role="we
     xb, xk = config.role(x_role)
     yb, yk = config.role(y_role)
     y_scale_axis = 1 if y_role == "weight" else None
-    sx = _calibrated_scale(x, x_calibration, x_role, xb, None)
-    sy = _calibrated_scale(y, y_calibration, y_role, yb, y_scale_axis)
     spec = config.spec
+    sx = _calibrated_scale(x, x_calibration, x_role, xb, None, spec)
+    sy = _calibrated_scale(y, y_calibration, y_role, yb, y_scale_axis, spec)
     rx = razor(x, sx, base_bits=xb, keep=xk, group_size=g, axis=1, spec=spec)
     ry = razor(y, sy, base_bits=yb, keep=yk, group_size=g, axis=0, scale_axis=y_scale_axis, spec=spec)
     acc = sdr_gemm(rx.codes, rx.flags, ry.codes, ry.flags, group_size=g, spec=spec)
