@@ -381,3 +381,21 @@ def test_k_past_every_chunk_length_of_the_fast_path(data):
         return
     for x, y in ((a, b), (_narrowest(a), _narrowest(b))):
         assert refsim.int_gemm(x, y, spec=spec).tolist() == want
+
+
+@given(spec=acc_specs, data=st.data())
+def test_torch_path_equals_the_twin_without_copies(spec, data):
+    """backend='torch' on int8 arrays (padded shapes included: M <= 16, K and N not multiples of 8) equals
+    the ascending-k twin under any accumulator; where acc_bits <= 32 the int32 result is _int_mm's own."""
+    pytest.importorskip("torch")
+    m, k, n = data.draw(st.integers(1, 20)), data.draw(st.integers(1, 40)), data.draw(st.integers(1, 12))
+    a = int_matrix(data.draw, (m, k), -128, 127).astype(np.int8)
+    b = int_matrix(data.draw, (k, n), -128, 127).astype(np.int8)
+    try:
+        want = int_gemm_scalar(a.tolist(), b.tolist(), spec=spec)
+    except OverflowError:
+        with pytest.raises(ValueError, match="accumulator overflow"):
+            refsim.int_gemm(a, b, spec=spec, backend="torch")
+        return
+    got = refsim.int_gemm(a, b, spec=spec, backend="torch")
+    assert got.dtype == (np.int32 if spec.acc_bits <= 32 else np.int64) and got.tolist() == want
