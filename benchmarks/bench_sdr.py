@@ -20,6 +20,10 @@ import numpy as np
 from refsim.gemm import int_gemm
 from refsim.qrazor import gaussian_weights, heavy_tailed_activations
 from refsim.sdr import sdr_decode, sdr_encode, sdr_gemm
+from refsim.spec import preset
+
+QRAZOR = preset("qrazor")
+WRAP32 = QRAZOR.replace(acc_bits=32, acc_overflow="wrap")  # a 32-bit wrapping accumulator, as timed before
 
 
 def best_of(fns, repeat):
@@ -42,8 +46,8 @@ def bench_encode(n, repeat):
     x = np.clip(np.rint(rng.standard_t(3, size=n) * 2000), -32767, 32767).astype(np.int16)
     t_copy, t_enc, t_enc_te = best_of([
         lambda: np.copy(x),
-        lambda: sdr_encode(x, group_size=16, base_bits=16),
-        lambda: sdr_encode(x, group_size=16, base_bits=16, rounding="ties_even"),
+        lambda: sdr_encode(x, group_size=16, base_bits=16, spec=QRAZOR),
+        lambda: sdr_encode(x, group_size=16, base_bits=16, spec=QRAZOR.replace(sdr_rounding="ties_even")),
     ], repeat)
     mb = x.nbytes / 1e6
     print(f"sdr_encode, {n} int16 elements ({mb:.0f} MB), group 16, keep 3")
@@ -59,15 +63,15 @@ def bench_gemm(size, repeat):
     w = gaussian_weights(size, size, seed=2)
     a = np.clip(np.rint(x / (np.abs(x).max() / 32767)), -32767, 32767).astype(np.int16)
     b = np.clip(np.rint(w / (np.abs(w).max(axis=0) / 127)), -127, 127).astype(np.int8)
-    ac, af = sdr_encode(a, group_size=16, base_bits=16, axis=1)
-    bc, bf = sdr_encode(b, group_size=16, base_bits=8, axis=0)
+    ac, af = sdr_encode(a, group_size=16, base_bits=16, axis=1, spec=QRAZOR)
+    bc, bf = sdr_encode(b, group_size=16, base_bits=8, axis=0, spec=QRAZOR)
     da = sdr_decode(ac, af, group_size=16, axis=1)
     db = sdr_decode(bc, bf, group_size=16, axis=0)
-    got = sdr_gemm(ac, af, bc, bf, group_size=16, acc_bits=32)
-    assert np.array_equal(got, int_gemm(da, db, acc_bits=32)), "sdr_gemm != int_gemm(decoded)"
+    got = sdr_gemm(ac, af, bc, bf, group_size=16, spec=WRAP32)
+    assert np.array_equal(got, int_gemm(da, db, spec=WRAP32)), "sdr_gemm != int_gemm(decoded)"
     t_int, t_sdr = best_of([
-        lambda: int_gemm(da, db, acc_bits=32),
-        lambda: sdr_gemm(ac, af, bc, bf, group_size=16, acc_bits=32),
+        lambda: int_gemm(da, db, spec=WRAP32),
+        lambda: sdr_gemm(ac, af, bc, bf, group_size=16, spec=WRAP32),
     ], repeat)
     print(f"sdr_gemm, M = N = K = {size}, int16 keep 3 x int8 keep 3, group 16, 32-bit wrap accumulator")
     print(f"  int_gemm(decoded) (baseline) {t_int * 1e3:8.1f} ms")

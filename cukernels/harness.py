@@ -351,7 +351,7 @@ def _ln_case(p: CaseParams) -> Case:
     off = host.cluster_offsets(sizes)
     lo = np.array([y[:, off[c]:off[c + 1]].min() for c in range(sizes.size)])
     hi = np.array([y[:, off[c]:off[c + 1]].max() for c in range(sizes.size)])
-    scale, zero = rptq_params(lo, hi, bits=p.bits)
+    scale, zero = rptq_params(lo, hi, bits=p.bits, spec=spec)
     scale = scale.astype(np.float32)
     codes = reference.ln_quant_reference(x, gamma, beta, 1e-5, perm, sizes, scale, zero, bits=p.bits, spec=spec)
     plan = host.ln_quant_plan(perm, sizes)

@@ -16,6 +16,7 @@ from refsim.checks import as_int_array
 from refsim.gemm import cluster_int_gemm
 from refsim.quantize import dequantize, quantize
 from refsim.requant import float_epilogue
+from refsim.spec import preset
 
 INT32 = 32
 
@@ -33,8 +34,8 @@ def lowbit_gemm_reference(a_codes, a_zero, w_codes, sizes, scale_a, scale_w, bia
     w = as_int_array(w_codes, name="w_codes")
     sizes = host.check_cluster_sizes(sizes)
     clusters = np.repeat(np.arange(sizes.size), sizes)  # contiguous clusters, as the kernel walks them
-    isums = cluster_int_gemm(a_codes, a_zero, w.T, 0, clusters, n_clusters=sizes.size, acc_bits=INT32,
-                             overflow="wrap").astype(np.int32)
+    isums = cluster_int_gemm(a_codes, a_zero, w.T, 0, clusters, n_clusters=sizes.size,
+                             spec=preset("rptq").replace(acc_bits=INT32, acc_overflow="wrap")).astype(np.int32)
     return isums, float_epilogue(isums, scale_a, scale_w, bias=bias)
 
 
@@ -92,10 +93,12 @@ def ln_quant_reference(x, gamma, beta, eps, perm, sizes, scale, zero, *, bits, s
 
 
 def sdr_encode_reference(x, *, group_size, base_bits, rounding="half_up"):
-    """refsim's SDR encode (keep = 3) along the last axis -> (codes int8, flags uint8)."""
+    """refsim's SDR encode (keep = 3) along the last axis -> (codes int8, flags uint8); ``rounding`` is the
+    kernel's SDR rounding argument, handed to refsim as the qrazor spec's sdr_rounding."""
     from refsim.sdr import sdr_encode
 
-    return sdr_encode(x, group_size=group_size, base_bits=base_bits, keep=3, axis=-1, rounding=rounding)
+    return sdr_encode(x, group_size=group_size, base_bits=base_bits, keep=3, axis=-1,
+                      spec=preset("qrazor").replace(sdr_rounding=rounding))
 
 
 def sdr_gemm_reference(a_codes, a_flags, w_codes, w_flags, *, group_size, acc_bits=64):
@@ -103,7 +106,7 @@ def sdr_gemm_reference(a_codes, a_flags, w_codes, w_flags, *, group_size, acc_bi
     from refsim.sdr import sdr_gemm
 
     return sdr_gemm(a_codes, a_flags, np.asarray(w_codes).T, np.asarray(w_flags).T, group_size=group_size,
-                    acc_bits=acc_bits, overflow="wrap")
+                    spec=preset("qrazor").replace(acc_bits=acc_bits, acc_overflow="wrap"))
 
 
 def gamma_n(n: int, unit_roundoff: float) -> float:

@@ -151,7 +151,7 @@ def _quant_inputs(rng, level, shape, cfg, specs):
 
 def _quant_derive(a, specs, cfg):
     spec, bits = specs["act"], cfg["bits"]
-    s, z = refsim.rptq_params(a["xmin"], a["xmax"], bits=bits, dtype=_cdt(spec))
+    s, z = refsim.rptq_params(a["xmin"], a["xmax"], bits=bits, spec=spec)
     kw = dict(axis=1, clusters=a["cluster"])
     q = refsim.quantize(a["x"], s, z, bits=bits, spec=spec, **kw)
     deq = refsim.dequantize(q, s, z, dtype=_cdt(spec), **kw)
@@ -287,15 +287,16 @@ def _gemm_derive(a, specs, cfg):
     act, wsp, bits = specs["act"], specs["weight"], cfg["bits"]
     cluster = a["a_cluster"].astype(np.int64)
     c_count = int(a["a_xmin"].shape[0])
-    sa, za = refsim.rptq_params(a["a_xmin"], a["a_xmax"], bits=bits, dtype=_cdt(act))
+    sa, za = refsim.rptq_params(a["a_xmin"], a["a_xmax"], bits=bits, spec=act)
     qa = refsim.quantize(a["x"], sa, za, bits=bits, axis=1, clusters=cluster, spec=act)
-    sw, zw = refsim.gptq_params(a["w_min"], a["w_max"], bits=bits)
+    sw, zw = refsim.gptq_params(a["w_min"], a["w_max"], bits=bits, spec=wsp)
     qw = refsim.quantize(a["w"], sw, zw, bits=bits, axis=1, spec=wsp)
-    acc = dict(acc_bits=act.acc_bits, overflow=act.acc_overflow)
+    acc = dict(spec=act)
     # isum is defined directly as sum (qa - za)(qw - zw) per cluster (refsim.cluster_int_gemm);
     # the RTL forms it as raw - zw*a_sum - za*w_sum + count*za*zw, equal modulo 2^acc_bits.
-    isum = refsim.cluster_int_gemm(qa, za, qw, zw, cluster, **acc)
-    raw = refsim.cluster_int_gemm(qa, 0, qw, 0, cluster, **acc)
+    # int64 as recorded (cluster_int_gemm now returns int32 for acc_bits <= 32; the values are the same)
+    isum = refsim.cluster_int_gemm(qa, za, qw, zw, cluster, **acc).astype(np.int64)
+    raw = refsim.cluster_int_gemm(qa, 0, qw, 0, cluster, **acc).astype(np.int64)
     onehot = (cluster[None, :] == np.arange(c_count)[:, None]).astype(np.int64)  # (C, K)
     count = onehot.sum(axis=1)
     a_sum = onehot @ qa.T.astype(np.int64)  # (C, M): small sums of codes, exact in int64
@@ -484,7 +485,7 @@ def _sdr_inputs(rng, level, shape, cfg, specs):
 
 def _sdr_encode_stages(x, spec, cfg, prefix="", axis=-1):
     b, g, keep = cfg["base_bits"], cfg["group_size"], cfg["keep"]
-    codes, flags = refsim.sdr_encode(x, group_size=g, base_bits=b, keep=keep, axis=axis, rounding=spec.sdr_rounding)
+    codes, flags = refsim.sdr_encode(x, group_size=g, base_bits=b, keep=keep, axis=axis, spec=spec)
     dec = refsim.sdr_decode(codes, flags, group_size=g, axis=axis)
     return codes, flags, [
         stage(f"{prefix}sdr_codes", codes, word_bits=keep + 1, signed=True, layout="sign_magnitude",
@@ -551,10 +552,11 @@ def _sdr_gemm_derive(a, specs, cfg):
     wc, wf, w_st = _sdr_encode_stages(a["w_base_int"], spec, dict(cfg, base_bits=8), prefix="w_", axis=0)
     groups = ac.shape[1] // g
     # Per group j: the small sum of code products (the group adder) and its shift f_a + f_w.
-    gsum = np.stack([refsim.int_gemm(ac[:, j * g:(j + 1) * g], wc[j * g:(j + 1) * g], acc_bits=64)
+    wide = spec.replace(acc_bits=64, acc_overflow="wrap")  # the group adder: exact
+    gsum = np.stack([refsim.int_gemm(ac[:, j * g:(j + 1) * g], wc[j * g:(j + 1) * g], spec=wide)
                      for j in range(groups)], axis=-1)
     gshift = af.astype(np.int64)[:, None, :] + wf.astype(np.int64).T[None, :, :]
-    acc = refsim.sdr_gemm(ac, af, wc, wf, group_size=g, acc_bits=spec.acc_bits, overflow=spec.acc_overflow)
+    acc = refsim.sdr_gemm(ac, af, wc, wf, group_size=g, spec=spec).astype(np.int64)  # int64 as recorded
     gs_bits = max(2, int(np.ceil(np.log2(g * 49 + 1))) + 1)
     return a_st + w_st + [
         stage("group_sum", gsum, word_bits=gs_bits, signed=True,

@@ -77,7 +77,7 @@ def _rptq_act(refsim, x: np.ndarray, bits: int, n_clusters: int, seed: int) -> n
 def _gptq_rows(refsim, w: np.ndarray, bits: int) -> np.ndarray:
     from refsim.qtensor import gptq_form_quantize
 
-    scale, zp = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits)
+    scale, zp = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits, spec=refsim.preset("gptq"))
     return gptq_form_quantize(w, scale, zp, bits=bits, axis=0).dequantize()
 
 
@@ -86,7 +86,7 @@ def _sdr(refsim, x: np.ndarray, *, bits: int, base_bits: int, group: int, axis) 
     along the last axis: ``refsim.qtensor.absmax_quantize`` / ``sdr_quantize``, dequantized."""
     from refsim.qtensor import absmax_quantize, sdr_quantize
 
-    scale = refsim.absmax_params(x, bits=base_bits, axis=axis)
+    scale = refsim.absmax_params(x, bits=base_bits, axis=axis, spec=refsim.preset("qrazor"))
     if bits < base_bits:
         qt = sdr_quantize(x, scale, base_bits=base_bits, keep=bits - 1, group_size=group, axis=-1, scale_axis=axis)
     else:

@@ -44,8 +44,8 @@ for name in NAMES:
 def codes(name, x, s, z=0, *, bits=8, axis=None):
     """Codes of x under a preset, on one common grid (unsigned 8-bit, as torch.quint8) so that only the
     arithmetic differs: GPTQ's unsigned codes and the signed presets' codes are the same grid shifted."""
-    return refsim.quantize(np.asarray(x, np.float32), s, z, bits=bits, signed=False, axis=axis,
-                           spec=refsim.PRESETS[name])
+    return refsim.quantize(np.asarray(x, np.float32), s, z, bits=bits, axis=axis,
+                           spec=refsim.PRESETS[name].replace(signed=False))
 
 
 # %% [markdown]
@@ -94,7 +94,7 @@ plt.show()
 
 # %%
 ties = np.float32([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
-tie_codes = {name: refsim.quantize(ties, np.float32(1), 0, bits=8, signed=True, spec=refsim.PRESETS[name])
+tie_codes = {name: refsim.quantize(ties, np.float32(1), 0, bits=8, spec=refsim.PRESETS[name].replace(signed=True))
              for name in ["onnx", "tflite"]}
 for name, q in tie_codes.items():
     print(f"{name:<7}", dict(zip(ties.tolist(), q.tolist(), strict=True)))

@@ -34,6 +34,15 @@ def check_acc(acc_bits, overflow):
     return acc_bits, overflow
 
 
+def spec_acc(spec) -> tuple[int, str]:
+    """(acc_bits, overflow) of a ``NumericsSpec``: the accumulator every exact GEMM takes from it."""
+    from refsim.spec import NumericsSpec
+
+    if not isinstance(spec, NumericsSpec):
+        raise TypeError(f"spec must be a refsim.NumericsSpec (e.g. refsim.preset('onnx')), got {type(spec).__name__}")
+    return check_acc(spec.acc_bits, spec.acc_overflow)
+
+
 def wrap_to(v: np.ndarray, acc_bits: int) -> np.ndarray:
     """v modulo 2^acc_bits into the signed range (int64 in, int64 out; exact for any int64 v)."""
     v = np.asarray(v, dtype=np.int64)

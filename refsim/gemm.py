@@ -25,13 +25,14 @@ import numpy as np
 
 from refsim.accumulate import (
     acc_limits,
-    check_acc,
     max_signed_bits,
     sequential_step,
     settle_sequential,
+    spec_acc,
     wrap_to,
 )
 from refsim.checks import check_choice, check_range
+from refsim.spec import NumericsSpec
 
 OPERAND_MIN, OPERAND_MAX = -(1 << 15), (1 << 16) - 1
 FLOAT32_EXACT = 1 << 24
@@ -117,11 +118,12 @@ def exact_matmul(a, b, *, backend="auto") -> np.ndarray:
     """Exact int64 A @ B of 16-bit operands (see the module docstring for why it is exact)."""
     if not isinstance(a, Operand):
         a, b = _operands(a, b)
-    return _exact_matmul(a, b, backend)[0]
+    return _exact_matmul(a, b, backend)[0].astype(np.int64, copy=False)
 
 
 def _exact_matmul(a: Operand, b: Operand, backend) -> tuple[np.ndarray, Operand, Operand]:
-    """The exact product and the operands with the tightest bounds it had to establish.
+    """The exact product (int64, or int32 from torch._int_mm, where every partial sum is proven to fit
+    int32) and the operands with the tightest bounds it had to establish.
 
     Each decision is taken from proven bounds first (an int8 array needs no pass over its data
     to prove that int32 holds K = 2048 of its products); the data is read for its range only
@@ -208,7 +210,7 @@ def _torch_int_mm(a, b):
         ap[:m, :k] = a
         bp[:k, :n] = b
     c = torch._int_mm(torch.from_numpy(ap), torch.from_numpy(bp)).numpy()
-    return c[:m, :n].astype(np.int64)
+    return c[:m, :n]  # int32, exact (the caller proved K * |a||b| < 2^31); widened only where a caller needs it
 
 
 @numba.njit(cache=True)
@@ -235,12 +237,14 @@ def _partial_sum_bounds(a: Operand, b: Operand, backend):
     return pos, neg
 
 
-def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="auto") -> np.ndarray:
-    """A (M, K) @ B (K, N) of integers up to 16 bits, under an ``acc_bits`` accumulator (int64 out).
+def int_gemm(a, b, *, spec: NumericsSpec, backend="auto") -> np.ndarray:
+    """A (M, K) @ B (K, N) of integers up to 16 bits, under the spec's accumulator.
 
-    overflow: ``wrap`` (modulo 2^acc_bits), ``saturate`` (each ascending-k partial sum
-    clamped) or ``raise`` (ValueError naming the first (m, n, k) whose partial sum leaves
-    the range). backend: ``blas`` (float BLAS, exact as the module docstring proves),
+    The accumulator is ``spec.acc_bits`` wide (the result is int32 when acc_bits <= 32, else
+    int64) with ``spec.acc_overflow``: ``wrap`` (modulo 2^acc_bits), ``saturate`` (each
+    ascending-k partial sum clamped) or ``raise`` (ValueError naming the first (m, n, k) whose
+    partial sum leaves the range). No other spec field is read.
+    backend: ``blas`` (float BLAS, exact as the module docstring proves),
     ``torch`` (torch._int_mm, int8 x int8 -> int32, for int8-range operands where int32
     cannot overflow; otherwise blas) or ``auto`` (torch for products of at least 2^24 MACs
     where torch._int_mm has its oneDNN kernel, i.e. AVX512-VNNI; else blas, which beats
@@ -249,7 +253,19 @@ def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="auto") -> np.ndarra
     its data to prove its range, and one min/max pass serves a wider one.
     ``acc_bits_needed`` tells how wide the accumulator had to be.
     """
-    acc_bits, overflow = check_acc(acc_bits, overflow)
+    acc_bits, overflow = spec_acc(spec)
+    return _as_acc_dtype(accumulate_gemm(a, b, acc_bits=acc_bits, overflow=overflow, backend=backend), acc_bits)
+
+
+def _as_acc_dtype(c: np.ndarray, acc_bits: int) -> np.ndarray:
+    """The accumulator's own width: int32 holds every acc_bits <= 32 result (no copy when it already is)."""
+    return c.astype(np.int32, copy=False) if acc_bits <= 32 else c.astype(np.int64, copy=False)
+
+
+def accumulate_gemm(a, b, *, acc_bits, overflow, backend="auto") -> np.ndarray:
+    """``int_gemm`` with the accumulator given as (acc_bits, overflow); internal (the public
+    functions take a spec). Returns int64, or int32 where the torch path's int32 result is exact
+    and no rule changes it (int_gemm then hands it on without a copy when acc_bits <= 32)."""
     check_choice(backend, ("auto", "blas", "torch"), name="backend")
     a, b = _operands(a, b)
     exact, a, b = _exact_matmul(a, b, backend)
@@ -259,6 +275,7 @@ def int_gemm(a, b, *, acc_bits=32, overflow="wrap", backend="auto") -> np.ndarra
         a, b = _scanned(a), _scanned(b)
     if k * a.absmax * b.absmax <= hi:  # no partial sum can leave the range: every rule is the identity
         return exact
+    exact = exact.astype(np.int64, copy=False)
     if overflow == "wrap":
         return wrap_to(exact, acc_bits)
     pos, neg = _partial_sum_bounds(a, b, backend)
@@ -332,9 +349,13 @@ def acc_bits_worst_case(k, a_range, b_range) -> int:
     return max_signed_bits(np.array([int(k) * min(corners), int(k) * max(corners)], dtype=np.int64))
 
 
-def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, n_clusters=None, acc_bits=32, overflow="wrap",
+def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, n_clusters=None, spec: NumericsSpec,
                      backend="auto") -> np.ndarray:
-    """Per-cluster integer sums with exact zero-point correction (RPTQ's W·A GEMM), int64 (C, M, N).
+    """Per-cluster integer sums with exact zero-point correction (RPTQ's W·A GEMM), (C, M, N).
+
+    The accumulator is the spec's (``spec.acc_bits``, ``spec.acc_overflow``); the sums are
+    int32 when acc_bits <= 32, else int64. The clusters are summed separately, in ascending
+    cluster id; the epilogue (``refsim.float_epilogue``) adds them in that order, bias last.
 
         isum[c, m, n] = sum over k with clusters[k] == c, ascending, of
                         (a[m, k] - a_zero[c]) * (b[k, n] - b_zero[c, n])
@@ -353,7 +374,7 @@ def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, n_clusters=N
     """
     from refsim.checks import as_int_array
 
-    acc_bits, overflow = check_acc(acc_bits, overflow)
+    acc_bits, overflow = spec_acc(spec)
     a = as_int_array(a_codes, name="a_codes")
     b = as_int_array(b_codes, name="b_codes")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -385,8 +406,8 @@ def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, n_clusters=N
         ak, bk = a[:, idx] - za[k], b[idx] - zb[k]
         lo_a, hi_a = (int(ak.min()), int(ak.max())) if ak.size else (0, 0)
         if lo_a >= OPERAND_MIN and hi_a <= OPERAND_MAX or overflow != "wrap":
-            out[k] = int_gemm(ak, bk, acc_bits=acc_bits, overflow=overflow, backend=backend)
+            out[k] = accumulate_gemm(ak, bk, acc_bits=acc_bits, overflow=overflow, backend=backend)
         else:
             exact = exact_matmul(a[:, idx], bk, backend=backend) - int(za[k]) * bk.sum(axis=0)
             out[k] = wrap_to(exact, acc_bits)
-    return out
+    return _as_acc_dtype(out, acc_bits)

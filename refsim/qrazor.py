@@ -33,7 +33,7 @@ from refsim.metrics import sqnr_db
 from refsim.params import absmax_params
 from refsim.qtensor import qgemm, sdr_quantize
 from refsim.requant import float_epilogue
-from refsim.sdr import FLAG_BITS, check_group_size, check_keep, check_rounding, sdr_acc_bits_needed
+from refsim.sdr import FLAG_BITS, check_group_size, check_keep, sdr_acc_bits_needed, spec_sdr_rounding
 from refsim.spec import NumericsSpec, preset
 
 ROLES = ("activation", "weight", "kv")
@@ -44,7 +44,9 @@ LOSSLESS_INT8_KEEP = 7  # keep 7 of an int8's 7 magnitude bits: every flag is 0
 class QRazorConfig:
     """Base precisions and kept magnitude bits of each operand role, and the SDR group size.
 
-    ``*_keep = None`` leaves that role at its base precision (int8 only: lossless SDR)."""
+    ``*_keep = None`` leaves that role at its base precision (int8 only: lossless SDR). ``spec``
+    holds the numerics: the base-precision quantization (signed narrow), the SDR rounding
+    (spec.sdr_rounding) and the accumulator (spec.acc_bits, spec.acc_overflow)."""
 
     name: str
     w_keep: int | None = 3
@@ -54,11 +56,11 @@ class QRazorConfig:
     w_bits: int = 8
     a_bits: int = 16
     kv_bits: int = 8
-    rounding: str = "half_up"
+    spec: NumericsSpec = preset("qrazor")
 
     def __post_init__(self):
         check_group_size(self.group_size)
-        check_rounding(self.rounding)
+        check_razor_spec(self.spec)
         for role in ROLES:
             bits, keep = self.role(role)
             check_keep(keep, bits)
@@ -82,10 +84,22 @@ CONFIGS = {
 }
 
 
-def qrazor_config(name: str, *, group_size=16, rounding="half_up") -> QRazorConfig:
-    """The named configuration (W4A4, W4A4KV4, W4A8) at ``group_size`` (8..128 in the paper)."""
+def check_razor_spec(spec) -> NumericsSpec:
+    """A spec SDR can take: signed narrow base codes (|x| <= 2^(b-1) - 1, the symmetric range the
+    razoring assumes) and an SDR rounding it implements."""
+    spec_sdr_rounding(spec)
+    if not (spec.signed and spec.narrow):
+        raise ValueError(f"QRazor's base precision is the signed narrow range: the spec has signed={spec.signed}, "
+                         f"narrow={spec.narrow}; allowed: signed=True, narrow=True (the 'qrazor' preset)")
+    return spec
+
+
+def qrazor_config(name: str, *, group_size=16, spec: NumericsSpec | None = None) -> QRazorConfig:
+    """The named configuration (W4A4, W4A4KV4, W4A8) at ``group_size`` (8..128 in the paper), under
+    ``spec`` (default: the ``qrazor`` preset)."""
     check_choice(name, tuple(CONFIGS), name="name")
-    return QRazorConfig(name=name, group_size=group_size, rounding=rounding, **CONFIGS[name])
+    return QRazorConfig(name=name, group_size=group_size, spec=preset("qrazor") if spec is None else spec,
+                        **CONFIGS[name])
 
 
 # --- 1. static absmax calibration -------------------------------------------------------------
@@ -122,10 +136,12 @@ class AbsmaxCalibrator:
         self.batches += 1
         return self
 
-    def scale(self, bits: int) -> np.ndarray:
+    def scale(self, bits: int, *, spec: NumericsSpec | None = None) -> np.ndarray:
+        """``absmax_params`` of the running max under ``spec`` (default: the ``qrazor`` preset)."""
         if self.amax is None:
             raise ValueError("no calibration batch was seen; call update(x) first")
-        return absmax_params(self.amax, bits=bits, axis=None if self.amax.ndim == 0 else 0)
+        return absmax_params(self.amax, bits=bits, axis=None if self.amax.ndim == 0 else 0,
+                             spec=preset("qrazor") if spec is None else spec)
 
 
 # --- 2. razoring a tensor ---------------------------------------------------------------------
@@ -170,13 +186,13 @@ class RazoredTensor(NamedTuple):
         return ((1 + self.keep) * self.codes.size + FLAG_BITS * self.flags.size) / max(self.codes.size, 1)
 
 
-def razor(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None, rounding="half_up",
-          spec: NumericsSpec | None = None) -> RazoredTensor:
+def razor(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None, spec: NumericsSpec) -> RazoredTensor:
     """Quantize float ``x`` to the base precision with ``scale`` (per tensor, or per channel along
-    ``scale_axis``), then SDR along ``axis``. ``spec`` defaults to the ``qrazor`` preset."""
-    check_rounding(rounding)
+    ``scale_axis``) under ``spec`` (signed narrow, e.g. the ``qrazor`` preset), then SDR along
+    ``axis`` with spec.sdr_rounding (``refsim.qtensor.sdr_quantize``)."""
+    check_razor_spec(spec)
     return RazoredTensor.from_qtensor(sdr_quantize(x, scale, base_bits=base_bits, keep=keep, group_size=group_size,
-                                                   axis=axis, scale_axis=scale_axis, rounding=rounding, spec=spec))
+                                                   axis=axis, scale_axis=scale_axis, spec=spec))
 
 
 # --- 3 and 4. the product ---------------------------------------------------------------------
@@ -186,29 +202,30 @@ class QRazorResult:
     output: np.ndarray  # float32 (M, N)
     reference: np.ndarray  # float64 x @ y of the float inputs
     sqnr_db: float
-    acc: np.ndarray  # int64 accumulator values
+    acc: np.ndarray  # accumulator values (int32 for acc_bits <= 32, else int64)
     x: RazoredTensor
     y: RazoredTensor
     acc_needed: AccBitsNeeded | None = None
     notes: dict = field(default_factory=dict)
 
 
-def _calibrated_scale(data, calibration, role, bits, scale_axis):
+def _calibrated_scale(data, calibration, role, bits, scale_axis, spec):
     cal = AbsmaxCalibrator(axis=scale_axis)
     for batch in ([data] if calibration is None else calibration):
         cal.update(batch)
-    return cal.scale(bits)
+    return cal.scale(bits, spec=spec)
 
 
 def qrazor_matmul(x, y, *, config: QRazorConfig, x_role="activation", y_role="weight", x_calibration=None,
-                  y_calibration=None, acc_bits=64, overflow="wrap", measure_acc=False) -> QRazorResult:
+                  y_calibration=None, measure_acc=False) -> QRazorResult:
     """x (M, K) @ y (K, N) through the full QRazor path (module docstring), float32 out.
 
     Roles pick base precision, kept bits and scale granularity from ``config``: activation
     (per tensor), kv (per tensor), weight (only y; per output channel, i.e. per column).
     ``*_calibration``: iterables of calibration batches for the static absmax (default: the
-    operand itself). The accumulator is ``acc_bits`` wide with ``overflow`` wrap / saturate /
-    raise, in group order (``refsim.sdr_gemm``). ``measure_acc`` adds the bits the data needed.
+    operand itself). Every numerics rule is the config's spec's: the absmax scales, the base codes,
+    the SDR rounding and the accumulator (spec.acc_bits wide, spec.acc_overflow wrap / saturate /
+    raise, in group order, ``refsim.sdr_gemm``). ``measure_acc`` adds the bits the data needed.
     """
     if not isinstance(config, QRazorConfig):
         raise TypeError(f"config must be a QRazorConfig (e.g. refsim.qrazor.qrazor_config('W4A4')), got "
@@ -223,12 +240,13 @@ def qrazor_matmul(x, y, *, config: QRazorConfig, x_role="activation", y_role="we
     xb, xk = config.role(x_role)
     yb, yk = config.role(y_role)
     y_scale_axis = 1 if y_role == "weight" else None
-    sx = _calibrated_scale(x, x_calibration, x_role, xb, None)
-    sy = _calibrated_scale(y, y_calibration, y_role, yb, y_scale_axis)
-    rx = razor(x, sx, base_bits=xb, keep=xk, group_size=g, axis=1, rounding=config.rounding)
-    ry = razor(y, sy, base_bits=yb, keep=yk, group_size=g, axis=0, scale_axis=y_scale_axis, rounding=config.rounding)
+    spec = config.spec
+    sx = _calibrated_scale(x, x_calibration, x_role, xb, None, spec)
+    sy = _calibrated_scale(y, y_calibration, y_role, yb, y_scale_axis, spec)
+    rx = razor(x, sx, base_bits=xb, keep=xk, group_size=g, axis=1, spec=spec)
+    ry = razor(y, sy, base_bits=yb, keep=yk, group_size=g, axis=0, scale_axis=y_scale_axis, spec=spec)
     # y is (K, N) here (x @ y); qgemm takes the (N, K) weight orientation: the view, not a copy
-    acc = qgemm(rx.qtensor(), ry.qtensor(transpose=True), acc_bits=acc_bits, overflow=overflow)
+    acc = qgemm(rx.qtensor(), ry.qtensor(transpose=True), spec=spec)
     out = float_epilogue(acc, sx.reshape(1), sy)
     ref = x.astype(np.float64) @ y.astype(np.float64)
     need = sdr_acc_bits_needed(rx.codes, rx.flags, ry.codes, ry.flags, group_size=g) if measure_acc else None
@@ -286,13 +304,15 @@ class AccumulatorAnswer:
         return "\n".join(lines)
 
 
-def accumulator_question(k, *, a_bits=16, w_bits=8, a_keep=3, w_keep=3, group_size=16, acc_bits=32,
+def accumulator_question(k, *, a_bits=16, w_bits=8, a_keep=3, w_keep=3, group_size=16, spec: NumericsSpec,
                          measured: AccBitsNeeded | None = None, measured_on="") -> AccumulatorAnswer:
-    """The hardware designer's question: does an ``acc_bits`` accumulator hold every SDR product
-    sum over K (worst case, proven bound), and what did real data need (``measured``)."""
+    """The hardware designer's question: does the spec's accumulator (``spec.acc_bits``, the only
+    field read) hold every SDR product sum over K (worst case, proven bound), and what did real
+    data need (``measured``)."""
     g = check_group_size(group_size)
-    if isinstance(acc_bits, bool) or not isinstance(acc_bits, (int, np.integer)) or not 2 <= acc_bits <= 64:
-        raise ValueError(f"acc_bits={acc_bits!r} is not allowed; allowed: an integer in 2..64")
+    if not isinstance(spec, NumericsSpec):
+        raise TypeError(f"spec must be a refsim.NumericsSpec (e.g. refsim.preset('qrazor')), got {type(spec).__name__}")
+    acc_bits = spec.acc_bits
     amax = sdr_max_magnitude(a_bits, a_keep)
     wmax = sdr_max_magnitude(w_bits, w_keep)
     worst = acc_bits_worst_case(k, (-amax, amax), (-wmax, wmax))

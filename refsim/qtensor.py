@@ -156,35 +156,34 @@ class QuantizedTensor:
 
 def _rptq_params(lo, hi, *, bits, spec: NumericsSpec):
     import refsim
-    from refsim.quantize import COMPUTE_DTYPES
 
-    return refsim.rptq_params(lo, hi, bits=bits, dtype=COMPUTE_DTYPES[spec.compute_dtype])
+    return refsim.rptq_params(lo, hi, bits=bits, spec=spec)
 
 
 def _quantize(x, scale, zero=0, *, bits, spec, signed=None, narrow=None, **kw):
+    """``refsim.quantize`` under ``spec`` with the code range a quantizer fixes (signed / narrow) written in."""
     import refsim
 
-    return refsim.quantize(x, scale, zero, bits=bits, signed=signed, narrow=narrow, spec=spec, **kw)
+    fixed = {k: bool(v) for k, v in (("signed", signed), ("narrow", narrow)) if v is not None}
+    return refsim.quantize(x, scale, zero, bits=bits, spec=spec.replace(**fixed) if fixed else spec, **kw)
 
 
-def _cluster_int_gemm(a_codes, a_zero, b_codes_kn, b_zero_cn, ids, *, acc_bits, overflow):
+def _cluster_int_gemm(a_codes, a_zero, b_codes_kn, b_zero_cn, ids, *, spec):
     import refsim
 
-    return refsim.cluster_int_gemm(a_codes, a_zero, b_codes_kn, b_zero_cn, ids, acc_bits=acc_bits, overflow=overflow)
+    return refsim.cluster_int_gemm(a_codes, a_zero, b_codes_kn, b_zero_cn, ids, spec=spec)
 
 
-def _sdr_encode(base, *, group_size, base_bits, keep, axis, rounding):
+def _sdr_encode(base, *, group_size, base_bits, keep, axis, spec):
     import refsim
 
-    return refsim.sdr_encode(base, group_size=group_size, base_bits=base_bits, keep=keep, axis=axis,
-                             rounding=rounding)
+    return refsim.sdr_encode(base, group_size=group_size, base_bits=base_bits, keep=keep, axis=axis, spec=spec)
 
 
-def _sdr_gemm(a_codes, a_flags, b_codes_kn, b_flags_kn, *, group_size, acc_bits, overflow):
+def _sdr_gemm(a_codes, a_flags, b_codes_kn, b_flags_kn, *, group_size, spec):
     import refsim
 
-    return refsim.sdr_gemm(a_codes, a_flags, b_codes_kn, b_flags_kn, group_size=group_size, acc_bits=acc_bits,
-                           overflow=overflow)
+    return refsim.sdr_gemm(a_codes, a_flags, b_codes_kn, b_flags_kn, group_size=group_size, spec=spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,14 +241,16 @@ def absmax_quantize(x, scale, *, bits, axis=None, spec: NumericsSpec | None = No
                            spec, axis=axis)
 
 
-def sdr_quantize(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None, rounding="half_up",
+def sdr_quantize(x, scale, *, base_bits, keep, group_size, axis, scale_axis=None,
                  spec: NumericsSpec | None = None) -> QuantizedTensor:
     """QRazor: absmax base precision (``absmax_quantize``), then SDR per group of ``group_size`` along
-    ``axis`` (``refsim.sdr_encode``): codes = sign + ``keep`` magnitude bits, one 4-bit shift flag per group."""
+    ``axis`` (``refsim.sdr_encode``, rounding spec.sdr_rounding): codes = sign + ``keep`` magnitude bits, one
+    4-bit shift flag per group."""
     base = absmax_quantize(x, scale, bits=base_bits, axis=scale_axis, spec=spec)
+    spec, rounding = base.spec, base.spec.sdr_rounding.value
     ax = axis % base.codes.ndim
     codes, flags = _sdr_encode(base.codes, group_size=group_size, base_bits=base_bits, keep=keep, axis=ax,
-                               rounding=rounding)
+                               spec=spec)
     return replace(base, codes=codes, bits=keep + 1,
                    sdr=SDRFields(flags, int(group_size), int(keep), int(base_bits), base.codes, ax, rounding))
 
@@ -295,7 +296,7 @@ def _reduced_params(t: QuantizedTensor, rows: int, c: int, *, weight: bool):
     return np.broadcast_to(s.reshape(rows, -1), (rows, c)), np.broadcast_to(z.reshape(rows, -1), (rows, c))
 
 
-def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, acc_bits=32, overflow="wrap"):
+def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, spec: NumericsSpec):
     """Exact integer sums of a (M, K) x w (N, K)^T.
 
     Affine codes: per cluster c of the reduced axis (both tensors share the clusters; a single
@@ -303,7 +304,8 @@ def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, acc_bits=32, overflow="wrap
 
         isum[c, m, n] = sum_{k : ids[k] == c, ascending} (qa[m, k] - za[c]) * (qw[n, k] - zw[n, c])
 
-    each under the accumulator rule (acc_bits, overflow) of ``refsim.cluster_int_gemm``.
+    each under the accumulator rule of ``spec`` (spec.acc_bits, spec.acc_overflow; ``refsim.cluster_int_gemm``):
+    the accumulator is the product's, so it is named here rather than read from either operand.
     SDR codes: the decompression-free product (``refsim.sdr_gemm``), int64 (M, N):
     sum_groups 2^(fa + fw) * sum_{k in group} ca[m, k] * cw[n, k], in group order.
     """
@@ -315,7 +317,7 @@ def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, acc_bits=32, overflow="wrap
         if a.sdr.group_size != w.sdr.group_size:
             raise ValueError(f"SDR group sizes differ: {a.sdr.group_size} and {w.sdr.group_size}")
         return _sdr_gemm(a.codes, a.sdr.flags, w.codes.T, w.sdr.flags.T, group_size=a.sdr.group_size,
-                         acc_bits=acc_bits, overflow=overflow)
+                         spec=spec)
     k = a.codes.shape[1]
     if a.granularity is Granularity.CLUSTER:
         ids = np.asarray(a.clusters, dtype=np.int64)
@@ -330,7 +332,7 @@ def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, acc_bits=32, overflow="wrap
     _, za = _reduced_params(a, a.codes.shape[0], c, weight=False)
     _, zw = _reduced_params(w, w.codes.shape[0], c, weight=True)
     return _cluster_int_gemm(np.asarray(a.codes), np.asarray(za).reshape(-1), np.asarray(w.codes).T,
-                             np.asarray(zw).T, ids, acc_bits=acc_bits, overflow=overflow)
+                             np.asarray(zw).T, ids, spec=spec)
 
 
 def epilogue(isums, scale_a, scale_w, bias=None) -> np.ndarray:
@@ -359,9 +361,9 @@ def epilogue(isums, scale_a, scale_w, bias=None) -> np.ndarray:
     return acc
 
 
-def qmatmul(a: QuantizedTensor, w: QuantizedTensor, bias=None, *, acc_bits=32, overflow="wrap"):
+def qmatmul(a: QuantizedTensor, w: QuantizedTensor, bias=None, *, spec: NumericsSpec):
     """(isums, y): ``qgemm`` and its float32 ``epilogue`` with both tensors' scales."""
-    isums = qgemm(a, w, acc_bits=acc_bits, overflow=overflow)
+    isums = qgemm(a, w, spec=spec)
     c = 1 if isums.ndim == 2 else isums.shape[0]
     sa, _ = _reduced_params(a, a.codes.shape[0], c, weight=False)
     sw, _ = _reduced_params(w, w.codes.shape[0], c, weight=True)

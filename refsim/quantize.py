@@ -149,9 +149,13 @@ def _range_reciprocal(amax, scale, shape, qmax, cd, kw) -> np.ndarray:
     return recip
 
 
-def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=None, block_size=None,
-             clusters=None, amax=None, spec: NumericsSpec) -> np.ndarray:
+def quantize(x, scale, zero_point=0, *, bits, axis=None, block_size=None, clusters=None, amax=None,
+             spec: NumericsSpec) -> np.ndarray:
     """Integer codes (int32) of float ``x``; see the module docstring for the exact formula.
+
+    Every rule comes from ``spec`` (the code range from spec.signed and spec.narrow: for unsigned
+    codes pass ``spec.replace(signed=False)``); reads every field but acc_bits, acc_overflow,
+    requant and sdr_rounding.
 
     ``amax`` (the range the scale was taken from, shaped like ``scale``) is required by
     ``scale_op="mul_range_recip"`` and refused by every other scale op.
@@ -159,11 +163,7 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
     if not isinstance(spec, NumericsSpec):
         raise TypeError(f"spec must be a refsim.NumericsSpec (e.g. refsim.preset('onnx')), got {type(spec).__name__}")
     bits = check_bits(bits)
-    signed = spec.signed if signed is None else bool(signed)
-    narrow = spec.narrow if narrow is None else bool(narrow)
-    if narrow and spec.saturation is Saturation.WRAP:
-        raise ValueError("narrow=True with saturation='wrap' is not allowed (wrapping can give the code the "
-                         "narrow range excludes); allowed with narrow: saturation 'saturate' or 'zero'")
+    signed, narrow = spec.signed, spec.narrow  # NumericsSpec refuses narrow with saturation='wrap'
     qmin, qmax = code_range(bits, signed, narrow)
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
@@ -171,7 +171,8 @@ def quantize(x, scale, zero_point=0, *, bits, signed=None, narrow=None, axis=Non
     range_recip = spec.scale_op is ScaleOp.MUL_RANGE_RECIP
     if range_recip and (amax is None or not signed):
         raise ValueError("scale_op='mul_range_recip' needs amax= (the range of each scale) and signed codes"
-                         if amax is None else "scale_op='mul_range_recip' is symmetric: it needs signed=True")
+                         if amax is None else
+                         "scale_op='mul_range_recip' is symmetric: it needs a spec with signed=True")
     if amax is not None and not range_recip:
         raise ValueError(f"amax is only used by scale_op='mul_range_recip'; this spec has "
                          f"scale_op={spec.scale_op.value!r}")

@@ -126,22 +126,22 @@ def float_epilogue(isums, scale_a, scale_w, *, bias=None) -> np.ndarray:
     return acc
 
 
-def requantize(acc, real_multiplier, *, zero_point=0, bits=8, signed=None, spec: NumericsSpec) -> np.ndarray:
+def requantize(acc, real_multiplier, *, zero_point=0, bits=8, spec: NumericsSpec) -> np.ndarray:
     """int32 accumulators to ``bits``-bit output codes: q = sat(requant(acc, M) + zero_point).
 
     spec.requant = float:           round(fl32(f32(acc) * fl32(M))) with spec.rounding
                  = double_rounding:  gemmlowp MultiplyByQuantizedMultiplier
                  = single_rounding:  TFLITE_SINGLE_ROUNDING form
     ``real_multiplier`` is one value (per tensor) or one per last-axis channel.
-    The output code range is the spec's, as ``quantize`` takes it: signed (or ``signed``) and
-    spec.narrow (signed narrow [-(2^(b-1)-1), 2^(b-1)-1], unsigned narrow [0, 2^b-2]), and
-    spec.saturation wraps as ``quantize`` does: (r - qmin) mod 2^b + qmin.
+    The output code range is the spec's, as ``quantize`` takes it: spec.signed and spec.narrow
+    (signed narrow [-(2^(b-1)-1), 2^(b-1)-1], unsigned narrow [0, 2^b-2]); spec.saturation
+    clamps, wraps as ``quantize`` does ((r - qmin) mod 2^b + qmin) or sends an out-of-range
+    code to 0 (``zero``). Reads requant, rounding (float form), signed, narrow, saturation.
     """
     if not isinstance(spec, NumericsSpec):
         raise TypeError("spec must be a refsim.NumericsSpec")
     bits = check_bits(bits)
-    signed = spec.signed if signed is None else bool(signed)
-    qmin, qmax = code_range(bits, signed, spec.narrow)
+    qmin, qmax = code_range(bits, spec.signed, spec.narrow)
     a = as_int_array(acc, name="acc")
     check_range(a, INT32_MIN, INT32_MAX, name="acc", what="(int32 accumulators)")
     mult = np.asarray(real_multiplier, dtype=np.float64)
@@ -159,5 +159,8 @@ def requantize(acc, real_multiplier, *, zero_point=0, bits=8, signed=None, spec:
         r = multiply_by_quantized_multiplier(a, qm, sh, single_rounding=single) + zero_point
     if spec.saturation is Saturation.SATURATE:
         return np.clip(r, qmin, qmax).astype(np.int32)
+    if spec.saturation is Saturation.ZERO:
+        r = np.asarray(r, dtype=np.int64)
+        return np.where((r < qmin) | (r > qmax), 0, r).astype(np.int32)
     span = 1 << bits
     return ((np.asarray(r, dtype=np.int64) - qmin) % span + qmin).astype(np.int32)

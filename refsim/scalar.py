@@ -91,13 +91,9 @@ def code_range(bits, signed, narrow):
     return 0, 2**bits - 1 - (1 if narrow else 0)
 
 
-def quantize_scalar(x: float, s: float, z: int, *, bits: int, signed=None, narrow=None, amax=None,
-                    spec: NumericsSpec) -> int:
+def quantize_scalar(x: float, s: float, z: int, *, bits: int, amax=None, spec: NumericsSpec) -> int:
     """One element of refsim.quantize, from the formula in refsim/quantize.py's docstring."""
-    signed = spec.signed if signed is None else signed
-    narrow = spec.narrow if narrow is None else narrow
-    if narrow and spec.saturation.value == "wrap":
-        raise ValueError("narrow=True with saturation='wrap' is not allowed")
+    signed, narrow = spec.signed, spec.narrow
     qmin, qmax = code_range(bits, signed, narrow)
     fmt = spec.compute_dtype.value
     range_recip = spec.scale_op.value == "mul_range_recip"
@@ -162,7 +158,8 @@ def absmax_scale_scalar(values, bits) -> Fraction:
     return round_to_format(amax / (2 ** (bits - 1) - 1), "float32")
 
 
-def rptq_params_scalar(xmin: float, xmax: float, bits: int, fmt="float16"):
+def rptq_params_scalar(xmin: float, xmax: float, bits: int, *, spec: NumericsSpec):
+    fmt = spec.compute_dtype.value
     lo = round_to_format(Fraction(xmin), fmt)
     hi = round_to_format(Fraction(xmax), fmt)
     s = round_to_format(round_to_format(hi - lo, fmt) / 2**bits, fmt)
@@ -183,7 +180,7 @@ def gptq_params_scalar(xmin: float, xmax: float, bits: int, sym: bool):
         lo, hi = Fraction(-1), Fraction(1)
     s = round_to_format(round_to_format(hi - lo, "float32") / maxq, "float32")
     if s == 0:
-        raise ValueError("scale underflows")
+        raise ValueError("the GPTQ scale underflows float32 to 0")
     z = (maxq + 1) // 2 if sym else round_half_even_int(round_to_format(-lo / s, "float32"))
     return s, z
 
@@ -307,8 +304,10 @@ def accumulate_scalar(acc: int, term: int, *, acc_bits: int, overflow: str, wher
     return acc
 
 
-def int_gemm_scalar(a, b, *, acc_bits=32, overflow="wrap"):
-    """Ascending-k MAC per output, acc_bits two's complement: wrap / saturate / raise at each step."""
+def int_gemm_scalar(a, b, *, spec: NumericsSpec):
+    """Ascending-k MAC per output, spec.acc_bits two's complement: spec.acc_overflow wrap / saturate /
+    raise at each step."""
+    acc_bits, overflow = spec.acc_bits, spec.acc_overflow.value
     m_count, k_count, n_count = len(a), len(b), len(b[0]) if b else 0
     out = [[0] * n_count for _ in range(m_count)]
     for m in range(m_count):
@@ -399,8 +398,9 @@ def dequantize_float_zero_scalar(q: int, s: float, z: float, *, form: str, bits=
 
 
 def affine_minmax_params_scalar(xmin: float, xmax: float, *, qmin: int, qmax: int, symmetric: bool,
-                                fmt="float32"):
+                                spec: NumericsSpec):
     """torchao choose_qparams_affine from one block's min and max (refsim.params.affine_minmax_params)."""
+    fmt = spec.compute_dtype.value
     f = lambda v: round_to_format(v, fmt)  # noqa: E731
     eps = Fraction(2) ** (-14 if fmt == "float16" else -126)
     lo = min(f(Fraction(float(xmin))), 0)

@@ -163,8 +163,11 @@ class QRazorScheme:
     QRazor product has always written ((d, T) for k, (T, d) for v), so bundles keep their bytes."""
 
     name: str
-    config: object  # refsim.qrazor.QRazorConfig
-    spec: NumericsSpec = field(default_factory=lambda: preset("qrazor"))
+    config: object  # refsim.qrazor.QRazorConfig: its spec is the scheme's (one place for the numerics)
+
+    @property
+    def spec(self) -> NumericsSpec:
+        return self.config.spec
 
     def roles(self, topology) -> dict:
         c = self.config
@@ -179,7 +182,7 @@ class QRazorScheme:
         cal = AbsmaxCalibrator(axis=axis)
         for b in batches:
             cal.update(b)
-        return cal.scale(self.config.role(role)[0])
+        return cal.scale(self.config.role(role)[0], spec=self.spec)
 
     def _cal(self, ctx, point):
         b = ctx.block
@@ -190,7 +193,7 @@ class QRazorScheme:
 
         bits, keep = self.config.role(role)
         return sdr_quantize(x, scale, base_bits=bits, keep=keep, group_size=self.config.group_size, axis=1,
-                            scale_axis=scale_axis, rounding=self.config.rounding, spec=self.spec)
+                            scale_axis=scale_axis, spec=self.spec)
 
     def activation(self, ctx, point, x):
         from refsim.models.forward import Operand
@@ -241,21 +244,27 @@ class QRazorScheme:
         ctx.stages.update({k: np.stack(v) for k, v in ctx.cache.pop("sdr_heads", {}).items()})
 
 
-def scheme(config, *, group_size=16):
+def scheme(config, *, group_size=16, spec: NumericsSpec | None = None):
     """The scheme of a configuration: a name in ``CONFIGS`` (RPTQ) or ``SDR_CONFIGS`` (QRazor, at
-    ``group_size``), or {"wbits", "abits", "kvbits"} (RPTQ; None = float)."""
+    ``group_size``), or {"wbits", "abits", "kvbits"} (RPTQ; None = float). ``spec`` replaces the
+    method's spec (activations, probabilities, every product's accumulator); None keeps its preset."""
     if isinstance(config, (RPTQScheme, QRazorScheme)):
-        return config
+        if spec is None:
+            return config
+        if isinstance(config, RPTQScheme):
+            return replace(config, spec=spec)
+        return replace(config, config=replace(config.config, spec=spec))
     if isinstance(config, str) and config in SDR_CONFIGS:
         from refsim.qrazor import qrazor_config
 
-        return QRazorScheme(config, qrazor_config(SDR_CONFIGS[config], group_size=group_size))
+        return QRazorScheme(config, qrazor_config(SDR_CONFIGS[config], group_size=group_size, spec=spec))
     bits = config_bits(config)
-    return RPTQScheme(config if isinstance(config, str) else "custom", *bits)
+    out = RPTQScheme(config if isinstance(config, str) else "custom", *bits)
+    return out if spec is None else replace(out, spec=spec)
 
 
-def qrazor_scheme(name="W4A4", *, group_size=16) -> QRazorScheme:
-    """The QRazor scheme of a ``refsim.qrazor.CONFIGS`` name (W4A4, W4A4KV4, W4A8)."""
+def qrazor_scheme(name="W4A4", *, group_size=16, spec: NumericsSpec | None = None) -> QRazorScheme:
+    """The QRazor scheme of a ``refsim.qrazor.CONFIGS`` name (W4A4, W4A4KV4, W4A8); ``spec`` None = ``qrazor``."""
     from refsim.qrazor import qrazor_config
 
-    return QRazorScheme(f"QRAZOR_{name}", qrazor_config(name, group_size=group_size))
+    return QRazorScheme(f"QRAZOR_{name}", qrazor_config(name, group_size=group_size, spec=spec))

@@ -47,9 +47,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from refsim.accumulate import acc_limits, check_acc, max_signed_bits, sequential_step, settle_sequential, wrap_to
+from refsim.accumulate import acc_limits, max_signed_bits, sequential_step, settle_sequential, spec_acc, wrap_to
 from refsim.checks import check_bits, check_choice, normalize_axis
-from refsim.gemm import AccBitsNeeded, exact_matmul, int_gemm
+from refsim.gemm import AccBitsNeeded, _as_acc_dtype, exact_matmul
+from refsim.spec import NumericsSpec
 
 SDR_ROUNDINGS = ("half_up", "ties_even")
 FLAG_BITS = 4
@@ -74,9 +75,16 @@ def check_keep(keep, base_bits) -> int:
     return int(keep)
 
 
-def check_rounding(rounding) -> str:
+def check_rounding(rounding, name="sdr_rounding") -> str:
     rounding = getattr(rounding, "value", rounding)
-    return check_choice(rounding, SDR_ROUNDINGS, name="rounding")
+    return check_choice(rounding, SDR_ROUNDINGS, name=name)
+
+
+def spec_sdr_rounding(spec) -> str:
+    """The SDR razoring rounding a spec names (``spec.sdr_rounding``: half_up or ties_even)."""
+    if not isinstance(spec, NumericsSpec):
+        raise TypeError(f"spec must be a refsim.NumericsSpec (e.g. refsim.preset('qrazor')), got {type(spec).__name__}")
+    return check_rounding(spec.sdr_rounding, name="spec.sdr_rounding")
 
 
 def _int_input(x, name) -> np.ndarray:
@@ -141,20 +149,20 @@ def _encode_groups(x, g, keep, ties_even, codes, flags, bit_length):
     return seen  # the OR of every magnitude: > 2^(b-1) - 1 iff some |x| is out of range
 
 
-def sdr_encode(x, *, group_size, base_bits, keep=3, axis=-1, rounding="half_up"):
+def sdr_encode(x, *, group_size, base_bits, keep=3, axis=-1, spec: NumericsSpec):
     """Razor base-precision integers to (codes int8, flags uint8); see the module docstring.
 
     x: int8/int16 (any integer dtype) in [-(2^(b-1) - 1), 2^(b-1) - 1]; groups of
     ``group_size`` (a power of two >= 2) along ``axis``; ``keep`` magnitude bits (3: 4-bit
     codes with the sign; 7: the A8 variant), 1 <= keep <= min(base_bits - 1, 7); rounding ``half_up`` (the
-    paper's rounding bit) or ``ties_even``. codes have x's shape; flags have x's shape with
-    ceil(D / group_size) along ``axis``.
+    paper's rounding bit) or ``ties_even``, from ``spec.sdr_rounding`` (no other spec field is read). codes
+    have x's shape; flags have x's shape with ceil(D / group_size) along ``axis``.
     """
     x = _int_input(x, "x")
     base_bits = check_bits(base_bits, name="base_bits", lo=2, hi=16)
     keep = check_keep(keep, base_bits)
     g = check_group_size(group_size)
-    rounding = check_rounding(rounding)
+    rounding = spec_sdr_rounding(spec)
     ax = normalize_axis(axis, x.ndim)
     if x.dtype.itemsize > 2 or x.dtype.kind == "u":  # the kernel reads signed 8/16-bit lanes
         check_base_range(x, base_bits)
@@ -250,15 +258,20 @@ def _gemm_operands(a_codes, a_flags, b_codes, b_flags, g):
     return ac, af, bc, bf
 
 
-def sdr_gemm(a_codes, a_flags, b_codes, b_flags, *, group_size, acc_bits=64, overflow="wrap") -> np.ndarray:
-    """Decompression-free SDR product of a (M, K) and b (K, N), both grouped along K (int64 out).
+def sdr_gemm(a_codes, a_flags, b_codes, b_flags, *, group_size, spec: NumericsSpec) -> np.ndarray:
+    """Decompression-free SDR product of a (M, K) and b (K, N), both grouped along K.
 
     a_flags is (M, ceil(K/g)), b_flags (ceil(K/g), N). The accumulator receives one shifted
-    group sum per group in ascending group order; ``overflow`` is wrap / saturate / raise at
-    ``acc_bits`` (module docstring: what equals ``int_gemm`` of the decoded operands, and when).
+    group sum per group in ascending group order; it is ``spec.acc_bits`` wide with
+    ``spec.acc_overflow`` wrap / saturate / raise (module docstring: what equals ``int_gemm``
+    of the decoded operands, and when). int32 out when acc_bits <= 32, else int64.
     """
+    return _as_acc_dtype(_sdr_gemm(a_codes, a_flags, b_codes, b_flags, group_size, *spec_acc(spec)),
+                         spec.acc_bits)
+
+
+def _sdr_gemm(a_codes, a_flags, b_codes, b_flags, group_size, acc_bits, overflow) -> np.ndarray:
     g = check_group_size(group_size)
-    acc_bits, overflow = check_acc(acc_bits, overflow)
     ac, af, bc, bf = _gemm_operands(a_codes, a_flags, b_codes, b_flags, g)
     a = sdr_decode(ac, af, group_size=g, axis=1)
     b = sdr_decode(bc, bf, group_size=g, axis=0)
@@ -270,8 +283,7 @@ def sdr_gemm(a_codes, a_flags, b_codes, b_flags, *, group_size, acc_bits=64, ove
             i = tuple(int(j) for j in np.argwhere(big)[0])
             raise ValueError(f"{name}_codes{i} << {name}_flags decodes to {int(dec[i])}, beyond the int16 base "
                              "precision: flags must keep |code| << flag <= 32767 (int16: flags 0..12)")
-    # int_gemm at 64-bit wrap is the exact product of the decoded (16-bit) operands.
-    exact = int_gemm(a, b, acc_bits=64, overflow="wrap")
+    exact = exact_matmul(a, b)  # the exact int64 product of the decoded (16-bit) operands
     if overflow == "wrap":
         return wrap_to(exact, acc_bits)
     lo, hi = acc_limits(acc_bits)
@@ -300,7 +312,7 @@ def sdr_acc_bits_needed(a_codes, a_flags, b_codes, b_flags, *, group_size) -> Ac
     ac, af, bc, bf = _gemm_operands(a_codes, a_flags, b_codes, b_flags, g)
     a = sdr_decode(ac, af, group_size=g, axis=1).astype(np.int64)
     b = sdr_decode(bc, bf, group_size=g, axis=0).astype(np.int64)
-    exact = int_gemm(a, b, acc_bits=64, overflow="wrap")
+    exact = exact_matmul(a, b)
     ap, an = np.maximum(a, 0), np.maximum(-a, 0)
     bp, bn = np.maximum(b, 0), np.maximum(-b, 0)
     pos = exact_matmul(ap, bp) + exact_matmul(an, bn)

@@ -20,8 +20,10 @@ from __future__ import annotations
 from refsim.scalar import accumulate_scalar
 
 
-def sdr_encode_group_scalar(values, *, base_bits, keep, rounding="half_up"):
-    """(codes, flag) of one group of base-precision ints, by the steps in the module docstring."""
+def sdr_encode_group_scalar(values, *, base_bits, keep, spec):
+    """(codes, flag) of one group of base-precision ints, by the steps in the module docstring;
+    the rounding of step 5 is ``spec.sdr_rounding``."""
+    rounding = spec.sdr_rounding.value
     signs = [1 if v < 0 else 0 for v in values]  # step 1
     mags = [-v if v < 0 else v for v in values]
     for m in mags:
@@ -58,7 +60,7 @@ def sdr_encode_group_scalar(values, *, base_bits, keep, rounding="half_up"):
     return codes, shift
 
 
-def sdr_encode_scalar(row, *, group_size, base_bits, keep, rounding="half_up"):
+def sdr_encode_scalar(row, *, group_size, base_bits, keep, spec):
     """One 1-d row: groups of ``group_size`` from the start; a ragged last group is zero-padded
     (the pad is encoded with the group, then dropped). Returns (codes, flags) as lists."""
     codes, flags = [], []
@@ -66,7 +68,7 @@ def sdr_encode_scalar(row, *, group_size, base_bits, keep, rounding="half_up"):
         group = list(row[start:start + group_size])
         real = len(group)
         group += [0] * (group_size - real)
-        c, f = sdr_encode_group_scalar(group, base_bits=base_bits, keep=keep, rounding=rounding)
+        c, f = sdr_encode_group_scalar(group, base_bits=base_bits, keep=keep, spec=spec)
         codes += c[:real]
         flags.append(f)
     return codes, flags
@@ -81,10 +83,12 @@ def sdr_decode_scalar(codes, flags, *, group_size):
     return out
 
 
-def sdr_gemm_scalar(a_codes, a_flags, b_codes, b_flags, *, group_size, acc_bits=64, overflow="wrap"):
+def sdr_gemm_scalar(a_codes, a_flags, b_codes, b_flags, *, group_size, spec):
     """The decompression-free MAC, per output: per group, sum the code products in a group adder,
     shift the sum left by f_a + f_b, add it to the accumulator; after each group apply the
-    accumulator rule (wrap / saturate / raise OverflowError((m, n, group)))."""
+    accumulator rule of the spec (spec.acc_bits; spec.acc_overflow wrap / saturate / raise
+    OverflowError((m, n, group)))."""
+    acc_bits, overflow = spec.acc_bits, spec.acc_overflow.value
     m_count, k_count = len(a_codes), len(b_codes)
     n_count = len(b_codes[0]) if b_codes else 0
     out = [[0] * n_count for _ in range(m_count)]

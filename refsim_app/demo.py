@@ -39,7 +39,6 @@ from refsim_cli.numerics import add_spec_arguments, check_applied, spec_from_arg
 #: the spec fields the demo takes from --preset/--spec (the float32 epilogue and no SDR: the others)
 APPLIED = ("scale_op", "compute_dtype", "rounding", "zero_point_stage", "signed", "narrow", "saturation",
            "acc_bits", "acc_overflow", "nonfinite")
-RPTQ_PARAM_DTYPES = ("float16", "float32")  # what refsim.rptq_params(dtype=) computes in on this version
 
 OUTLIERS = 4  # outlier channels of the seeded activation
 
@@ -79,18 +78,7 @@ def heavy_tailed_activation(rng, tokens, hidden, outliers=OUTLIERS):
 
 def demo_spec(args):
     """The activation path's spec from --preset/--spec, refused in one line where the demo cannot apply it."""
-    spec = check_applied(spec_from_args(args), command="refsim demo", base="rptq", applied=APPLIED)
-    if spec.compute_dtype.value not in RPTQ_PARAM_DTYPES:
-        raise UsageError(f"--preset/--spec: compute_dtype={spec.compute_dtype.value!r}: the RPTQ parameter rule "
-                         f"computes in {' or '.join(RPTQ_PARAM_DTYPES)} here; allowed: those")
-    return spec
-
-
-def rptq_params(lo, hi, spec):
-    """The RPTQ min-max parameters under ``spec`` (the one call site that hands the spec's rule over)."""
-    import refsim
-
-    return refsim.rptq_params(lo, hi, bits=4, dtype=spec.compute_dtype.value)
+    return check_applied(spec_from_args(args), command="refsim demo", base="rptq", applied=APPLIED)
 
 
 def run(args) -> int:
@@ -113,7 +101,7 @@ def run(args) -> int:
 
     print(f"  numerics: activations {spec_source(args)}, weights preset gptq")
     # activations, per tensor
-    s1, z1 = rptq_params(x.min(), x.max(), spec)
+    s1, z1 = refsim.rptq_params(x.min(), x.max(), bits=4, spec=spec)
     q1 = refsim.quantize(x, s1, z1, bits=4, spec=spec)
     x1 = refsim.dequantize(q1, s1, z1)
     # activations, per cluster: channels sorted by range, cut into equal clusters (stated stand-in)
@@ -121,15 +109,16 @@ def run(args) -> int:
     order = np.argsort(cmax - cmin, kind="stable")
     ids = np.empty(h, dtype=np.int64)
     ids[order] = np.arange(h) * args.clusters // h
-    sc, zc = rptq_params(np.array([cmin[ids == c].min() for c in range(args.clusters)]),
-                         np.array([cmax[ids == c].max() for c in range(args.clusters)]), spec)
+    sc, zc = refsim.rptq_params(np.array([cmin[ids == c].min() for c in range(args.clusters)]),
+                                np.array([cmax[ids == c].max() for c in range(args.clusters)]), bits=4,
+                                spec=spec)
     qc = refsim.quantize(x, sc, zc, bits=4, axis=1, clusters=ids, spec=spec)
     xc = refsim.dequantize(qc, sc, zc, axis=1, clusters=ids)
     print(f"  activation SQNR  per-tensor int4: {refsim.sqnr_db(x, x1):6.2f} dB   "
           f"per-cluster ({args.clusters} clusters): {refsim.sqnr_db(x, xc):6.2f} dB")
 
     # weights: GPTQ-form RTN, per output row
-    sw, zw = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=4)
+    sw, zw = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=4, spec=refsim.preset("gptq"))
     qw = refsim.quantize(w, sw, zw, bits=4, axis=0, spec=refsim.preset("gptq"))
     packed = refsim.pack(qw, "int4_word32", axis=1)
     assert np.array_equal(refsim.unpack(packed, "int4_word32", h, axis=1), qw)
@@ -138,7 +127,7 @@ def run(args) -> int:
 
     # exact integer GEMM per cluster, then the float32 epilogue. Weight zero points are per
     # output row; their scales enter the epilogue per output column.
-    isums = refsim.cluster_int_gemm(qc, zc, qw.T, zw, ids, acc_bits=spec.acc_bits, overflow=spec.acc_overflow.value)
+    isums = refsim.cluster_int_gemm(qc, zc, qw.T, zw, ids, spec=spec)
     y = refsim.float_epilogue(isums, sc.astype(np.float32), sw)
     print(f"  output SQNR vs float product: {refsim.sqnr_db(y_ref, y):6.2f} dB "
           f"(per-cluster int sums {isums.shape}, float32 epilogue, clusters ascending)")

@@ -154,13 +154,14 @@ def run_accbits(args) -> int:
 
     measured, on = None, ""
     kw = dict(a_bits=args.abits, w_bits=args.wbits, a_keep=args.akeep, w_keep=args.wkeep, group_size=args.group,
-              acc_bits=spec.acc_bits)
+              spec=spec)
     accumulator_question(args.k, **kw)  # any remaining argument error before any work
     if args.measure:
         print(f"measuring on {m}x{args.k} @ {args.k}x{n} ...", file=sys.stderr)
         # the one call site that hands the spec's SDR rounding to refsim.qrazor (its config holds it here)
         cfg = QRazorConfig(name="custom", w_keep=args.wkeep, a_keep=args.akeep, group_size=args.group,
-                           w_bits=args.wbits, a_bits=args.abits, rounding=spec.sdr_rounding.value)
+                           w_bits=args.wbits, a_bits=args.abits,
+                           spec=spec.replace(acc_bits=64, acc_overflow="wrap"))  # measures, never wraps
         x = heavy_tailed_activations(m, args.k, seed=seed)
         w = gaussian_weights(args.k, n, seed=seed + 1)
         measured = qrazor_matmul(x, w, config=cfg, measure_acc=True).acc_needed

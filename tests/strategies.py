@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import refsim
-from refsim.spec import NumericsSpec, Saturation, ScaleOp, ZeroPointStage
+from refsim.spec import NumericsSpec, Overflow, Saturation, ScaleOp, ZeroPointStage
 
 
 def _spec(base, **kw):
@@ -52,3 +52,19 @@ float32_scales = st.one_of(
 def int_matrix(draw, shape, lo, hi):
     return np.array(draw(st.lists(st.integers(lo, hi), min_size=shape[0] * shape[1],
                                   max_size=shape[0] * shape[1])), dtype=np.int64).reshape(shape)
+
+
+def acc_spec(acc_bits=32, overflow="wrap", base="onnx"):
+    """``base`` with its accumulator replaced: the spec a GEMM test hands the GEMM (ONNX's is 32-bit wrap)."""
+    return refsim.preset(base).replace(acc_bits=acc_bits, acc_overflow=overflow)
+
+
+# Every accumulator the spec allows (width 2..64, each overflow rule) on top of a random preset: the GEMMs
+# read only these two fields, so the preset underneath must not matter.
+acc_specs = st.builds(acc_spec, st.integers(2, 64), st.sampled_from([o.value for o in Overflow]),
+                      st.sampled_from(sorted(refsim.PRESETS)))
+
+
+def sdr_spec(sdr_rounding="half_up", base="qrazor"):
+    """``base`` with its SDR rounding replaced (the ``qrazor`` preset's is half_up, the paper's rounding bit)."""
+    return refsim.preset(base).replace(sdr_rounding=sdr_rounding)

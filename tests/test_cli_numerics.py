@@ -152,7 +152,6 @@ def test_demo_accumulator_comes_from_the_spec(capsys, tmp_path):
 @pytest.mark.parametrize("argv, names", [
     (["--preset", "nosuch"], "allowed: onnx, torch"),
     (["--preset", "tflite"], "requant='double_rounding'"),
-    (["--preset", "torchao"], "compute_dtype='bfloat16'"),
 ])
 def test_demo_bad_spec_is_one_line_and_writes_nothing(capsys, tmp_path, argv, names):
     rc, out, err = cli(capsys, *DEMO, "--out", tmp_path / "d", *argv)

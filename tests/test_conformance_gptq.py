@@ -72,11 +72,11 @@ def gptq_dequantize(q, scale, zero):
 
 def refsim_gptq(w: np.ndarray, bits: int, *, sym: bool, perchannel: bool = True):
     if perchannel:
-        s, z = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits, sym=sym)
+        s, z = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits, sym=sym, spec=refsim.preset("gptq"))
         q = refsim.quantize(w, s, z, bits=bits, axis=0, spec=GPTQ)
         deq = refsim.dequantize(q, s, z, axis=0)
     else:
-        s, z = refsim.gptq_params(w.min(), w.max(), bits=bits, sym=sym)
+        s, z = refsim.gptq_params(w.min(), w.max(), bits=bits, sym=sym, spec=refsim.preset("gptq"))
         q = refsim.quantize(w, s, z, bits=bits, spec=GPTQ)
         deq = refsim.dequantize(q, s, z)
     return np.asarray(s, dtype=np.float32), np.asarray(z), q, deq
@@ -175,7 +175,8 @@ def test_grouped_matches_published_quantizer_group_by_group(sym):
     z_ref = np.concatenate(z_ref, axis=1)
     nblocks = -(-w.shape[1] // g)
     pad = np.pad(w, ((0, 0), (0, nblocks * g - w.shape[1])), constant_values=np.nan).reshape(w.shape[0], nblocks, g)
-    s, z = refsim.gptq_params(np.nanmin(pad, axis=2), np.nanmax(pad, axis=2), bits=bits, sym=sym)
+    s, z = refsim.gptq_params(np.nanmin(pad, axis=2), np.nanmax(pad, axis=2), bits=bits, sym=sym,
+                              spec=refsim.preset("gptq"))
     q = refsim.quantize(w, s, z, bits=bits, axis=1, block_size=g, spec=GPTQ)
     assert np.array_equal(s.view(np.int32), s_ref.view(np.int32))
     assert np.array_equal(z.astype(np.int64), z_ref.astype(np.int64))

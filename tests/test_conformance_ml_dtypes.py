@@ -28,7 +28,7 @@ def cast(x, name):
 def test_every_float16(name):
     bits, signed = TYPES[name]
     x = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
-    q = refsim.quantize(x, 1.0, bits=bits, signed=signed, spec=ML.replace(compute_dtype="float16"))
+    q = refsim.quantize(x, 1.0, bits=bits, spec=ML.replace(compute_dtype="float16").replace(signed=signed))
     assert np.array_equal(cast(x, name), q.astype(np.int64))
 
 
@@ -38,5 +38,5 @@ def test_float32_around_every_integer(name):
     k = np.arange(-40, 41, dtype=np.float32)
     x = np.concatenate([k, k + 0.5, np.nextafter(k, np.float32(np.inf)), np.nextafter(k, np.float32(-np.inf)),
                         np.array([3e9, -3e9, 2.0**31, np.nan, np.inf, -np.inf, -0.0, 1e-45], np.float32)])
-    q = refsim.quantize(x, 1.0, bits=bits, signed=signed, spec=ML)
+    q = refsim.quantize(x, 1.0, bits=bits, spec=ML.replace(signed=signed))
     assert np.array_equal(cast(x, name), q.astype(np.int64))

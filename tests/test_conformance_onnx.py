@@ -85,7 +85,7 @@ def onnx_dequantize(q, s, z, q_type, *, axis=None, block_size=None):
 def refsim_quantize(x, s, z, out_type, **kw):
     _, bits, signed = TYPES[out_type]
     return refsim.quantize(np.asarray(x, dtype=np.float32), np.asarray(s, dtype=np.float32),
-                           np.asarray(z, dtype=np.int64), bits=bits, signed=signed, spec=ONNX, **kw)
+                           np.asarray(z, dtype=np.int64), bits=bits, spec=ONNX.replace(signed=signed), **kw)
 
 
 def _code_range(out_type):
@@ -201,7 +201,7 @@ def test_quantize_without_zero_point_defaults_to_uint8():
     ev = _evaluator("QuantizeLinear", x.shape, TensorProto.FLOAT, TensorProto.UINT8, (), None, None, with_zp=False)
     ref = ev.run(None, {"x": x, "s": np.float32(1.0)})[0]
     assert ref.dtype == np.uint8
-    got = refsim.quantize(x, np.float32(1.0), bits=8, signed=False, spec=ONNX)
+    got = refsim.quantize(x, np.float32(1.0), bits=8, spec=ONNX.replace(signed=False))
     assert np.array_equal(got, ref.astype(np.int32))
 
 
@@ -244,7 +244,7 @@ def test_quantize_nonfinite_raises_where_the_evaluator_gives_a_code():
     with pytest.raises(ValueError, match="not finite"):
         refsim_quantize(np.array([np.nan], dtype=np.float32), 1.0, 0, TensorProto.INT8)
     sat = ONNX.replace(nonfinite="saturate")
-    got = refsim.quantize(x, np.float32(1.0), 0, bits=8, signed=True, spec=sat)
+    got = refsim.quantize(x, np.float32(1.0), 0, bits=8, spec=sat.replace(signed=True))
     assert got.tolist() == [127, -128]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import acc_spec
 
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper  # noqa: E402
@@ -67,8 +68,8 @@ def ort_quantize(x, s, z, qtype, axis=None, block_size=None):
 def compare_quantize(x, s, z, qtype, axis=None, block_size=None):
     _, bits, signed = QTYPES[qtype]
     qi, d = ort_quantize(x, s, z, qtype, axis, block_size)
-    q = refsim.quantize(x, s, np.asarray(z, np.int64), bits=bits, signed=signed, axis=axis, block_size=block_size,
-                        spec=ORT)
+    q = refsim.quantize(x, s, np.asarray(z, np.int64), bits=bits, axis=axis, block_size=block_size,
+                        spec=ORT.replace(signed=signed))
     assert np.array_equal(qi, q.astype(np.int64))
     dq = refsim.dequantize(q, s, np.asarray(z, np.int64), axis=axis, block_size=block_size)
     assert np.array_equal(d.view(np.int32), dq.view(np.int32))
@@ -135,7 +136,7 @@ def test_matmul_integer_is_the_exact_int32_sum(atype, btype, shape):
                    [vi("a", elem[atype], [m, k]), vi("b", elem[btype], [k, n]), vi("za", elem[atype], []),
                     vi("zb", elem[btype], [])], [vi("y", TensorProto.INT32, [m, n])])
     y = sess.run(None, {"a": a, "b": b, "za": za, "zb": zb})[0].astype(np.int64)
-    want = refsim.int_gemm(a.astype(np.int64) - int(za), b.astype(np.int64) - int(zb), acc_bits=32, overflow="wrap")
+    want = refsim.int_gemm(a.astype(np.int64) - int(za), b.astype(np.int64) - int(zb), spec=acc_spec())
     pairs = raw_pair_sums(a, b)
     if (atype, btype) == ("uint8", "int8") and ((pairs > 32767) | (pairs < -32768)).any():
         # ORT's documented u8s8 limitation on AVX2 (vpmaddubsw saturates each pair to int16): refsim follows the

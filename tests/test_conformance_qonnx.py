@@ -42,8 +42,8 @@ def refsim_quant(x, s, z, bits, signed, narrow, mode, axis=None):
     spec = QONNX.replace(rounding=MODES[mode])
     zi = np.asarray(z, dtype=np.int64)
     q = refsim.quantize(np.asarray(x, np.float32), np.asarray(s, np.float32).reshape(-1) if axis is not None else s,
-                        zi.reshape(-1) if axis is not None else zi, bits=bits, signed=signed, narrow=narrow,
-                        axis=axis, spec=spec)
+                        zi.reshape(-1) if axis is not None else zi, bits=bits,
+                        axis=axis, spec=spec.replace(signed=signed, narrow=narrow))
     return q, refsim.dequantize(q, np.asarray(s, np.float32).reshape(-1) if axis is not None else s,
                                 zi.reshape(-1) if axis is not None else zi, axis=axis)
 

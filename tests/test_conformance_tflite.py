@@ -361,12 +361,12 @@ def test_requantize_tflite_preset_matches_tflite_output_stage(acc, m, zp):
     assume(shift <= 30)  # as above: a wider left shift is undefined behaviour in the C++
     acc = [a for a in acc if INT32_MIN <= a * 2 ** max(shift, 0) <= INT32_MAX] or [0]
     expect = _arr([min(max(tflite_mbqm_double(a, qm, shift) + zp, -128), 127) for a in acc])
-    got = refsim.requantize(_arr(acc), m, zero_point=zp, bits=8, signed=True, spec=spec)
+    got = refsim.requantize(_arr(acc), m, zero_point=zp, bits=8, spec=spec.replace(signed=True))
     assert np.array_equal(got.astype(np.int64), expect)
     single = spec.replace(requant="single_rounding")
     qs, ss = tflite_quantize_multiplier(m, True)
     expect_s = _arr([min(max(tflite_mbqm_single(a, qs, ss) + zp, -128), 127) for a in acc])
-    got_s = refsim.requantize(_arr(acc), m, zero_point=zp, bits=8, signed=True, spec=single)
+    got_s = refsim.requantize(_arr(acc), m, zero_point=zp, bits=8, spec=single.replace(signed=True))
     assert np.array_equal(got_s.astype(np.int64), expect_s)
 
 
@@ -390,5 +390,5 @@ def test_tflite_preset_quantize_matches_reference_affine_quantize(xs, s, zp):
     s = np.float32(s)
     k = np.arange(-8, 8, dtype=np.float32)
     x = np.concatenate([np.asarray(xs, dtype=np.float32), ((k + np.float32(0.5)) * s).astype(np.float32)])
-    got = refsim.quantize(x, s, zp, bits=8, signed=True, spec=refsim.preset("tflite"))
+    got = refsim.quantize(x, s, zp, bits=8, spec=refsim.preset("tflite").replace(signed=True))
     assert np.array_equal(got.astype(np.int64), tflite_reference_quantize(x, s, zp, -128, 127))

@@ -76,7 +76,8 @@ def torch_per_channel(x, s, z, axis, dtype):
 def refsim_codes(x, s, z, dtype, spec=TORCH, **kw):
     bits, signed, _, _ = DTYPES[dtype]
     return refsim.quantize(np.asarray(x, dtype=np.float32), np.asarray(s, dtype=np.float32),
-                           np.asarray(z, dtype=np.int64), bits=bits, signed=signed, spec=spec, **kw).astype(np.int64)
+                           np.asarray(z, dtype=np.int64), bits=bits,
+                               spec=spec.replace(signed=signed), **kw).astype(np.int64)
 
 
 # --- an independent transcription of FBGEMM's LEGACY Quantize -------------------------------------
@@ -155,7 +156,7 @@ def test_fbgemm_example_onnx_and_torch_presets_differ_and_each_matches_its_sourc
     assert x[0] / s == np.float32(127.49999) and x[0] * (np.float32(1) / s) == np.float32(127.5)
     assert torch_per_tensor(x, s, 0, torch.quint8).tolist() == [128]
     assert refsim_codes(x, s, 0, torch.quint8).tolist() == [128]
-    onnx_codes = refsim.quantize(x, s, 0, bits=8, signed=False, spec=refsim.preset("onnx"))
+    onnx_codes = refsim.quantize(x, s, 0, bits=8, spec=refsim.preset("onnx").replace(signed=False))
     assert onnx_codes.tolist() == [127]
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper

@@ -56,7 +56,8 @@ def refsim_params(xn, gran, qmin, qmax, symmetric, dtype):
     else:
         g = xn.reshape(rows, cols // gran, gran)
         lo, hi = g.min(axis=2), g.max(axis=2)
-    return refsim.affine_minmax_params(lo, hi, qmin=qmin, qmax=qmax, symmetric=symmetric, dtype=dtype)
+    return refsim.affine_minmax_params(lo, hi, qmin=qmin, qmax=qmax, symmetric=symmetric,
+                                       spec=refsim.preset("torchao").replace(compute_dtype=dtype))
 
 
 def run_case(x, gran, bits, signed, symmetric, dtype):
@@ -72,7 +73,7 @@ def run_case(x, gran, bits, signed, symmetric, dtype):
     assert np.array_equal(f32(s_t).reshape(s.shape).view(np.int32), s.view(np.int32)), "scale"
     assert np.array_equal(z_t.numpy().astype(np.int64).reshape(z.shape), z.astype(np.int64)), "zero point"
     sq, zq = (s.reshape(()), z.reshape(())) if gran == "tensor" else (s, z)
-    q = refsim.quantize(xn, sq, zq, bits=bits, signed=signed, spec=AO.replace(compute_dtype=dtype), **kw)
+    q = refsim.quantize(xn, sq, zq, bits=bits, spec=AO.replace(compute_dtype=dtype).replace(signed=signed), **kw)
     assert np.array_equal(q_t.numpy().astype(np.int64), q.astype(np.int64)), "codes"
     d = refsim.dequantize(q, sq, zq, dtype=dtype if dtype == "bfloat16" else np.dtype(dtype), **kw)
     assert np.array_equal(f32(d_t).view(np.int32), d.astype(np.float32).view(np.int32)), "dequantized"

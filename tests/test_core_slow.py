@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from strategies import acc_spec
 
 import refsim
 from refsim.scalar import quantize_scalar
@@ -24,6 +25,6 @@ def test_every_float16_value_through_the_fp16_quantizer(rounding, s):
 def test_every_int16_by_int8_product():
     a = np.arange(-(1 << 15), 1 << 15)
     b = np.arange(-128, 128)
-    got = refsim.int_gemm(a[:, None], b[None, :], acc_bits=64)
+    got = refsim.int_gemm(a[:, None], b[None, :], spec=acc_spec(64))
     want = np.array([[x * y for y in range(-128, 128)] for x in range(-(1 << 15), 1 << 15)], dtype=np.int64)
     assert np.array_equal(got, want)

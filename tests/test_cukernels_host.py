@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import sdr_spec
 
 from cukernels import host, reference
 from refsim.layouts import unpack
@@ -218,7 +219,7 @@ def test_sdr_packing_round_trips_through_refsim_unpack(seed, k, gs, base):
 
     hi = (1 << (base - 1)) - 1
     x = np.random.default_rng(seed).integers(-hi, hi, size=(3, k), endpoint=True)
-    codes, flags = sdr_encode(x, group_size=gs, base_bits=base)
+    codes, flags = sdr_encode(x, group_size=gs, base_bits=base, spec=sdr_spec())
     pc, pf = host.pack_sdr(codes, flags)
     fields = unpack(pc, "int4_lo_first", k, axis=1, signed=False)  # the raw nibbles the kernel reads
     assert np.array_equal(np.where(fields & 8, -(fields & 7), fields & 7), codes)

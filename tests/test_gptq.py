@@ -60,12 +60,12 @@ def test_codes_agree_with_reference_quantizer():
     g = gptq_quantize(w, h, bits=3, groups=groups, static_groups=True, act_order=True)
     for c in range(3):
         cols = groups == c
-        s, z = refsim.gptq_params(w[:, cols].min(1), w[:, cols].max(1), bits=3)
+        s, z = refsim.gptq_params(w[:, cols].min(1), w[:, cols].max(1), bits=3, spec=refsim.preset("gptq"))
         assert np.array_equal(g.scale[:, c], s) and np.array_equal(g.zero[:, c], z)
     assert g.codes.max() <= 7
     deq = g.dequantize()
-    again = refsim.quantize(deq, g.scale, g.zero, bits=3, signed=False, axis=1, clusters=g.g_idx,
-                            spec=refsim.preset("gptq"))
+    again = refsim.quantize(deq, g.scale, g.zero, bits=3, axis=1, clusters=g.g_idx,
+                            spec=refsim.preset("gptq").replace(signed=False))
     assert np.array_equal(again, g.codes.astype(np.int32))
 
 

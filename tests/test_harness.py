@@ -7,6 +7,7 @@ host logic; they are emulations of the algorithm, not tests of any CUDA kernel.
 
 import numpy as np
 import pytest
+from strategies import sdr_spec
 
 from cukernels import harness, host
 from refsim.layouts import unpack
@@ -47,7 +48,7 @@ def _sdr_encode_numpy(*, x, group_size, base_bits, rounding, out_codes, out_flag
     from refsim.sdr_scalar import sdr_encode_scalar
 
     rows = [sdr_encode_scalar([int(v) for v in row], group_size=group_size, base_bits=base_bits, keep=3,
-                              rounding=rounding) for row in np.array(x)]
+                              spec=sdr_spec(rounding)) for row in np.array(x)]
     codes = np.array([r[0] for r in rows], dtype=np.int32)
     flags = np.array([r[1] for r in rows], dtype=np.int32)
     if bug == "truncate":  # drop the rounding bit: decode and razor by plain shifting

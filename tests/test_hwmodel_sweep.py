@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from strategies import sdr_spec
 
 import hwmodel.sweep as hs
 from hwmodel.calib import load_calibration, synthetic_calibration
@@ -44,9 +45,9 @@ def test_qrazor_error_falls_with_smaller_groups(calib):
 def test_error_matches_refsim_directly(calib):
     import refsim
 
-    s = refsim.absmax_params(calib.x, bits=16)
+    s = refsim.absmax_params(calib.x, bits=16, spec=refsim.preset("qrazor"))
     q = refsim.quantize(calib.x, s, bits=16, spec=refsim.preset("qrazor"))
-    codes, flags = refsim.sdr_encode(q, group_size=32, base_bits=16, keep=3)
+    codes, flags = refsim.sdr_encode(q, group_size=32, base_bits=16, keep=3, spec=sdr_spec())
     xh = refsim.dequantize(refsim.sdr_decode(codes, flags, group_size=32), s)
     e = err(calib, method="qrazor", w_bits=8, a_bits=4, kv_bits=8, group=32)
     assert e["sqnr_x_db"] == refsim.sqnr_db(calib.x, xh)

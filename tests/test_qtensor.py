@@ -23,6 +23,8 @@ from refsim.rptq.scalar import cluster_matmul_scalar
 from refsim.scalar import dequantize_scalar, quantize_scalar, rptq_params_scalar
 from refsim.sdr_scalar import sdr_gemm_scalar
 
+ACC64 = refsim.preset("onnx").replace(acc_bits=64)  # a 64-bit wrapping accumulator: no sum leaves it
+
 
 @st.composite
 def cluster_problem(draw):
@@ -48,7 +50,7 @@ def test_rptq_quantize_equals_scalar_twin(p):
     spec = refsim.preset("rptq")
     deq = qt.dequantize()
     for cl in range(c):
-        s, z = rptq_params_scalar(float(lo[cl]), float(hi[cl]), bits)
+        s, z = rptq_params_scalar(float(lo[cl]), float(hi[cl]), bits, spec=spec)
         assert float(qt.scale[cl]) == float(s) and int(qt.zero[cl]) == int(z)
     for (m, k), v in np.ndenumerate(x):
         cl = ids[k]
@@ -67,10 +69,10 @@ def test_qmatmul_equals_scalar_twin(p):
     onehot = ids[None, :] == np.arange(c)[:, None]
     wlo = np.stack([np.where(onehot[g], w, np.inf).min(axis=1) for g in range(c)], axis=1)
     whi = np.stack([np.where(onehot[g], w, -np.inf).max(axis=1) for g in range(c)], axis=1)
-    sw, zw = refsim.gptq_params(wlo, whi, bits=4)
+    sw, zw = refsim.gptq_params(wlo, whi, bits=4, spec=refsim.preset("gptq"))
     wq = gptq_form_quantize(w, sw, zw, bits=4, axis=1, clusters=ids)
     bias = np.linspace(-1, 1, w.shape[0]).astype(np.float32)
-    isums, y = qmatmul(a, wq, bias, acc_bits=64)
+    isums, y = qmatmul(a, wq, bias, spec=ACC64)
     s_isums, s_y = cluster_matmul_scalar(a.codes, a.zero, a.scale, wq.codes, wq.zero, wq.scale, ids, c, bias=bias)
     assert np.array_equal(isums, np.array(s_isums, dtype=np.int64))
     assert np.array_equal(y.view(np.int32), s_y.view(np.int32))
@@ -78,7 +80,7 @@ def test_qmatmul_equals_scalar_twin(p):
     ap = QuantizedTensor(a.codes[:, perm], a.scale, a.zero, a.granularity, a.bits, a.signed, a.spec, axis=-1,
                          clusters=ids[perm])
     wp = weight_tensor(wq.codes[:, perm], wq.scale, wq.zero, ids[perm], bits=4)
-    assert np.array_equal(qgemm(ap, wp, acc_bits=64), isums)
+    assert np.array_equal(qgemm(ap, wp, spec=ACC64), isums)
 
 
 @settings(max_examples=40)
@@ -88,13 +90,13 @@ def test_sdr_qgemm_equals_scalar_twin(m, k, n, g, seed):
     rng = np.random.default_rng(seed)
     x = (rng.standard_t(3, (m, k)) * 4).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(np.float32)
-    sx = refsim.absmax_params(x, bits=16)
-    sw = refsim.absmax_params(w, bits=8, axis=0)
+    sx = refsim.absmax_params(x, bits=16, spec=refsim.preset("qrazor"))
+    sw = refsim.absmax_params(w, bits=8, axis=0, spec=refsim.preset("qrazor"))
     a = sdr_quantize(x, sx, base_bits=16, keep=3, group_size=g, axis=1)
     b = sdr_quantize(w, sw, base_bits=8, keep=3, group_size=g, axis=1, scale_axis=0)
-    acc = qgemm(a, b, acc_bits=64)
+    acc = qgemm(a, b, spec=ACC64)
     ref = sdr_gemm_scalar(a.codes.tolist(), a.sdr.flags.tolist(), b.codes.T.tolist(), b.sdr.flags.T.tolist(),
-                          group_size=g)
+                          group_size=g, spec=ACC64)
     assert np.array_equal(acc, np.array(ref, dtype=np.int64).reshape(m, n))
     # its value: decode(codes, flags) * s, elementwise
     dec = refsim.sdr_decode(b.codes, b.sdr.flags, group_size=g, axis=1)
@@ -109,7 +111,7 @@ def test_pack_round_trip(rows, cols, layout, seed):
     bits = 4 if layout.startswith("int4") else 3
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((rows, cols)).astype(np.float32)
-    s, z = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits)
+    s, z = refsim.gptq_params(w.min(axis=1), w.max(axis=1), bits=bits, spec=refsim.preset("gptq"))
     qt = gptq_form_quantize(w, s, z, bits=bits, axis=0)
     packed = qt.pack(layout)
     assert packed.layout == layout and qt.words is None
@@ -120,7 +122,7 @@ def test_pack_round_trip(rows, cols, layout, seed):
 
 def test_absmax_and_fixed_quantizers():
     x = np.array([[-3.0, 0.5, 2.0, 7.0]], dtype=np.float32)
-    s = refsim.absmax_params(x, bits=8)
+    s = refsim.absmax_params(x, bits=8, spec=refsim.preset("qrazor"))
     qt = absmax_quantize(x, s, bits=8)
     assert qt.granularity is Granularity.TENSOR and qt.codes.max() == 127
     assert np.array_equal(qt.codes, refsim.quantize(x, s, bits=8, spec=refsim.preset("qrazor")))
@@ -143,8 +145,8 @@ def test_razored_tensor_round_trip():
     from refsim.qrazor import RazoredTensor, razor
 
     x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
-    s = refsim.absmax_params(x, bits=16)
-    r = razor(x, s, base_bits=16, keep=3, group_size=16, axis=1)
+    s = refsim.absmax_params(x, bits=16, spec=refsim.preset("qrazor"))
+    r = razor(x, s, base_bits=16, keep=3, group_size=16, axis=1, spec=refsim.preset("qrazor"))
     qt = r.qtensor()
     back = RazoredTensor.from_qtensor(qt)
     for f in ("base", "codes", "flags"):
@@ -161,6 +163,6 @@ def test_bad_arguments():
     a = QuantizedTensor(x, np.ones(()), np.zeros(()), Granularity.TENSOR, 4, True, None)
     b = QuantizedTensor(np.zeros((2, 4), np.int32), np.ones(()), np.zeros(()), Granularity.TENSOR, 4, True, None)
     with pytest.raises(ValueError, match="agree on K"):
-        qgemm(a, b)
+        qgemm(a, b, spec=ACC64)
     with pytest.raises(ValueError, match="not packed"):
         a.unpacked()

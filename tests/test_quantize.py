@@ -31,8 +31,8 @@ def assert_agrees_with_twin(x, s, z, bits, spec):
     assert np.array_equal(fast, twin(x, s, z, bits, spec))
 
 
-def twin(x, s, z, bits, spec, signed=None, narrow=None, amax=None):
-    return np.array([quantize_scalar(float(v), float(s), int(z), bits=bits, signed=signed, narrow=narrow, spec=spec,
+def twin(x, s, z, bits, spec, amax=None):
+    return np.array([quantize_scalar(float(v), float(s), int(z), bits=bits, spec=spec,
                                      amax=amax) for v in np.asarray(x).reshape(-1)],
                     dtype=np.int64).reshape(np.shape(x))
 
@@ -69,8 +69,8 @@ def test_every_code_its_ties_and_their_neighbours(name, bits, signed, s):
     amax = None
     if spec.scale_op.value == "mul_range_recip":
         if not signed:
-            with pytest.raises(ValueError, match="needs signed=True"):
-                refsim.quantize(np.zeros(1, np.float32), s, bits=bits, signed=False, amax=s, spec=spec)
+            with pytest.raises(ValueError, match="needs a spec with signed=True"):
+                refsim.quantize(np.zeros(1, np.float32), s, bits=bits, amax=s, spec=spec.replace(signed=False))
             return
         s, amax = range_scale(s, bits)
     lo = -(1 << bits) if signed else -(1 << (bits - 1))
@@ -79,8 +79,8 @@ def test_every_code_its_ties_and_their_neighbours(name, bits, signed, s):
     x = centers.astype(np.float32)
     x = np.concatenate([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))])
     for z in (0, 1, -1 if signed else 3):
-        fast = refsim.quantize(x, s, z, bits=bits, signed=signed, spec=spec, amax=amax)
-        assert np.array_equal(fast, twin(x, s, z, bits, spec, signed=signed, amax=amax))
+        fast = refsim.quantize(x, s, z, bits=bits, spec=spec.replace(signed=signed), amax=amax)
+        assert np.array_equal(fast, twin(x, s, z, bits, spec.replace(signed=signed), amax=amax))
 
 
 def test_zero_point_stage_differs_under_ties_even():
@@ -108,7 +108,7 @@ def test_div_and_reciprocal_differ_on_fbgemm_example():
 def test_fp16_compute_rounds_the_quotient_to_half_precision():
     spec = refsim.preset("rptq")
     x = np.array([2049.0], dtype=np.float32)  # not representable in fp16: becomes 2048 (ties even)
-    assert refsim.quantize(x, 1.0, bits=16, spec=spec, signed=True)[0] == 2048
+    assert refsim.quantize(x, 1.0, bits=16, spec=spec.replace(signed=True))[0] == 2048
     assert refsim.quantize(x, 1.0, bits=16, spec=spec.replace(compute_dtype="float32"))[0] == 2049
 
 
@@ -223,7 +223,7 @@ def test_range_reciprocal_every_tie_and_neighbour(compute, bits):
     qmax = (1 << (bits - 1)) - 1
     differs = 0
     for amax in (np.float32(1.0), np.float32(3.7), np.float32(0.0123), np.float32(1000.1)):
-        s = refsim.range_recip_params(amax, bits=bits)
+        s = refsim.range_recip_params(amax, bits=bits, spec=refsim.preset("onnxruntime_dynamic_int8"))
         if compute != "float32":  # the stored scale in that dtype: fl(fl(amax) / qmax)
             s = to_compute(np.float64(to_compute(amax, compute)) / qmax, compute).astype(np.float32)
         k = np.arange(-qmax - 2, qmax + 3, dtype=np.float64)
@@ -242,7 +242,7 @@ def test_range_reciprocal_zero_block_and_errors():
     x = np.zeros((2, 4), np.float32)
     x[1] = [1.0, -2.0, 0.5, 0.25]
     amax = np.array([[0.0], [2.0]], np.float32)
-    s = refsim.range_recip_params(amax)
+    s = refsim.range_recip_params(amax, spec=refsim.preset("onnxruntime_dynamic_int8"))
     assert s[0, 0] == 0.0  # MLAS stores scale 0 for an all-zero block and codes 0
     q = refsim.quantize(x, s, bits=8, axis=1, block_size=4, amax=amax, spec=spec)
     assert q.tolist() == [[0, 0, 0, 0], [64, -127, 32, 16]]
@@ -258,7 +258,7 @@ def test_ml_dtypes_cast_truncates_and_zeroes_what_it_cannot_hold():
     spec = refsim.preset("ml_dtypes")
     x = np.array([0.6, -1.5, 7.9, 8.0, -8.5, -9.0, np.nan, np.inf, -np.inf], np.float32)
     assert refsim.quantize(x, 1.0, bits=4, spec=spec).tolist() == [0, -1, 7, 0, -8, 0, 0, 0, 0]
-    assert refsim.quantize(x, 1.0, bits=4, signed=False, spec=spec).tolist() == [0, 0, 7, 8, 0, 0, 0, 0, 0]
+    assert refsim.quantize(x, 1.0, bits=4, spec=spec.replace(signed=False)).tolist() == [0, 0, 7, 8, 0, 0, 0, 0, 0]
 
 
 @given(st.lists(st.integers(0, 15), min_size=1, max_size=20), scales, st.floats(-8, 8, width=32),
@@ -278,7 +278,9 @@ def test_affine_minmax_params_equal_the_scalar_twin_exhaustively():
     for fmt in ("float32", "float16", "bfloat16"):
         for qmin, qmax in ((-8, 7), (0, 15), (-128, 127), (0, 255), (-4, 3)):
             for sym in (True, False):
-                s, z = refsim.affine_minmax_params(lo, hi, qmin=qmin, qmax=qmax, symmetric=sym, dtype=fmt)
+                s, z = refsim.affine_minmax_params(lo, hi, qmin=qmin, qmax=qmax, symmetric=sym,
+                                                   spec=refsim.preset("torchao").replace(compute_dtype=fmt))
                 for i in range(0, lo.size, 7):
-                    ws, wz = affine_minmax_params_scalar(lo[i], hi[i], qmin=qmin, qmax=qmax, symmetric=sym, fmt=fmt)
+                    ws, wz = affine_minmax_params_scalar(lo[i], hi[i], qmin=qmin, qmax=qmax, symmetric=sym,
+                                                         spec=refsim.preset("torchao").replace(compute_dtype=fmt))
                     assert (Fraction(float(s[i])), int(z[i])) == (ws, wz)

@@ -109,7 +109,7 @@ def test_requantize_refuses_wide_accumulators():
 
 
 @pytest.mark.parametrize("name", sorted(refsim.PRESETS))
-@pytest.mark.parametrize("saturation", ["saturate", "wrap"])
+@pytest.mark.parametrize("saturation", ["saturate", "wrap", "zero"])
 def test_requantize_and_quantize_agree_on_the_range_ends(name, saturation):
     """Both take the code range from the spec (signed, narrow) and leave it the same way.
 
@@ -135,12 +135,14 @@ def test_requantize_and_quantize_agree_on_the_range_ends(name, saturation):
             if saturation == "saturate":
                 v += [-(2**30), 2**30 - 1]  # far outside: clamped to the ends
             acc = np.array([2 * x for x in v])
-            got = refsim.requantize(acc, 0.5, bits=bits, signed=signed, spec=spec)
-            want = refsim.quantize(acc.astype(np.float32), 2.0, bits=bits, signed=signed, spec=spec)
+            got = refsim.requantize(acc, 0.5, bits=bits, spec=spec.replace(signed=signed))
+            want = refsim.quantize(acc.astype(np.float32), 2.0, bits=bits, spec=spec.replace(signed=signed))
             assert got.tolist() == want.tolist(), (bits, signed)
             inside = got[2:6].tolist()
             assert inside == v[2:6]  # the ends themselves are codes
-            assert qmin <= got.min() and got.max() <= qmax  # wrapped or clamped, every code is in range
+            assert qmin <= got.min() and got.max() <= qmax or saturation == "zero"  # wrapped or clamped: in range
+            if saturation == "zero":  # out of range -> 0, which need not be a code of an unsigned narrow range
+                assert got.tolist() == [x if qmin <= x <= qmax else 0 for x in v]
             if saturation == "saturate":
                 assert got.min() == qmin and got.max() == qmax
 
@@ -165,6 +167,8 @@ def _requantize_twin(acc, m, zero_point, bits, spec):
     qmin, qmax = scalar.code_range(bits, spec.signed, spec.narrow)
     if spec.saturation.value == "saturate":
         return min(max(r, qmin), qmax)
+    if spec.saturation.value == "zero":  # an out-of-range code becomes 0, as quantize's 'zero' does
+        return r if qmin <= r <= qmax else 0
     return (r - qmin) % 2**bits + qmin
 
 

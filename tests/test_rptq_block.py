@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import acc_spec
 
 import refsim
 from refsim.rptq.block import (
@@ -20,6 +21,8 @@ from refsim.rptq.cluster import Reorder
 from refsim.rptq.reorder import permute_layer, reorder_arrays
 from refsim.rptq.scalar import cluster_matmul_scalar
 from refsim.rptq.synthetic import calibrated_block, random_opt_layer
+
+ACC64 = refsim.preset("onnx").replace(acc_bits=64)  # a 64-bit wrapping accumulator: no sum leaves it
 
 INT_CONFIGS = ("W4A8", "W4A4")
 
@@ -46,7 +49,7 @@ def cluster_problem(draw):
 @given(cluster_problem())
 def test_cluster_matmul_equals_scalar_twin(p):
     qa, za, sa, qb, zb, sb, ids, c, bias = p
-    isums, y = cluster_matmul(qa, za, sa, qb, zb, sb, ids, c, bias=bias, acc_bits=64)
+    isums, y = cluster_matmul(qa, za, sa, qb, zb, sb, ids, c, bias=bias, spec=ACC64)
     s_isums, s_y = cluster_matmul_scalar(qa, za, sa, qb, zb, sb, ids, c, bias=bias)
     assert np.array_equal(isums, np.array(s_isums, dtype=np.int64))
     assert np.array_equal(y.view(np.int32), s_y.view(np.int32))
@@ -57,12 +60,12 @@ def test_k_permuted_gemm_equals_unpermuted(p, seed):
     """Permuting K (columns of both operands, and their cluster ids) leaves every int sum unchanged."""
     qa, za, sa, qb, zb, sb, ids, c, _ = p
     perm = np.random.default_rng(seed).permutation(ids.size)
-    a = cluster_isums(qa, za, qb, zb, ids, c)
-    b = cluster_isums(qa[:, perm], za, qb[:, perm], zb, ids[perm], c)
+    a = cluster_isums(qa, za, qb, zb, ids, c, spec=ACC64)
+    b = cluster_isums(qa[:, perm], za, qb[:, perm], zb, ids[perm], c, spec=ACC64)
     assert np.array_equal(a, b)
     # the same for the plain accumulator under wrap at a narrow width (wrap is associative)
-    w1 = refsim.int_gemm(qa, qb.T, acc_bits=8, overflow="wrap")
-    w2 = refsim.int_gemm(qa[:, perm], qb[:, perm].T, acc_bits=8, overflow="wrap")
+    w1 = refsim.int_gemm(qa, qb.T, spec=acc_spec(8))
+    w2 = refsim.int_gemm(qa[:, perm], qb[:, perm].T, spec=acc_spec(8))
     assert np.array_equal(w1, w2)
 
 
@@ -70,8 +73,8 @@ def test_saturation_is_order_dependent():
     """Saturation is not associative: the K order changes the result (reported, not hidden)."""
     a = np.array([[100, 100, -100]])
     b = np.array([[1], [1], [1]])
-    assert refsim.int_gemm(a, b, acc_bits=8, overflow="saturate")[0, 0] == 27
-    assert refsim.int_gemm(a[:, [2, 0, 1]], b[[2, 0, 1]], acc_bits=8, overflow="saturate")[0, 0] == 100
+    assert refsim.int_gemm(a, b, spec=acc_spec(8, "saturate"))[0, 0] == 27
+    assert refsim.int_gemm(a[:, [2, 0, 1]], b[[2, 0, 1]], spec=acc_spec(8, "saturate"))[0, 0] == 100
 
 
 def test_layer_norm_writes_permuted_addresses():
@@ -205,7 +208,7 @@ def test_qrazor_sdr_path():
     assert np.array_equal(s["out"], opt_block(block, x, config="QRAZOR")["out"])  # the alias
     assert s["ln1_codes"].dtype == np.int8 and np.abs(s["ln1_codes"]).max() <= 7
     assert s["ln1_flags"].shape == (x.shape[0], 2) and s["ln1_flags"].max() <= 12  # 32 channels, g = 16
-    assert s["fc2_acc"].dtype == np.int64 and s["probs_codes"].shape == (2, x.shape[0], x.shape[0])
+    assert s["fc2_acc"].dtype == np.int32 and s["probs_codes"].shape == (2, x.shape[0], x.shape[0])  # 32-bit acc
     assert np.abs(runs["QRAZOR_W4A4KV4"]["k_codes"]).max() <= 7  # K razored to 4-bit codes
     q = {c: refsim.sqnr_db(ref["out"], r["out"]) for c, r in runs.items()}
     assert q["QRAZOR_W4A8"] > q["QRAZOR_W4A4"] > 5

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import acc_spec, sdr_spec, specs
 
 import refsim
 from refsim.sdr import sdr_decode, sdr_encode
@@ -19,26 +20,28 @@ from refsim.sdr_scalar import (
 
 
 def test_worked_example_1_overflow_floors():
-    codes, flags = sdr_encode(np.array([1004, 180, -238, 284], dtype=np.int16), group_size=4, base_bits=16)
+    codes, flags = sdr_encode(np.array([1004, 180, -238, 284], dtype=np.int16), group_size=4, base_bits=16,
+                              spec=sdr_spec())
     assert flags.tolist() == [7]
     assert codes.tolist() == [7, 1, -2, 2]  # 1004 / 128 = 7.84 rounds to 8, floored to 7
 
 
 def test_worked_example_2():
-    codes, flags = sdr_encode(np.array([-108, 148, 226, 28], dtype=np.int16), group_size=4, base_bits=16)
+    codes, flags = sdr_encode(np.array([-108, 148, 226, 28], dtype=np.int16), group_size=4, base_bits=16,
+                              spec=sdr_spec())
     assert flags.tolist() == [5]
     assert codes.tolist() == [-3, 5, 7, 1]
 
 
 def test_worked_example_3_decompression_free_product():
     # A lone element is a ragged group: the zero padding leaves the OR unchanged.
-    wc, wf = sdr_encode(np.array([[-23]], dtype=np.int8), group_size=8, base_bits=8)
-    ac, af = sdr_encode(np.array([[-1350]], dtype=np.int16), group_size=8, base_bits=16)
+    wc, wf = sdr_encode(np.array([[-23]], dtype=np.int8), group_size=8, base_bits=8, spec=sdr_spec())
+    ac, af = sdr_encode(np.array([[-1350]], dtype=np.int16), group_size=8, base_bits=16, spec=sdr_spec())
     assert (wc.item(), wf.item()) == (-6, 2)
     assert (ac.item(), af.item()) == (-5, 8)
     assert sdr_decode(wc, wf, group_size=8).item() == -24
     assert sdr_decode(ac, af, group_size=8).item() == -1280
-    prod = refsim.sdr_gemm(ac, af, wc.T, wf.T, group_size=8)
+    prod = refsim.sdr_gemm(ac, af, wc.T, wf.T, group_size=8, spec=acc_spec(64))
     assert prod.item() == (6 * 5) << (2 + 8) == 30720 == 24 * 1280
 
 
@@ -48,44 +51,44 @@ def test_worked_example_3_decompression_free_product():
 @pytest.mark.parametrize("base_bits,value", [(8, -128), (16, -32768)])
 def test_most_negative_value_is_refused(base_bits, value):
     with pytest.raises(ValueError, match=r"-2\^\(base_bits-1\)"):
-        sdr_encode(np.array([1, value]), group_size=2, base_bits=base_bits)
+        sdr_encode(np.array([1, value]), group_size=2, base_bits=base_bits, spec=sdr_spec())
 
 
 def test_out_of_range_is_refused():
     with pytest.raises(ValueError, match="outside the base_bits=8"):
-        sdr_encode(np.array([1, 300]), group_size=2, base_bits=8)
+        sdr_encode(np.array([1, 300]), group_size=2, base_bits=8, spec=sdr_spec())
 
 
 @pytest.mark.parametrize("g", [0, 1, 3, 12, 24, -8, 2.0, True])
 def test_bad_group_size(g):
     with pytest.raises(ValueError, match="group_size"):
-        sdr_encode(np.zeros(8, dtype=np.int8), group_size=g, base_bits=8)
+        sdr_encode(np.zeros(8, dtype=np.int8), group_size=g, base_bits=8, spec=sdr_spec())
 
 
 @pytest.mark.parametrize("keep", [8, 9, 0, -1])
 def test_bad_keep(keep):
     with pytest.raises(ValueError, match="keep"):
-        sdr_encode(np.zeros(8, dtype=np.int8), group_size=8, base_bits=8, keep=keep)
+        sdr_encode(np.zeros(8, dtype=np.int8), group_size=8, base_bits=8, keep=keep, spec=sdr_spec())
 
 
 def test_non_integer_input():
     with pytest.raises(TypeError, match="x must be an integer array"):
-        sdr_encode(np.array([1.0, 2.0]), group_size=2, base_bits=8)
+        sdr_encode(np.array([1.0, 2.0]), group_size=2, base_bits=8, spec=sdr_spec())
     with pytest.raises(TypeError, match="x must be an integer array"):
-        sdr_encode(np.array([True, False]), group_size=2, base_bits=8)
+        sdr_encode(np.array([True, False]), group_size=2, base_bits=8, spec=sdr_spec())
 
 
 def test_bad_rounding_and_axis():
     with pytest.raises(ValueError, match="rounding"):
-        sdr_encode(np.zeros(4, dtype=np.int8), group_size=2, base_bits=8, rounding="floor")
+        sdr_encode(np.zeros(4, dtype=np.int8), group_size=2, base_bits=8, spec=sdr_spec("floor"))
     with pytest.raises(ValueError, match="axis"):
-        sdr_encode(np.zeros(4, dtype=np.int8), group_size=2, base_bits=8, axis=1)
+        sdr_encode(np.zeros(4, dtype=np.int8), group_size=2, base_bits=8, axis=1, spec=sdr_spec())
 
 
 def test_spec_rounding_enum_is_accepted():
     x = np.array([3, 5, 7, 9], dtype=np.int8)
-    a = sdr_encode(x, group_size=4, base_bits=8, keep=2, rounding=refsim.preset("qrazor").sdr_rounding)
-    b = sdr_encode(x, group_size=4, base_bits=8, keep=2, rounding="half_up")
+    a = sdr_encode(x, group_size=4, base_bits=8, keep=2, spec=sdr_spec(refsim.preset("qrazor").sdr_rounding))
+    b = sdr_encode(x, group_size=4, base_bits=8, keep=2, spec=sdr_spec("half_up"))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
@@ -104,7 +107,7 @@ def test_decode_checks_shapes_and_ranges():
 def _twin(x2d, g, base_bits, keep, rounding):
     codes, flags = [], []
     for row in x2d.tolist():
-        c, f = sdr_encode_scalar(row, group_size=g, base_bits=base_bits, keep=keep, rounding=rounding)
+        c, f = sdr_encode_scalar(row, group_size=g, base_bits=base_bits, keep=keep, spec=sdr_spec(rounding))
         codes.append(c)
         flags.append(f)
     return np.array(codes, dtype=np.int64), np.array(flags, dtype=np.int64)
@@ -130,7 +133,7 @@ def sdr_cases(draw):
 @given(sdr_cases())
 def test_encode_equals_scalar_twin(case):
     x, g, base_bits, keep, rounding = case
-    codes, flags = sdr_encode(x, group_size=g, base_bits=base_bits, keep=keep, rounding=rounding)
+    codes, flags = sdr_encode(x, group_size=g, base_bits=base_bits, keep=keep, spec=sdr_spec(rounding))
     tc, tf = _twin(x, g, base_bits, keep, rounding)
     assert codes.dtype == np.int8 and flags.dtype == np.uint8
     assert np.array_equal(codes.astype(np.int64), tc)
@@ -145,9 +148,9 @@ def test_axis_is_a_transpose(case, axis):
     x, g, base_bits, keep, rounding = case
     x3 = np.stack([x, -x, x // 2])  # (3, rows, d): move the grouped axis around
     x3 = np.moveaxis(x3, 2, axis)
-    codes, flags = sdr_encode(x3, group_size=g, base_bits=base_bits, keep=keep, rounding=rounding, axis=axis)
+    codes, flags = sdr_encode(x3, group_size=g, base_bits=base_bits, keep=keep, axis=axis, spec=sdr_spec(rounding))
     ref_c, ref_f = sdr_encode(np.moveaxis(x3, axis, -1), group_size=g, base_bits=base_bits, keep=keep,
-                              rounding=rounding)
+                              spec=sdr_spec(rounding))
     assert np.array_equal(np.moveaxis(codes, axis, -1), ref_c)
     assert np.array_equal(np.moveaxis(flags, axis, -1), ref_f)
     dec = sdr_decode(codes, flags, group_size=g, axis=axis)
@@ -158,7 +161,7 @@ def test_axis_is_a_transpose(case, axis):
 def test_decode_error_is_bounded_and_codes_fit(case):
     """|decode - x| <= 2^(f-1) (a rounding), or < 2^f on the overflow floor; codes fit keep bits."""
     x, g, base_bits, keep, rounding = case
-    codes, flags = sdr_encode(x, group_size=g, base_bits=base_bits, keep=keep, rounding=rounding)
+    codes, flags = sdr_encode(x, group_size=g, base_bits=base_bits, keep=keep, spec=sdr_spec(rounding))
     assert np.abs(codes.astype(int)).max() <= (1 << keep) - 1
     f = np.repeat(flags.astype(np.int64), g, axis=-1)[:, : x.shape[1]]
     err = np.abs(sdr_decode(codes, flags, group_size=g) - x.astype(np.int64))
@@ -181,7 +184,7 @@ def _contexts(values, length, g=4):
 
 def _encode_equals_twin(x, base_bits, keep, rounding):
     """sdr_encode of groups of 4 equals the scalar twin bit for bit; returns (codes, flags)."""
-    codes, flags = sdr_encode(x, group_size=4, base_bits=base_bits, keep=keep, rounding=rounding)
+    codes, flags = sdr_encode(x, group_size=4, base_bits=base_bits, keep=keep, spec=sdr_spec(rounding))
     tc, tf = _twin(x, 4, base_bits, keep, rounding)
     assert np.array_equal(codes, tc) and np.array_equal(flags, tf)
     return codes, flags
@@ -224,7 +227,7 @@ def test_every_rounding_tie(keep):
         for sign in (1, -1):
             x = _contexts(sign * m, length).astype(np.int16)
             for rounding in ("half_up", "ties_even"):
-                codes, flags = sdr_encode(x, group_size=4, base_bits=16, keep=keep, rounding=rounding)
+                codes, flags = sdr_encode(x, group_size=4, base_bits=16, keep=keep, spec=sdr_spec(rounding))
                 assert np.all(flags == shift)
                 tc, _ = _twin(x, 4, 16, keep, rounding)
                 assert np.array_equal(codes, tc)
@@ -236,7 +239,7 @@ def test_every_rounding_tie(keep):
 
 def test_zero_magnitude_has_sign_zero():
     # -1 in a group razored by 4: rounds to magnitude 0, which has no sign
-    codes, flags = sdr_encode(np.array([-1, 100, -3], dtype=np.int8), group_size=4, base_bits=8)
+    codes, flags = sdr_encode(np.array([-1, 100, -3], dtype=np.int8), group_size=4, base_bits=8, spec=sdr_spec())
     assert flags.tolist() == [4] and codes.tolist()[0] == 0
     assert unpack_nibbles_scalar(refsim.pack(codes, "sdr_code4").tobytes(), 3, sign_magnitude=True)[0] == 0
     assert refsim.pack(codes, "sdr_code4")[0] & 0xF == 0  # not 0x8
@@ -247,14 +250,14 @@ def test_exhaustive_int16_own_group_and_full_context():
     v = np.arange(-32767, 32768)
     for rounding in ("half_up", "ties_even"):
         alone = np.stack([v, np.zeros_like(v)], axis=1).astype(np.int16)
-        c1, f1 = sdr_encode(alone, group_size=2, base_bits=16, rounding=rounding)
+        c1, f1 = sdr_encode(alone, group_size=2, base_bits=16, spec=sdr_spec(rounding))
         full = np.stack([v, np.full_like(v, 1 << 14)], axis=1).astype(np.int16)
-        c2, f2 = sdr_encode(full, group_size=2, base_bits=16, rounding=rounding)
+        c2, f2 = sdr_encode(full, group_size=2, base_bits=16, spec=sdr_spec(rounding))
         # the twin, on one group per distinct (magnitude, sign) is the whole domain: run it on all
-        t1 = [sdr_encode_group_scalar([int(a), 0], base_bits=16, keep=3, rounding=rounding) for a in v[::7]]
+        t1 = [sdr_encode_group_scalar([int(a), 0], base_bits=16, keep=3, spec=sdr_spec(rounding)) for a in v[::7]]
         assert np.array_equal(c1[::7, 0], [t[0][0] for t in t1])
         assert np.array_equal(f1[::7, 0], [t[1] for t in t1])
-        t2 = [sdr_encode_group_scalar([int(a), 1 << 14], base_bits=16, keep=3, rounding=rounding)
+        t2 = [sdr_encode_group_scalar([int(a), 1 << 14], base_bits=16, keep=3, spec=sdr_spec(rounding))
               for a in v[3::7]]
         assert np.array_equal(c2[3::7, 0], [t[0][0] for t in t2])
         assert np.all(f2 == 12)
@@ -299,7 +302,7 @@ def test_sdr_layout_field_order_drawn_in_docs():
 
 def test_sdr_layouts_pack_along_an_axis():
     x = np.arange(-60, 60).reshape(8, 15).astype(np.int16)
-    codes, flags = sdr_encode(x, group_size=4, base_bits=16, axis=0)  # grouped along axis 0
+    codes, flags = sdr_encode(x, group_size=4, base_bits=16, axis=0, spec=sdr_spec())  # grouped along axis 0
     pc = refsim.pack(codes, "sdr_code4", axis=0)
     pf = refsim.pack(flags, "sdr_flags4", axis=0)
     assert pc.shape == (4, 15) and pf.shape == (1, 15)
@@ -310,7 +313,7 @@ def test_sdr_layouts_pack_along_an_axis():
 
 @pytest.mark.parametrize("shape,axis", [((3, 0), -1), ((0, 5), -1), ((0, 5), 0)])
 def test_empty_inputs(shape, axis):
-    codes, flags = sdr_encode(np.zeros(shape, np.int16), group_size=4, base_bits=16, axis=axis)
+    codes, flags = sdr_encode(np.zeros(shape, np.int16), group_size=4, base_bits=16, axis=axis, spec=sdr_spec())
     assert codes.shape == shape
     want = list(shape)
     want[axis] = -(-shape[axis] // 4)
@@ -327,3 +330,19 @@ def test_every_int16_value_in_every_context_against_the_twin(keep):
         for length in range(0, 16):
             sub = v[np.abs(v) < (1 << length)]
             _encode_equals_twin(_contexts(sub, length).astype(np.int16), 16, keep, rounding)
+
+
+@given(spec=specs, data=st.data())
+def test_sdr_encode_reads_only_sdr_rounding_of_any_spec(spec, data):
+    """Under any spec (every field drawn): an SDR rounding the encoder implements gives the twin's codes
+    whatever the other fields hold; every other Rounding value is refused, naming the field."""
+    x = np.array(data.draw(st.lists(st.integers(-32767, 32767), min_size=8, max_size=8)), dtype=np.int16)
+    if spec.sdr_rounding.value not in ("half_up", "ties_even"):
+        with pytest.raises(ValueError, match=f"spec.sdr_rounding='{spec.sdr_rounding.value}' is not allowed"):
+            sdr_encode(x, group_size=4, base_bits=16, spec=spec)
+        return
+    codes, flags = sdr_encode(x, group_size=4, base_bits=16, spec=spec)
+    want_c, want_f = sdr_encode_scalar(x.tolist(), group_size=4, base_bits=16, keep=3, spec=spec)
+    assert codes.tolist() == want_c and flags.tolist() == want_f
+    other = sdr_encode(x, group_size=4, base_bits=16, spec=sdr_spec(spec.sdr_rounding.value))
+    assert np.array_equal(other[0], codes) and np.array_equal(other[1], flags)

@@ -44,17 +44,18 @@ class Operand(NamedTuple):
 
 
 class Context:
-    """What a scheme sees: the topology, the block's arrays, the stages so far, the accumulator rule."""
+    """What a scheme sees: the topology, the block's arrays, the stages so far, and the spec whose
+    accumulator rule (acc_bits, acc_overflow) every integer product follows."""
 
-    def __init__(self, topology: Topology, block, stages: dict, acc: dict):
-        self.topology, self.block, self.stages, self.acc = topology, block, stages, acc
+    def __init__(self, topology: Topology, block, stages: dict, spec):
+        self.topology, self.block, self.stages, self.spec = topology, block, stages, spec
         self.cache: dict = {}
 
 
 def product(ctx: Context, a: Operand, w: Operand, bias=None, *, acc_name=None, acc_list=None) -> np.ndarray:
     """a (M, K) x w (N, K)^T (+ bias): exact when both are quantized (module docstring)."""
     if a.qt is not None and w.qt is not None:
-        isums, y = qmatmul(a.qt, w.qt, bias, **ctx.acc)
+        isums, y = qmatmul(a.qt, w.qt, bias, spec=ctx.spec)
         if acc_name is not None:
             ctx.stages[acc_name] = isums
         if acc_list is not None:
@@ -123,16 +124,16 @@ def check_input(block, x) -> np.ndarray:
     return x
 
 
-def forward(topology: Topology, block, x, scheme, *, acc_bits=32, overflow="wrap") -> dict:
+def forward(topology: Topology, block, x, scheme) -> dict:
     """Every stage of the block on x (T, hidden) under ``scheme`` (module docstring); {stage: ndarray}.
 
-    acc_bits, overflow: the accumulator rule of every integer GEMM (``refsim.int_gemm``). Stages absent
+    Every integer product accumulates under ``scheme.spec`` (acc_bits, acc_overflow). Stages absent
     from the result were not computed under this scheme (e.g. codes of a float stage)."""
     if topology.attention.kv_heads != "heads":
         raise NotImplementedError(f"{topology.name}: grouped-query attention is not implemented in the forward pass")
     x = check_input(block, x)
     st = {"x": x}
-    ctx = Context(topology, block, st, dict(acc_bits=acc_bits, overflow=overflow))
+    ctx = Context(topology, block, st, scheme.spec)
     a, m = topology.attention, topology.mlp
     n1, n2 = topology.norms
     st[n1.name] = norm(topology, block, n1.name, x)

@@ -143,8 +143,8 @@ class QuantizedOPTBlock:
         return QuantizedOPTBlock(a, {**self.meta, "layout": "logical"})
 
 
-def cluster_isums(qa, za, qb, zb, ids, n_clusters, *, acc_bits=32, overflow="wrap") -> np.ndarray:
-    """Per-cluster exact integer sums (C, M, N), int64: ``refsim.qtensor.qgemm`` of loose arrays,
+def cluster_isums(qa, za, qb, zb, ids, n_clusters, *, spec) -> np.ndarray:
+    """Per-cluster exact integer sums (C, M, N) under spec's accumulator: ``refsim.qtensor.qgemm`` of loose arrays,
 
         isum[c, m, n] = sum_{k : ids[k] == c, ascending} (qa[m, k] - za[c]) * (qb[n, k] - zb[n, c])
 
@@ -158,7 +158,7 @@ def cluster_isums(qa, za, qb, zb, ids, n_clusters, *, acc_bits=32, overflow="wra
                         Granularity.CLUSTER, 32, True, None, axis=1, clusters=ids)
     w = QuantizedTensor(np.asarray(qb), np.ones((zb.shape[0], n_clusters), np.float32), zb, Granularity.CLUSTER, 32,
                         True, None, axis=1, clusters=ids)
-    return qgemm(a, w, acc_bits=acc_bits, overflow=overflow)
+    return qgemm(a, w, spec=spec)
 
 
 def cluster_epilogue(isums, scale_a, scale_b, bias=None) -> np.ndarray:
@@ -170,21 +170,22 @@ def cluster_epilogue(isums, scale_a, scale_b, bias=None) -> np.ndarray:
     return epilogue(isums, scale_a, scale_b, bias)
 
 
-def cluster_matmul(qa, za, sa, qb, zb, sb, ids, n_clusters, *, bias=None, acc_bits=32, overflow="wrap"):
+def cluster_matmul(qa, za, sa, qb, zb, sb, ids, n_clusters, *, bias=None, spec):
     """(isums, y): the per-cluster integer GEMM and its float32 epilogue (see the two functions above)."""
-    isums = cluster_isums(qa, za, qb, zb, ids, n_clusters, acc_bits=acc_bits, overflow=overflow)
+    isums = cluster_isums(qa, za, qb, zb, ids, n_clusters, spec=spec)
     return isums, cluster_epilogue(isums, sa, sb, bias)
 
 
-def opt_block(block: QuantizedOPTBlock, x, *, config="W4A4", acc_bits=32, overflow="wrap") -> dict:
+def opt_block(block: QuantizedOPTBlock, x, *, config="W4A4", spec=None) -> dict:
     """Run one OPT decoder layer on x (T, hidden) under ``config``; returns {stage: ndarray}.
 
     ``refsim.models.forward.forward`` over the OPT topology (``refsim.models.opt``) and the scheme of
     ``config`` (``refsim.schemes.scheme``): a name in ``CONFIGS`` (RPTQ) or ``SDR_CONFIGS`` (QRazor),
     {"wbits", "abits", "kvbits"} (None = float), or a scheme object.
-    acc_bits, overflow: the accumulator rule of every integer GEMM (``refsim.int_gemm``).
+    spec: the method's NumericsSpec (activations, probabilities and the accumulator of every integer
+    product; weights keep the scheme's weight spec); None = the scheme's preset (``rptq`` or ``qrazor``).
     Stages absent from the result were not computed under this config (e.g. codes of a float stage).
     """
     if not isinstance(block, QuantizedOPTBlock):
         raise TypeError(f"block must be a QuantizedOPTBlock, got {type(block).__name__}")
-    return forward(OPT, block, x, scheme(config), acc_bits=acc_bits, overflow=overflow)
+    return forward(OPT, block, x, scheme(config, spec=spec))

@@ -107,7 +107,8 @@ def _group_ids(cols, groupsize, groups):
 class _Params:
     def __init__(self, w, bits, sym):
         wn = w.numpy()
-        self.scale, self.zero = refsim.gptq_params(wn.min(axis=1), wn.max(axis=1), bits=bits, sym=sym)
+        self.scale, self.zero = refsim.gptq_params(wn.min(axis=1), wn.max(axis=1), bits=bits, sym=sym,
+                                                   spec=refsim.preset("gptq"))
 
 
 def _quant_column(w, p: _Params, bits):
@@ -202,7 +203,7 @@ def rtn_quantize(weight, *, bits=4, sym=False, groupsize=None, groups=None) -> G
     n_groups = int(g_idx.max()) + 1
     lo = np.stack([w[:, g_idx == g].min(axis=1) for g in range(n_groups)], axis=1)
     hi = np.stack([w[:, g_idx == g].max(axis=1) for g in range(n_groups)], axis=1)
-    s, z = refsim.gptq_params(lo, hi, bits=bits, sym=sym)
+    s, z = refsim.gptq_params(lo, hi, bits=bits, sym=sym, spec=refsim.preset("gptq"))
     q = gptq_form_quantize(w, s, z, bits=bits, axis=1, clusters=g_idx).codes
     return GPTQResult(q.astype(np.uint8), s.astype(np.float32), z.astype(np.int32), g_idx, int(bits))
 
@@ -224,7 +225,7 @@ def gptq_scalar(weight, hessian, *, bits=4, sym=False, percdamp=0.01) -> np.ndar
     H = H + percdamp * np.mean(np.diag(H)) * np.eye(cols)
     U = np.linalg.cholesky(np.linalg.inv(H)).T  # upper: U^T U = H^-1
     wq = W.astype(np.float32)
-    s, z = refsim.gptq_params(wq.min(axis=1), wq.max(axis=1), bits=bits, sym=sym)
+    s, z = refsim.gptq_params(wq.min(axis=1), wq.max(axis=1), bits=bits, sym=sym, spec=refsim.preset("gptq"))
     codes = np.zeros(W.shape, dtype=np.int32)
     for j in range(cols):
         qt = gptq_form_quantize(W[:, j], s, z, bits=bits, axis=0)

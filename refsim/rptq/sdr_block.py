@@ -5,7 +5,7 @@ QRazor scheme (``refsim.schemes.QRazorScheme``), on the block's layout (groups o
 channels are taken after reordering); every product is ``refsim.qtensor.qgemm`` of SDR tensors:
 static absmax base precision (``qrazor`` preset; weights int8 per output row, activations int16
 per tensor, K/V int8 per tensor), SDR per group of ``group_size`` along the product's reduced
-axis, the decompression-free ``refsim.sdr_gemm`` under acc_bits / overflow, and the float32
+axis, the decompression-free ``refsim.sdr_gemm`` under the spec's accumulator, and the float32
 epilogue; the bias is then added in float32 (the order of ``refsim.float_epilogue``).
 
 Static calibration: an activation's absmax is that of its recorded calibration range
@@ -27,8 +27,7 @@ from refsim.schemes import PROB_RANGE, qrazor_scheme
 __all__ = ["PROB_RANGE", "opt_block_sdr"]
 
 
-def opt_block_sdr(block, x, *, qrazor="W4A4", group_size=16, acc_bits=32, overflow="wrap") -> dict:
+def opt_block_sdr(block, x, *, qrazor="W4A4", group_size=16, spec=None) -> dict:
     """QRazor configuration ``qrazor`` (a name in refsim.qrazor.CONFIGS) of the block on x (T, hidden):
     the one forward pass (``refsim.models.forward``) over the OPT topology and ``refsim.schemes.QRazorScheme``."""
-    return forward(OPT, block, x, qrazor_scheme(qrazor, group_size=group_size), acc_bits=acc_bits,
-                   overflow=overflow)
+    return forward(OPT, block, x, qrazor_scheme(qrazor, group_size=group_size, spec=spec))
