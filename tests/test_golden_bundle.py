@@ -241,8 +241,7 @@ def test_progress_messages(tmp_path):
     assert msgs[0].startswith("[1/") and "wrote" in msgs[-1]
 
 
-FAST_LEVELS = [(n, lv) for n in PRESETS for lv in PRESETS[n].levels
-               if not (lv == 2 and n.startswith(("sdr_a16", "quant_")))]
+FAST_LEVELS = [(n, lv) for n, p in PRESETS.items() for lv in p.fast_levels]
 
 
 @pytest.mark.parametrize("name, level", FAST_LEVELS)
@@ -254,9 +253,9 @@ def test_every_preset_and_level_verifies(tmp_path, name, level):
     assert m["exhaustive"] == (level == 2)
 
 
-@pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith(("sdr_a16", "quant_"))])
-def test_big_exhaustive_bundles_verify(tmp_path, name):
-    assert golden.verify_bundle(golden.write_bundle(name, tmp_path / "b", level=2)).ok
+@pytest.mark.parametrize("name, level", [(n, lv) for n, p in PRESETS.items() for lv in p.slow_levels])
+def test_big_exhaustive_bundles_verify(tmp_path, name, level):
+    assert golden.verify_bundle(golden.write_bundle(name, tmp_path / "b", level=level)).ok
 
 
 def _load(path):

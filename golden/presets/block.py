@@ -1,0 +1,134 @@
+"""Preset family opt_block_*: a whole OPT decoder block, RPTQ W4A4 integer dataflow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import refsim
+from golden.presets import ops
+from golden.presets.base import ACCUMULATOR_FIELDS, QUANTIZE_FIELDS, Preset, SpecUse, no_overflow_at, stage
+from golden.presets.registry import register
+
+# What refsim.rptq.block fixes itself on this branch (it quantizes with refsim.preset("rptq") and takes
+# its RPTQ parameters in float16, whatever spec the caller has): every quantize field.
+_PINNED_BY = "refsim.rptq.block (its _quant_act, _act_params and probabilities' quantizer use preset('rptq'))"
+
+
+def _param_stage_name(key: str) -> str:
+    return "param_" + key.replace(".", "_").lower()
+
+
+def _inputs(rng, level, shape, cfg, specs):
+    """A random OPT layer, calibrated on its own float run, reordered (k-means, recorded), RTN weights.
+
+    Everything downstream depends only on the recorded arrays (permutations, cluster ids,
+    calibration ranges, weight codes), which are input stages of the bundle.
+    """
+    from refsim.rptq.synthetic import calibrated_block, random_opt_layer
+
+    t, hidden, ffn = shape
+    heads = cfg["heads"]
+    if hidden % heads:
+        raise ValueError(f"hidden={hidden} is not allowed with heads={heads}; allowed: a multiple of {heads}")
+    layer = random_opt_layer(rng, hidden, ffn)
+    calib = (rng.standard_normal((4 * t, hidden)) * 2).astype(np.float32)
+    block, _, _ = calibrated_block(layer, calib, heads=heads, n_clusters=cfg["clusters"],
+                                   head_clusters=cfg["head_clusters"], wbits=cfg["wbits"], seed=0)
+    arrays = block.arrays
+    x = (rng.standard_normal((t, hidden)) * 2).astype(np.float32)
+    out = [stage("x", x, role="input", doc="the block input (T, hidden), float32 residual stream")]
+    for key in sorted(arrays):
+        a = arrays[key]
+        if a.dtype.kind == "f":
+            out.append(stage(_param_stage_name(key), a.astype(np.float32), role="input", doc=f"block array {key}"))
+        elif key.endswith(".codes"):
+            out.append(stage(_param_stage_name(key), a.astype(np.uint8), role="input", word_bits=cfg["wbits"],
+                             signed=False, doc=f"block array {key}: GPTQ-form weight codes (out, in), unsigned"))
+        else:
+            signed = key.endswith(".zero")
+            out.append(stage(_param_stage_name(key), a.astype(np.int32), role="input", word_bits=32, signed=signed,
+                             doc=f"block array {key}"))
+    return out
+
+
+def _code_bits(name, cfg):
+    abits, kvbits = cfg["abits"], cfg["kvbits"]
+    return {"ln1_codes": max(8, abits), "ln2_codes": max(8, abits), "q_codes": abits, "attn_codes": abits,
+            "fc2_in_codes": abits, "k_codes": kvbits, "v_codes": kvbits, "probs_codes": 8}[name]
+
+
+def _derive(a, specs, cfg):
+    from refsim.rptq.block import STAGES, QuantizedOPTBlock
+
+    act = specs["act"]
+    ops.require_pinned(act, refsim.preset("rptq"), BLOCK_USE.pinned, role="act", preset="opt_block_w4a4")
+    keys = {_param_stage_name(k): k for k in _block_keys()}
+    arrays = {keys[n]: v for n, v in a.items() if n in keys}
+    for r in ("R1", "R2", "R3", "R4", "R5"):
+        for p in ("perm", "ids", "sizes"):
+            arrays[f"{r}.{p}"] = arrays[f"{r}.{p}"].astype(np.int64)
+    hidden = int(a["x"].shape[1])
+    meta = {"hidden": hidden, "heads": cfg["heads"], "ffn": int(arrays["fc1.bias"].shape[0]), "eps": 1e-5,
+            "wbits": cfg["wbits"], "layout": "physical"}
+    st = ops.opt_block(QuantizedOPTBlock(arrays, meta), a["x"], spec=act,
+                       bits={"wbits": cfg["wbits"], "abits": cfg["abits"], "kvbits": cfg["kvbits"]})
+    out = []
+    for name in STAGES:
+        if name == "x" or name not in st:
+            continue
+        v = st[name]
+        if name.endswith("_acc"):
+            out.append(stage(name, v.astype(np.int64), word_bits=act.acc_bits, signed=True, spec="act",
+                             doc="per-cluster integer sums with zero-point correction (refsim.rptq.block)"))
+        elif name.endswith("_codes"):
+            signed = name != "probs_codes"
+            out.append(stage(name, v.astype(np.int8 if signed else np.uint8), word_bits=_code_bits(name, cfg),
+                             signed=signed, spec="act", doc="activation codes (RPTQ per-cluster, physical order)"))
+        else:
+            # every float stage after the first integer GEMM depends on the act spec through its codes
+            out.append(stage(name, np.asarray(v, np.float32), spec="act", doc="float32 stage (refsim.rptq.block)"))
+    return out
+
+
+def _block_keys():
+    from refsim.rptq.synthetic import CALIBRATION_STAGES
+
+    keys = ["ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"]
+    for lin in ("q", "k", "v", "out", "fc1", "fc2"):
+        keys += [f"{lin}.weight", f"{lin}.bias", f"{lin}.codes", f"{lin}.scale", f"{lin}.zero"]
+    for r in ("R1", "R2", "R3", "R4", "R5"):
+        keys += [f"{r}.perm", f"{r}.ids", f"{r}.sizes"]
+    for p, _ in CALIBRATION_STAGES:
+        keys += [f"stat.{p}.min", f"stat.{p}.max"]
+    return keys
+
+
+BLOCK_USE = SpecUse(QUANTIZE_FIELDS + ACCUMULATOR_FIELDS, inert={"acc_overflow": no_overflow_at(32)},
+                    pinned={f: _PINNED_BY for f in QUANTIZE_FIELDS})
+
+
+def block_preset():
+    return Preset(
+        name="opt_block_w4a4",
+        summary="a whole OPT decoder block, RPTQ W4A4 integer dataflow: every stage (LayerNorm codes, "
+        "per-cluster q/k/v/attention/out/fc1/fc2 sums, softmax codes, outputs)",
+        specs={"act": refsim.preset("rptq")},
+        spec_use={"act": BLOCK_USE},
+        shape_names=("T", "hidden", "ffn"),
+        default_shape=(8, 32, 64),
+        config={"wbits": 4, "abits": 4, "kvbits": 4, "heads": 2, "clusters": 4, "head_clusters": 2},
+        inputs=_inputs,
+        derive=_derive,
+        levels=(0,),
+        portable=False,
+        size_degree=(2, 2, 1),  # T x T attention scores; hidden x hidden weights
+        notes=["level 0 only: a random layer calibrated on a random sequence; the reorders (k-means) and weight "
+               "codes (round to nearest, GPTQ form) are recorded as param_* input stages",
+               "float stages (LayerNorm, softmax) follow refsim.rptq.block: correctly rounded sums and a correctly "
+               "rounded float32 exp, so every derived stage is the same on any machine given the input stages; "
+               "generating the inputs (a float calibration run through BLAS, then k-means) may differ in the last "
+               "bit between BLAS builds, so a regenerated bundle is byte-identical on the same platform stack only"],
+    )
+
+
+register(block_preset())

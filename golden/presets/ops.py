@@ -1,0 +1,108 @@
+"""Every call from golden's presets into refsim's numerics primitives, each taking a spec.
+
+The presets call these wrappers only, so a change of refsim's signatures touches this module
+alone. Each wrapper takes the role's ``NumericsSpec`` and hands refsim every knob from it (the
+issue-11 signatures: no loose knob the spec holds); the body adapts to the refsim it runs on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import refsim
+from refsim.quantize import COMPUTE_DTYPES
+
+
+def compute_dtype(spec) -> np.dtype:
+    """The numpy dtype of ``spec.compute_dtype`` (float16 for the rptq preset)."""
+    return np.dtype(COMPUTE_DTYPES[spec.compute_dtype])
+
+
+def rptq_params(xmin, xmax, *, bits, spec):
+    """RPTQ min-max (scale, zero point), the arithmetic in the spec's compute dtype (refsim.rptq_params)."""
+    return refsim.rptq_params(xmin, xmax, bits=bits, dtype=compute_dtype(spec))
+
+
+def gptq_params(wmin, wmax, *, bits):
+    """GPTQ asymmetric (scale, zero point) in float32 (refsim.gptq_params): no spec knob enters it."""
+    return refsim.gptq_params(wmin, wmax, bits=bits)
+
+
+def quantize(x, scale, zero_point, *, bits, spec, **granularity):
+    """Codes of x under the spec's quantize rules (refsim.quantize; signed / narrow from the spec)."""
+    return refsim.quantize(x, scale, zero_point, bits=bits, spec=spec, **granularity)
+
+
+def dequantize(q, scale, zero_point, *, spec, **granularity):
+    """(q - z) * s in the spec's compute dtype (refsim.dequantize)."""
+    return refsim.dequantize(q, scale, zero_point, dtype=compute_dtype(spec), **granularity)
+
+
+def cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, *, spec):
+    """Per-cluster exact sums, accumulator from spec.acc_bits / spec.acc_overflow."""
+    return refsim.cluster_int_gemm(a_codes, a_zero, b_codes, b_zero, clusters, acc_bits=spec.acc_bits,
+                                   overflow=spec.acc_overflow)
+
+
+def exact_int_gemm(a, b):
+    """The exact (64-bit, never overflowing for these operands) product of small code blocks.
+
+    Not a spec accumulator: an SDR group's adder is defined exact (QRazor); the accumulator
+    rule applies to the sum over groups (sdr_gemm).
+    """
+    return refsim.int_gemm(a, b, acc_bits=64)
+
+
+def sdr_encode(x, *, group_size, base_bits, keep, axis, spec):
+    """SDR codes and flags, razoring rounded by spec.sdr_rounding (refsim.sdr_encode)."""
+    return refsim.sdr_encode(x, group_size=group_size, base_bits=base_bits, keep=keep, axis=axis,
+                             rounding=spec.sdr_rounding)
+
+
+def sdr_decode(codes, flags, *, group_size, axis):
+    return refsim.sdr_decode(codes, flags, group_size=group_size, axis=axis)
+
+
+def sdr_gemm(a_codes, a_flags, b_codes, b_flags, *, group_size, spec):
+    """The decompression-free SDR GEMM, accumulator from spec.acc_bits / spec.acc_overflow."""
+    return refsim.sdr_gemm(a_codes, a_flags, b_codes, b_flags, group_size=group_size, acc_bits=spec.acc_bits,
+                           overflow=spec.acc_overflow)
+
+
+def quantize_multiplier(m, *, spec):
+    """gemmlowp (Q, shift) of a real multiplier; single rounding when spec.requant says so."""
+    return refsim.quantize_multiplier(float(m), single_rounding=spec.requant is refsim.Requant.SINGLE_ROUNDING)
+
+
+def requantize(acc, multiplier, *, zero_point, bits, spec):
+    """Output codes of int32 accumulators under spec.requant / rounding / code range (refsim.requantize)."""
+    return refsim.requantize(acc, multiplier, zero_point=zero_point, bits=bits, spec=spec)
+
+
+def float_epilogue(isums, scale_a, scale_w):
+    return refsim.float_epilogue(isums, scale_a, scale_w)
+
+
+def opt_block(block, x, *, bits, spec):
+    """The integer OPT block forward (refsim.rptq.block.opt_block) under the act role's spec.
+
+    On this branch opt_block takes only the accumulator rule; the quantize rules it applies are
+    refsim.preset("rptq")'s, fixed inside it (its ``_quant_act`` / ``_act_params`` and the
+    probabilities' quantizer), so the block preset pins those fields (SpecUse.pinned).
+    """
+    from refsim.rptq.block import opt_block as forward
+
+    return forward(block, x, config=bits, acc_bits=spec.acc_bits, overflow=spec.acc_overflow.value)
+
+
+def require_pinned(spec, default, pinned: dict, *, role, preset):
+    """Refuse a recorded spec whose pinned fields differ from the preset's (the code fixes them itself)."""
+    for name, where in pinned.items():
+        got, want = _plain(getattr(spec, name)), _plain(getattr(default, name))
+        if got != want:
+            raise ValueError(f"specs.{role}.{name}={got!r} cannot be applied: {where} fixes {name}={want!r} "
+                             f"itself; allowed for preset {preset}: {want!r}")
+
+
+def _plain(value):
+    return getattr(value, "value", value)
