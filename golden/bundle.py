@@ -2,9 +2,10 @@
 
 A bundle is a directory (docs/golden.md):
 
-    manifest.json          schema version, tool version, preset, config, numerics specs,
-                           generator and seed, level, shape, and one entry per stage with the
-                           SHA-256 of its files
+    manifest.json          schema version, tool version, preset, config, the numerics specs
+                           its stages used (each with the fields they depend on), generator and
+                           seed, level, shape, one entry per stage with the SHA-256 of its files
+                           and the spec role it applies, and a seal over specs and config
     <stage>.npy            the stage as numpy saves it (fixed little-endian dtype, C order)
     <stage>.hex            the same values as ``$readmemh`` words (golden.hexio)
 
@@ -43,8 +44,8 @@ from refsim.cliutil import (
     staged_output,
 )
 
-SCHEMA_VERSION = 2  # CHANGELOG.md: what each version changed
-SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3  # CHANGELOG.md: what each version changed
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 # Bundles bigger than this report progress on stderr by default.
 PROGRESS_BYTES = 16 << 20
@@ -83,8 +84,23 @@ def parse_shape(shape, preset: Preset) -> tuple | None:
     return shape
 
 
-def build_stages(preset: Preset, *, seed=0, level=0, shape=None) -> tuple[list[Stage], tuple]:
-    """All stages (inputs then derived) of a preset, and the effective shape."""
+def resolve_specs(preset: Preset, specs=None) -> dict:
+    """The preset's specs with ``specs`` ({role: NumericsSpec}) replacing some roles; unknown roles refused."""
+    out = dict(preset.specs)
+    for role, spec in (specs or {}).items():
+        if role not in out:
+            allowed = ", ".join(out) if out else "none (this preset applies no numerics spec)"
+            raise ValueError(f"spec role {role!r} is not one of preset {preset.name}'s; allowed: {allowed}")
+        if not isinstance(spec, refsim.NumericsSpec):
+            raise TypeError(f"specs[{role!r}] must be a refsim.NumericsSpec, got {type(spec).__name__}")
+        out[role] = spec
+    return out
+
+
+def build_stages(preset: Preset, *, seed=0, level=0, shape=None, specs=None) -> tuple[list[Stage], tuple]:
+    """All stages (inputs then derived) of a preset under its specs (``specs`` replacing some roles),
+    and the effective shape."""
+    specs = resolve_specs(preset, specs)
     level = check_level(level)
     if level not in preset.levels:
         raise ValueError(f"level={level} is not allowed for preset {preset.name}; allowed: "
@@ -103,9 +119,9 @@ def build_stages(preset: Preset, *, seed=0, level=0, shape=None) -> tuple[list[S
     elif shape is None:
         shape = tuple(preset.default_shape)
     rng = make_rng(seed)
-    inputs = preset.inputs(rng, level, shape, preset.config, preset.specs)
+    inputs = preset.inputs(rng, level, shape, preset.config, specs)
     arrays = {s.name: s.array for s in inputs}
-    derived = preset.derive(arrays, preset.specs, preset.config)
+    derived = preset.derive(arrays, specs, preset.config)
     return list(inputs) + list(derived), shape
 
 
@@ -122,6 +138,7 @@ def stage_entry(s: Stage) -> dict:
         "signed": s.signed,
         "layout": s.layout,
         "words": int(s.array.size),
+        "spec": s.spec,
     }
 
 
@@ -233,7 +250,7 @@ WORKING_MEMORY_FACTOR = 4
 
 
 def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=False, progress=None,
-                 replace_flag="--force", writer: str | None = None) -> Path:
+                 replace_flag="--force", writer: str | None = None, specs: dict | None = None) -> Path:
     """Write a bundle of ``preset`` (the default bundle when None) to directory ``out``; returns its path.
 
     The output is checked first (refsim.cliutil.check_output): an existing directory is replaced
@@ -244,18 +261,21 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     callable taking one message string.
     writer: a command other than ``refsim golden`` that writes the bundle (``"refsim demo"``): its
     :func:`writer_note` is added to the manifest's notes, so that it replaces only its own bundles.
+    specs: {role: NumericsSpec} replacing the preset's spec of those roles (``refsim golden --spec``);
+    the manifest records the specs the stages were made with.
     """
     if out is None and isinstance(preset, os.PathLike):
         preset, out = None, preset
     if out is None:
         raise TypeError("write_bundle needs out, the bundle directory to create")
     p = get_preset(preset)
+    used_specs = resolve_specs(p, specs)
     check_level(level)
     parsed = parse_shape(shape, p)
     out = check_output(out, own=is_bundle_dir, replace=force, replace_flag=replace_flag)
     if level != 2 and not (level == 1 and p.pattern_shape is not None):
         check_bundle_size(p, out, seed=seed, level=level, shape=parsed)
-    stages, shape = build_stages(p, seed=seed, level=level, shape=parsed)
+    stages, shape = build_stages(p, seed=seed, level=level, shape=parsed, specs=used_specs)
     total = sum(s.array.nbytes for s in stages)
     if progress is None:
         progress = total > PROGRESS_BYTES
@@ -263,9 +283,10 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
 
     with staged_output(out, kind="golden-bundle", marker=False, own=is_bundle_dir) as tmp:
         entries = write_stage_files(tmp, stages, report=report)
-        manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries)
+        manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries, specs=used_specs)
         if writer is not None:
             manifest["notes"].append(writer_note(writer))
+        manifest["seal"] = seal(manifest)
         (tmp / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     if report:
         report(f"wrote {out} ({len(stages)} stages, preset {p.name}, level {level}, seed {seed})")
@@ -306,7 +327,33 @@ def write_stage_files(directory, stages, *, report=None, timings=None) -> list[d
     return entries
 
 
-def make_manifest(p: Preset, *, seed, level, shape, entries) -> dict:
+def recorded_specs(p: Preset, specs: dict, entries) -> dict:
+    """The manifest's ``specs``: each role some stage applies, its full spec and the fields its stages use.
+
+    The full spec is recorded so that verify re-derives with exactly it; ``uses`` lists the fields the
+    preset's stages depend on (Preset.spec_use). A field not in ``uses`` changes no stage (the spec-edit
+    test proves it); a role no stage applies is not recorded at all.
+    """
+    applied = {e["spec"] for e in entries if e.get("spec")}
+    return {role: {"spec": spec.to_dict(), "uses": list(p.spec_use[role].fields)}
+            for role, spec in specs.items() if role in applied}
+
+
+SEALED = ("preset", "config", "specs")
+
+
+def seal(manifest: dict) -> str:
+    """SHA-256 of the manifest's preset, config and specs as canonical JSON (sorted keys, no spaces).
+
+    verify recomputes it: a hand edit of a recorded spec or config that is not re-sealed is refused.
+    """
+    body = {k: manifest.get(k) for k in SEALED}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def make_manifest(p: Preset, *, seed, level, shape, entries, specs=None) -> dict:
+    specs = resolve_specs(p, specs)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "refsim", "version": refsim.__version__},
@@ -318,7 +365,7 @@ def make_manifest(p: Preset, *, seed, level, shape, entries) -> dict:
         "exhaustive": int(level) == 2,
         "shape": {n: int(v) for n, v in zip(p.shape_names, shape, strict=True)},
         "config": dict(p.config),
-        "specs": {role: spec.to_dict() for role, spec in p.specs.items()},
+        "specs": recorded_specs(p, specs, entries),
         "notes": list(p.notes),
         "stages": entries,
     }

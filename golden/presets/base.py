@@ -97,6 +97,13 @@ def no_overflow_at(bits: int) -> Inert:
                  "(a smaller acc_bits makes it fire: the witness)", witness={"acc_bits": 8})
 
 
+def zero_point_after_rounding_inert() -> Inert:
+    return Inert(reason="z is an integer added to fl(x op s): under round-to-nearest-even the sum rounds as x op s "
+                 "does unless it needs more significand bits than the compute dtype holds, which this level-0 "
+                 "stimulus never needs; under a directed rounding (ceil) the order shows: the witness",
+                 witness={"rounding": "ceil"})
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str

@@ -10,6 +10,7 @@ from golden.presets import ops
 from golden.presets.base import (
     ACCUMULATOR_FIELDS,
     QUANTIZE_FIELDS,
+    Inert,
     Preset,
     SpecUse,
     cluster_minmax,
@@ -19,6 +20,7 @@ from golden.presets.base import (
     pattern_zero_points,
     pow2_cluster_range,
     stage,
+    zero_point_after_rounding_inert,
 )
 from golden.presets.registry import register
 from golden.stimulus import as_code, code_limits, cycle_fill, int_patterns
@@ -122,14 +124,33 @@ def _derive(a, specs, cfg):
     ]
 
 
+def _weight_inert(bits) -> dict:
+    """The weight spec's fields this level-0 stimulus cannot move, each with a witness that moves it."""
+    inert = {
+        "zero_point_stage": Inert("in float32, fl(w / s) + z is exact for these weights (|w / s| < 2^bits, z a small "
+                                  "integer), so adding z before or after rounding agrees; in bfloat16 it is not "
+                                  "exact: the witness", {"compute_dtype": "bfloat16"}),
+        "saturation": Inert("the weights are quantized with the very range their scale was taken from, so no code "
+                            "leaves [0, 2^bits - 1] under round to nearest; ceil pushes w_max's code past the top: "
+                            "the witness", {"rounding": "ceil"}),
+    }
+    if bits == 3:
+        inert["compute_dtype"] = Inert("at 3 bits w / s rounds to the same nearest code in float32, float16 and "
+                                       "bfloat16 for this stimulus; under floor the rounding of w / s into the "
+                                       "compute dtype shows: the witness", {"rounding": "floor"})
+    return inert
+
+
 def gemm_preset(bits):
     return Preset(
         name=f"gemm_w{bits}a{bits}",
         summary=f"int GEMM W{bits}A{bits}: RPTQ per-cluster activations x GPTQ per-channel weights, "
         "zero-point correction, float32 epilogue",
         specs={"act": refsim.preset("rptq"), "weight": refsim.preset("gptq")},
-        spec_use={"act": SpecUse(QUANTIZE_FIELDS + ACCUMULATOR_FIELDS, inert={"acc_overflow": no_overflow_at(32)}),
-                  "weight": SpecUse(QUANTIZE_FIELDS)},
+        spec_use={"act": SpecUse(QUANTIZE_FIELDS + ACCUMULATOR_FIELDS,
+                                 inert={"acc_overflow": no_overflow_at(32),
+                                        "zero_point_stage": zero_point_after_rounding_inert()}),
+                  "weight": SpecUse(QUANTIZE_FIELDS, inert=_weight_inert(bits))},
         shape_names=("M", "K", "N"),
         default_shape=(8, 64, 8),
         config={"bits": bits, "clusters": 2 if bits == 3 else 4,

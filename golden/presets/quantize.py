@@ -15,6 +15,7 @@ from golden.presets.base import (
     pattern_zero_points,
     pow2_cluster_range,
     stage,
+    zero_point_after_rounding_inert,
 )
 from golden.presets.registry import register
 from golden.stimulus import all_finite_float16, code_limits, cycle_fill, grid_points
@@ -86,7 +87,7 @@ def quant_preset(bits):
         summary=f"RPTQ per-cluster asymmetric quantization of fp16 activations to int{bits}",
         specs={"act": refsim.preset("rptq")},
         # nonfinite is not used: every level's stimulus is finite (level 2: the finite float16s)
-        spec_use={"act": SpecUse(QUANTIZE_FIELDS)},
+        spec_use={"act": SpecUse(QUANTIZE_FIELDS, inert={"zero_point_stage": zero_point_after_rounding_inert()})},
         shape_names=("M", "K"),
         default_shape=(48, 16),
         config={"bits": bits, "clusters": 4},
