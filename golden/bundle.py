@@ -286,7 +286,6 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
         manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries, specs=used_specs)
         if writer is not None:
             manifest["notes"].append(writer_note(writer))
-        manifest["seal"] = seal(manifest)
         (tmp / MANIFEST).write_text(dump_manifest(manifest), encoding="utf-8")
     if report:
         report(f"wrote {out} ({len(stages)} stages, preset {p.name}, level {level}, seed {seed})")
@@ -354,7 +353,7 @@ def seal(manifest: dict) -> str:
 
 def make_manifest(p: Preset, *, seed, level, shape, entries, specs=None) -> dict:
     specs = resolve_specs(p, specs)
-    return {
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "refsim", "version": refsim.__version__},
         "preset": p.name,
@@ -369,6 +368,8 @@ def make_manifest(p: Preset, *, seed, level, shape, entries, specs=None) -> dict
         "notes": list(p.notes),
         "stages": entries,
     }
+    manifest["seal"] = seal(manifest)
+    return manifest
 
 
 def dump_manifest(manifest: dict) -> str:
