@@ -203,3 +203,52 @@ def test_verify_uses_the_recorded_spec_not_the_presets(tmp_path):
     default = {s.name: s.array for s in build_stages(PRESETS["sdr_w8_g16"])[0]}
     stored = _arrays(out, m)
     assert not np.array_equal(default["sdr_codes"], stored["sdr_codes"])
+
+
+# ---------------------------------------------------------------- refsim golden --numerics / --spec
+
+def test_cli_spec_file_and_numerics_are_recorded(capsys, tmp_path):
+    from clitools import cli
+
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps(PRESETS["sdr_w8_g16"].specs["sdr"].replace(sdr_rounding="ties_even").to_dict()))
+    rc, _, err = cli(capsys, "golden", "sdr_w8_g16", "--spec", spec, "--out", tmp_path / "a", "--quiet")
+    assert rc == 0, err
+    assert _manifest(tmp_path / "a")["specs"]["sdr"]["spec"]["sdr_rounding"] == "ties_even"
+    rc, _, err = cli(capsys, "golden", "gemm_w4a4", "--numerics", "weight=onnx", "--out", tmp_path / "b", "--quiet")
+    assert rc == 0, err
+    m = _manifest(tmp_path / "b")
+    assert m["specs"]["weight"]["spec"] == refsim_preset("onnx") and m["specs"]["act"]["spec"] == refsim_preset("rptq")
+    assert golden.verify_bundle(tmp_path / "b").ok
+
+
+def refsim_preset(name):
+    import refsim
+
+    return refsim.preset(name).to_dict()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["gemm_w4a4", "--numerics", "onnx"], "has spec roles act, weight; name one as --numerics ROLE=onnx"),
+    (["gemm_w4a4", "--numerics", "out=onnx"], "role 'out' is not one of preset gemm_w4a4's; allowed: act, weight"),
+    (["requant", "--numerics", "nope"], "is not a numerics preset; allowed: onnx, "),
+    (["requant", "--numerics", "onnx", "--numerics", "out=tflite"], "role 'out' is given twice"),
+    (["pack_int4_word32", "--numerics", "onnx"], "applies no numerics spec"),
+    (["requant", "--spec", "/nonexistent/s.json"], "--spec /nonexistent/s.json: cannot be read"),
+    (["opt_block_w4a4", "--numerics", "onnx"], "specs.act.compute_dtype='float32' cannot be applied"),
+])
+def test_cli_spec_errors_are_one_line(capsys, tmp_path, argv, words):
+    from clitools import cli
+
+    rc, out, err = cli(capsys, "golden", *argv, "--out", tmp_path / "x", "--quiet")
+    assert rc == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_bad_spec_file_names_the_field(capsys, tmp_path):
+    from clitools import cli
+
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps({**refsim_preset("tflite"), "rounding": "sideways"}))
+    rc, _, err = cli(capsys, "golden", "requant", "--spec", spec, "--out", tmp_path / "x")
+    assert rc == 2 and "rounding='sideways' is not allowed; allowed: " in err
