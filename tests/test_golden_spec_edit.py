@@ -252,3 +252,22 @@ def test_cli_bad_spec_file_names_the_field(capsys, tmp_path):
     spec.write_text(json.dumps({**refsim_preset("tflite"), "rounding": "sideways"}))
     rc, _, err = cli(capsys, "golden", "requant", "--spec", spec, "--out", tmp_path / "x")
     assert rc == 2 and "rounding='sideways' is not allowed; allowed: " in err
+
+
+def test_a_schema_2_bundle_still_verifies(bundles, tmp_path):
+    """Schema 1 and 2 manifests held the spec dict itself per role, no stage roles and no seal."""
+    out = tmp_path / "b"
+    shutil.copytree(bundles["gemm_w4a4"], out)
+    m = _manifest(out)
+    m["schema_version"] = 2
+    m["specs"] = {role: e["spec"] for role, e in m["specs"].items()}
+    del m["seal"]
+    for e in m["stages"]:
+        del e["spec"]
+    (out / MANIFEST).write_text(json.dumps(m, indent=2))
+    report = golden.verify_bundle(out)
+    assert report.ok, str(report)
+    assert any(c.what == "seal" and "carry no seal" in c.detail for c in report.checks)
+    m["specs"]["act"]["rounding"] = "floor"  # still re-derived with what it records
+    (out / MANIFEST).write_text(json.dumps(m, indent=2))
+    assert not golden.verify_bundle(out).ok
