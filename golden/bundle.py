@@ -177,7 +177,8 @@ def _sizes(stages) -> tuple[int, int]:
     return (sum(s.array.nbytes for s in stages), sum(_bytes_on_disk(s.array.size, s.word_bits) for s in stages))
 
 
-def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False) -> tuple[int, int] | None:
+def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False,
+                    specs=None) -> tuple[int, int] | None:
     """(bytes in memory, bytes on disk) of a bundle at ``shape``, from bundles built at small shapes.
 
     Every stage's size is a sum of products of powers of the shape's dimensions (M*K, K*N, M*N/g,
@@ -197,10 +198,10 @@ def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False)
     ratio = [s / d for s, d in zip(shape, base, strict=True)]
     grid = [(1,) * len(base)] if bound_only else list(itertools.product(*[range(1, k + 2) for k in degree]))
     try:
-        sizes = {t: _sizes(build_stages(p, seed=seed, level=level,
+        sizes = {t: _sizes(build_stages(p, seed=seed, level=level, specs=specs,
                                         shape=tuple(d * ti for d, ti in zip(base, t, strict=True)))[0])
                  for t in grid}
-    except (ValueError, TypeError, MemoryError):
+    except (ValueError, TypeError, MemoryError, ArithmeticError):
         return None
     if bound_only:
         grow = 1.0
@@ -219,17 +220,17 @@ def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False)
     return max(int(round(total[0])), 0), max(int(round(total[1])), 0)
 
 
-def check_bundle_size(p: Preset, out, *, seed, level, shape) -> None:
+def check_bundle_size(p: Preset, out, *, seed, level, shape, specs=None) -> None:
     """Refuse, naming --shape, a bundle that would not fit in memory or on disk (before building it)."""
     if shape is None:
         return
     shown = ",".join(map(str, shape))
     avail = available_memory()
     free = shutil.disk_usage(_existing_parent(out)).free
-    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape, bound_only=True)
+    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape, bound_only=True, specs=specs)
     if sizes is None or (avail is None or sizes[0] * WORKING_MEMORY_FACTOR <= avail) and sizes[1] <= free:
         return
-    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape)
+    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape, specs=specs)
     if sizes is None:
         return
     check_memory(sizes[0] * WORKING_MEMORY_FACTOR, flag="--shape", value=shown, what=f"preset {p.name} at {shown}")
@@ -274,7 +275,7 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     parsed = parse_shape(shape, p)
     out = check_output(out, own=is_bundle_dir, replace=force, replace_flag=replace_flag)
     if level != 2 and not (level == 1 and p.pattern_shape is not None):
-        check_bundle_size(p, out, seed=seed, level=level, shape=parsed)
+        check_bundle_size(p, out, seed=seed, level=level, shape=parsed, specs=used_specs)
     stages, shape = build_stages(p, seed=seed, level=level, shape=parsed, specs=used_specs)
     total = sum(s.array.nbytes for s in stages)
     if progress is None:

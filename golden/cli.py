@@ -77,10 +77,25 @@ def describe_config(cfg: dict) -> str:
     return ", ".join(CONFIG_WORDS.get(k, k + "={}").format(v) for k, v in cfg.items())
 
 
-def describe_spec(role: str, s: dict) -> str:
-    return (f"{role}: {'signed' if s['signed'] else 'unsigned'}{' narrow' if s['narrow'] else ''} codes, "
-            f"round {s['rounding']}, {s['scale_op']} in {s['compute_dtype']}, zero point {s['zero_point_stage']}, "
-            f"{s['saturation']}, int{s['acc_bits']} accumulator ({s['acc_overflow']})")
+# (fields, words) of each part of a spec's description; a part is shown when the stages use one of its fields
+_SPEC_WORDS = [
+    (("signed", "narrow"), lambda s: f"{'signed' if s['signed'] else 'unsigned'}{' narrow' if s['narrow'] else ''} "
+     "codes"),
+    (("rounding",), lambda s: f"round {s['rounding']}"),
+    (("scale_op", "compute_dtype"), lambda s: f"{s['scale_op']} in {s['compute_dtype']}"),
+    (("zero_point_stage",), lambda s: f"zero point {s['zero_point_stage']}"),
+    (("saturation",), lambda s: s["saturation"]),
+    (("acc_bits", "acc_overflow"), lambda s: f"int{s['acc_bits']} accumulator ({s['acc_overflow']})"),
+    (("requant",), lambda s: f"requant {s['requant']}"),
+    (("sdr_rounding",), lambda s: f"SDR rounding {s['sdr_rounding']}"),
+    (("nonfinite",), lambda s: f"non-finite {s['nonfinite']}"),
+]
+
+
+def describe_spec(role: str, s: dict, uses=None) -> str:
+    """The spec in words, only the parts the stages use (every part when ``uses`` is None)."""
+    parts = [words(s) for fields, words in _SPEC_WORDS if uses is None or set(fields) & set(uses)]
+    return f"{role}: " + ", ".join(parts)
 
 
 def preset_info(name, p) -> dict:
@@ -118,8 +133,7 @@ def _list(as_json: bool) -> int:
         print(f"    {describe_config(info['config'])}; shape [{shape}]; levels: {levels}"
               + (" (level 1 and 2 fix the shape)" if info["level1_fixes_shape"] else ""))
         for role, spec in info["specs"].items():
-            print(f"    {describe_spec(role, spec)}")
-            print(f"      stages use: {', '.join(info['spec_uses'][role])}")
+            print(f"    {describe_spec(role, spec, info['spec_uses'][role])}")
         if not info["specs"]:
             print("    no numerics spec: bit packing only")
     print("(* = the default bundle; --json for every field; refsim spec PRESET for a preset's full specs)")
