@@ -184,9 +184,10 @@ def int_dtype(bits):
 def packed_stage(codes, layout_name, *, signed, axis=-1, name="packed", spec=None):
     """The stage of ``codes`` packed in a refsim layout: 32-bit little-endian words for a word layout, else bytes."""
     import refsim
+    from golden.presets import ops
 
     lay = refsim.LAYOUTS[layout_name]
-    data = refsim.pack(codes, layout_name, axis=axis, signed=signed)
+    data = ops.pack(codes, layout_name, axis=axis, signed=signed)
     if lay.block_bytes and lay.block_bytes % 4 == 0:  # a word layout: little-endian 32-bit words
         data = np.moveaxis(np.ascontiguousarray(np.moveaxis(data, axis, -1)).view("<u4"), -1, axis)
         return stage(name, data, word_bits=32, signed=False, layout=layout_name, spec=spec,

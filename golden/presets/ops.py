@@ -79,6 +79,11 @@ def requantize(acc, multiplier, *, zero_point, bits, spec):
     return refsim.requantize(acc, multiplier, zero_point=zero_point, bits=bits, spec=spec)
 
 
+def pack(codes, layout, *, axis, signed):
+    """Codes packed in a refsim bit layout (refsim.pack): a layout takes no numerics spec."""
+    return refsim.pack(codes, layout, axis=axis, signed=signed)
+
+
 def float_epilogue(isums, scale_a, scale_w):
     return refsim.float_epilogue(isums, scale_a, scale_w)
 
