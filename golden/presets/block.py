@@ -85,8 +85,9 @@ def _derive(a, specs, cfg):
             out.append(stage(name, v.astype(np.int8 if signed else np.uint8), word_bits=_code_bits(name, cfg),
                              signed=signed, spec="act", doc="activation codes (RPTQ per-cluster, physical order)"))
         else:
-            # every float stage after the first integer GEMM depends on the act spec through its codes
-            out.append(stage(name, np.asarray(v, np.float32), spec="act", doc="float32 stage (refsim.rptq.block)"))
+            # a float operation (LayerNorm, softmax, the epilogue's float32 sum) reads no spec; the act spec
+            # reaches it through the codes and sums it is made from
+            out.append(stage(name, np.asarray(v, np.float32), doc="float32 stage (refsim.rptq.block)"))
     return out
 
 
