@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cukernels import host, reference
+from golden import strategies as golden_levels
 
 POISON_INT32 = np.int32(-0x21524111)  # 0xDEADBEEF
 POISON_INT64 = np.int64(-0x2152411021524111)  # 0xDEADBEEFDEADBEEF
@@ -51,7 +52,8 @@ class CaseParams:
     seed: int
     bits: int = 4
     cluster_sizes: tuple = ()
-    fill: str = "random"  # random | min | max | alternating (extreme codes)
+    fill: str = "random"  # random | min | max | alternating (extreme codes) | patterns (golden's level 1)
+    phase: int = 0  # fill "patterns": where the golden pattern cycle starts (golden.strategies.phases)
     offset: int = 0  # element offset of each input inside its (wider) row
     row_pad: int = 0  # extra elements per row: the row stride exceeds the row
     group_size: int = 32
@@ -272,7 +274,9 @@ class Target:
     description: str
 
 
-def _codes(rng, shape, lo, hi, fill):
+def _codes(rng, shape, lo, hi, fill, phase=0, stride=1):
+    if fill == "patterns":  # golden's level-1 code patterns, the values of the gemm / pack bundles
+        return golden_levels.fill_codes(int(hi - lo).bit_length(), lo < 0, shape, phase, stride=stride)
     if fill == "min":
         return np.full(shape, lo, dtype=np.int32)
     if fill == "max":
@@ -287,8 +291,9 @@ def _lowbit_case(p: CaseParams) -> Case:
     lo, hi = -(1 << (p.bits - 1)), (1 << (p.bits - 1)) - 1
     sizes = np.array(p.cluster_sizes, dtype=np.int64)
     k = int(sizes.sum())
-    a = _codes(rng, (p.m, k), lo, hi, p.fill)
-    w = _codes(rng, (p.n, k), lo, hi, "max" if p.fill == "min" else ("min" if p.fill == "max" else p.fill))
+    a = _codes(rng, (p.m, k), lo, hi, p.fill, p.phase)
+    w = _codes(rng, (p.n, k), lo, hi, "max" if p.fill == "min" else ("min" if p.fill == "max" else p.fill), p.phase,
+               stride=3)  # golden's gemm level 1 offsets the weight rows by 3: the two cycles meet
     if p.fill == "random":
         z = rng.integers(-2 * hi, 2 * hi, size=sizes.size, endpoint=True).astype(np.int32)
     else:  # extreme zero points: the whole supported range
@@ -329,8 +334,8 @@ def _lowbit_strategy(st, *, bits=(3, 4), max_mn=80, max_k=256):
         CaseParams, target=st.just("lowbit_gemm"), m=st.just(d[0]), n=st.just(d[1]),
         k=st.just(0), seed=st.integers(0, 2 ** 32 - 1), bits=st.sampled_from(bits),
         cluster_sizes=st.just(d[2]),
-        fill=st.sampled_from(["random", "random", "random", "min", "max", "alternating"]),
-        offset=st.integers(0, 5), row_pad=st.integers(0, 7), use_bias=st.booleans()))
+        fill=st.sampled_from(["random", "random", "random", "min", "max", "alternating", "patterns"]),
+        phase=golden_levels.phases(), offset=st.integers(0, 5), row_pad=st.integers(0, 7), use_bias=st.booleans()))
 
 
 def _ln_case(p: CaseParams) -> Case:
@@ -372,8 +377,10 @@ def _ln_strategy(st, *, bits=(3, 4), max_mn=40, max_k=300):
         fill=st.sampled_from(["random", "outliers"]), offset=st.integers(0, 5), row_pad=st.integers(0, 7))
 
 
-def _sdr_values(rng, shape, base_bits, fill):
+def _sdr_values(rng, shape, base_bits, fill, group_size=32, phase=0):
     hi = (1 << (base_bits - 1)) - 1
+    if fill == "patterns":  # golden's SDR level-1 groups (ties, overflow boundaries, walking ones, the paper's)
+        return golden_levels.fill_sdr(base_bits, group_size, shape, phase)
     if fill == "max":
         return np.where(rng.random(shape) < 0.5, -hi, hi).astype(np.int16 if base_bits == 16 else np.int8)
     if fill == "alternating":  # every magnitude at a rounding boundary: m = 2^j + 2^(j-1) - 1 .. + 1
@@ -390,7 +397,7 @@ def _sdr_values(rng, shape, base_bits, fill):
 
 def _sdr_encode_case(p: CaseParams) -> Case:
     rng = np.random.Generator(np.random.PCG64(p.seed))
-    x = _sdr_values(rng, (p.m, p.k), p.base_bits, p.fill)
+    x = _sdr_values(rng, (p.m, p.k), p.base_bits, p.fill, p.group_size, p.phase)
     codes, flags = reference.sdr_encode_reference(x, group_size=p.group_size, base_bits=p.base_bits,
                                                   rounding=p.rounding)
     pc, pf = host.pack_sdr(codes, flags)
@@ -406,14 +413,14 @@ def _sdr_encode_strategy(st, *, max_mn=48, max_k=300):
         CaseParams, target=st.just("sdr_encode"), m=st.integers(1, max_mn), n=st.just(0), k=st.integers(1, max_k),
         seed=st.integers(0, 2 ** 32 - 1), group_size=st.sampled_from(host.SDR_GROUPS),
         base_bits=st.sampled_from(host.SDR_BASE_BITS), rounding=st.sampled_from(["half_up", "ties_even"]),
-        fill=st.sampled_from(["random", "random", "max", "min", "alternating"]),
-        offset=st.integers(0, 5), row_pad=st.integers(0, 7))
+        fill=st.sampled_from(["random", "random", "max", "min", "alternating", "patterns"]),
+        phase=golden_levels.phases(), offset=st.integers(0, 5), row_pad=st.integers(0, 7))
 
 
 def _sdr_gemm_case(p: CaseParams) -> Case:
     rng = np.random.Generator(np.random.PCG64(p.seed))
-    a = _sdr_values(rng, (p.m, p.k), 16, p.fill)
-    w = _sdr_values(rng, (p.n, p.k), 8, p.fill)
+    a = _sdr_values(rng, (p.m, p.k), 16, p.fill, p.group_size, p.phase)
+    w = _sdr_values(rng, (p.n, p.k), 8, p.fill, p.group_size, p.phase + 1)
     ac, af = reference.sdr_encode_reference(a, group_size=p.group_size, base_bits=16)
     wc, wf = reference.sdr_encode_reference(w, group_size=p.group_size, base_bits=8)
     expected = reference.sdr_gemm_reference(ac, af, wc, wf, group_size=p.group_size, acc_bits=p.base_bits)
@@ -434,14 +441,15 @@ def _sdr_gemm_strategy(st, *, max_mn=40, max_k=300):
     return st.builds(
         CaseParams, target=st.just("sdr_gemm"), m=dim, n=dim,
         k=st.integers(1, max_k), seed=st.integers(0, 2 ** 32 - 1), group_size=st.sampled_from(host.SDR_GROUPS),
-        base_bits=st.sampled_from([64, 64, 48, 32, 24]), fill=st.sampled_from(["random", "random", "max", "min"]),
+        base_bits=st.sampled_from([64, 64, 48, 32, 24]),
+        fill=st.sampled_from(["random", "random", "max", "min", "patterns"]), phase=golden_levels.phases(),
         offset=st.integers(0, 5), row_pad=st.integers(0, 7))
 
 
 def _wxa16_case(p: CaseParams) -> Case:
     rng = np.random.Generator(np.random.PCG64(p.seed))
     groups = host.ceil_div(p.k, p.group_size)
-    w = _codes(rng, (p.n, p.k), 0, (1 << p.bits) - 1, p.fill)
+    w = _codes(rng, (p.n, p.k), 0, (1 << p.bits) - 1, p.fill, p.phase)
     x = rng.standard_normal((p.m, p.k)).astype(np.float16)
     scales = (rng.uniform(0.5, 2.0, (p.n, groups)) * 2.0 ** -6).astype(np.float16)
     zeros = rng.integers(0, (1 << p.bits) - 1, size=(p.n, groups), endpoint=True).astype(np.int32)
@@ -461,7 +469,8 @@ def _wxa16_strategy(st, *, bits=(3, 4), max_mn=16, max_k=600):
         n=_sometimes_big(st, st.integers(1, 70), st.integers(65, 200)),
         k=_sometimes_big(st, st.integers(1, max_k), st.integers(1000, 3100)), seed=st.integers(0, 2 ** 32 - 1),
         bits=st.sampled_from(bits),
-        group_size=st.sampled_from([32, 64, 128]), fill=st.sampled_from(["random", "random", "min", "max"]),
+        group_size=st.sampled_from([32, 64, 128]),
+        fill=st.sampled_from(["random", "random", "min", "max", "patterns"]), phase=golden_levels.phases(),
         offset=st.integers(0, 5), row_pad=st.integers(0, 7))
 
 

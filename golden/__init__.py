@@ -1,6 +1,6 @@
 """Golden-vector bundles for accelerator RTL teams: generators, writers/readers, verify, compare.
 
-    write_bundle(preset=None, out, *, seed=0, level=0, shape=None, force=False) -> Path
+    write_bundle(preset=None, out, *, seed=0, level=0, shape=None, force=False, specs=None) -> Path
     verify_bundle(path) -> VerifyReport (``.ok``)
     compare(bundle, stage, dut) -> CompareResult (``.ok``)
     PRESETS, DEFAULT_PRESET

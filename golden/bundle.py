@@ -2,9 +2,10 @@
 
 A bundle is a directory (docs/golden.md):
 
-    manifest.json          schema version, tool version, preset, config, numerics specs,
-                           generator and seed, level, shape, and one entry per stage with the
-                           SHA-256 of its files
+    manifest.json          schema version, tool version, preset, config, the numerics specs
+                           its stages used (each with the fields they depend on), generator and
+                           seed, level, shape, one entry per stage with the SHA-256 of its files
+                           and the spec role it applies, and a seal over specs and config
     <stage>.npy            the stage as numpy saves it (fixed little-endian dtype, C order)
     <stage>.hex            the same values as ``$readmemh`` words (golden.hexio)
 
@@ -43,8 +44,8 @@ from refsim.outputs import (
     staged_output,
 )
 
-SCHEMA_VERSION = 2  # CHANGELOG.md: what each version changed
-SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3  # CHANGELOG.md: what each version changed
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 # Bundles bigger than this report progress on stderr by default.
 PROGRESS_BYTES = 16 << 20
@@ -83,8 +84,23 @@ def parse_shape(shape, preset: Preset) -> tuple | None:
     return shape
 
 
-def build_stages(preset: Preset, *, seed=0, level=0, shape=None) -> tuple[list[Stage], tuple]:
-    """All stages (inputs then derived) of a preset, and the effective shape."""
+def resolve_specs(preset: Preset, specs=None) -> dict:
+    """The preset's specs with ``specs`` ({role: NumericsSpec}) replacing some roles; unknown roles refused."""
+    out = dict(preset.specs)
+    for role, spec in (specs or {}).items():
+        if role not in out:
+            allowed = ", ".join(out) if out else "none (this preset applies no numerics spec)"
+            raise ValueError(f"spec role {role!r} is not one of preset {preset.name}'s; allowed: {allowed}")
+        if not isinstance(spec, refsim.NumericsSpec):
+            raise TypeError(f"specs[{role!r}] must be a refsim.NumericsSpec, got {type(spec).__name__}")
+        out[role] = spec
+    return out
+
+
+def build_stages(preset: Preset, *, seed=0, level=0, shape=None, specs=None) -> tuple[list[Stage], tuple]:
+    """All stages (inputs then derived) of a preset under its specs (``specs`` replacing some roles),
+    and the effective shape."""
+    specs = resolve_specs(preset, specs)
     level = check_level(level)
     if level not in preset.levels:
         raise ValueError(f"level={level} is not allowed for preset {preset.name}; allowed: "
@@ -103,9 +119,9 @@ def build_stages(preset: Preset, *, seed=0, level=0, shape=None) -> tuple[list[S
     elif shape is None:
         shape = tuple(preset.default_shape)
     rng = make_rng(seed)
-    inputs = preset.inputs(rng, level, shape, preset.config, preset.specs)
+    inputs = preset.inputs(rng, level, shape, preset.config, specs)
     arrays = {s.name: s.array for s in inputs}
-    derived = preset.derive(arrays, preset.specs, preset.config)
+    derived = preset.derive(arrays, specs, preset.config)
     return list(inputs) + list(derived), shape
 
 
@@ -122,6 +138,7 @@ def stage_entry(s: Stage) -> dict:
         "signed": s.signed,
         "layout": s.layout,
         "words": int(s.array.size),
+        "spec": s.spec,
     }
 
 
@@ -160,7 +177,8 @@ def _sizes(stages) -> tuple[int, int]:
     return (sum(s.array.nbytes for s in stages), sum(_bytes_on_disk(s.array.size, s.word_bits) for s in stages))
 
 
-def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False) -> tuple[int, int] | None:
+def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False,
+                    specs=None) -> tuple[int, int] | None:
     """(bytes in memory, bytes on disk) of a bundle at ``shape``, from bundles built at small shapes.
 
     Every stage's size is a sum of products of powers of the shape's dimensions (M*K, K*N, M*N/g,
@@ -180,10 +198,10 @@ def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False)
     ratio = [s / d for s, d in zip(shape, base, strict=True)]
     grid = [(1,) * len(base)] if bound_only else list(itertools.product(*[range(1, k + 2) for k in degree]))
     try:
-        sizes = {t: _sizes(build_stages(p, seed=seed, level=level,
+        sizes = {t: _sizes(build_stages(p, seed=seed, level=level, specs=specs,
                                         shape=tuple(d * ti for d, ti in zip(base, t, strict=True)))[0])
                  for t in grid}
-    except (ValueError, TypeError, MemoryError):
+    except (ValueError, TypeError, MemoryError, ArithmeticError):
         return None
     if bound_only:
         grow = 1.0
@@ -202,17 +220,17 @@ def estimate_bundle(p: Preset, *, seed=0, level=0, shape=None, bound_only=False)
     return max(int(round(total[0])), 0), max(int(round(total[1])), 0)
 
 
-def check_bundle_size(p: Preset, out, *, seed, level, shape) -> None:
+def check_bundle_size(p: Preset, out, *, seed, level, shape, specs=None) -> None:
     """Refuse, naming --shape, a bundle that would not fit in memory or on disk (before building it)."""
     if shape is None:
         return
     shown = ",".join(map(str, shape))
     avail = available_memory()
     free = shutil.disk_usage(_existing_parent(out)).free
-    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape, bound_only=True)
+    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape, bound_only=True, specs=specs)
     if sizes is None or (avail is None or sizes[0] * WORKING_MEMORY_FACTOR <= avail) and sizes[1] <= free:
         return
-    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape)
+    sizes = estimate_bundle(p, seed=seed, level=level, shape=shape, specs=specs)
     if sizes is None:
         return
     check_memory(sizes[0] * WORKING_MEMORY_FACTOR, flag="--shape", value=shown, what=f"preset {p.name} at {shown}")
@@ -233,7 +251,8 @@ WORKING_MEMORY_FACTOR = 4
 
 
 def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=False, progress=None,
-                 replace_flag="--force", writer: str | None = None, notes: tuple[str, ...] = ()) -> Path:
+                 replace_flag="--force", writer: str | None = None, notes: tuple[str, ...] = (),
+                 specs: dict | None = None) -> Path:
     """Write a bundle of ``preset`` (the default bundle when None) to directory ``out``; returns its path.
 
     The output is checked first (refsim.outputs.check_output): an existing directory is replaced
@@ -245,18 +264,21 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
     writer: a command other than ``refsim golden`` that writes the bundle (``"refsim demo"``): its
     :func:`writer_note` is added to the manifest's notes, so that it replaces only its own bundles.
     notes: more lines for the manifest's notes (the demo records the numerics spec of what it printed).
+    specs: {role: NumericsSpec} replacing the preset's spec of those roles (``refsim golden --spec``);
+    the manifest records the specs the stages were made with.
     """
     if out is None and isinstance(preset, os.PathLike):
         preset, out = None, preset
     if out is None:
         raise TypeError("write_bundle needs out, the bundle directory to create")
     p = get_preset(preset)
+    used_specs = resolve_specs(p, specs)
     check_level(level)
     parsed = parse_shape(shape, p)
     out = check_output(out, own=is_bundle_dir, replace=force, replace_flag=replace_flag)
     if level != 2 and not (level == 1 and p.pattern_shape is not None):
-        check_bundle_size(p, out, seed=seed, level=level, shape=parsed)
-    stages, shape = build_stages(p, seed=seed, level=level, shape=parsed)
+        check_bundle_size(p, out, seed=seed, level=level, shape=parsed, specs=used_specs)
+    stages, shape = build_stages(p, seed=seed, level=level, shape=parsed, specs=used_specs)
     total = sum(s.array.nbytes for s in stages)
     if progress is None:
         progress = total > PROGRESS_BYTES
@@ -264,7 +286,7 @@ def write_bundle(preset=None, out=None, *, seed=0, level=0, shape=None, force=Fa
 
     with staged_output(out, kind="golden-bundle", marker=False, own=is_bundle_dir) as tmp:
         entries = write_stage_files(tmp, stages, report=report)
-        manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries)
+        manifest = make_manifest(p, seed=seed, level=level, shape=shape, entries=entries, specs=used_specs)
         if writer is not None:
             manifest["notes"].append(writer_note(writer))
         manifest["notes"].extend(notes)
@@ -308,8 +330,34 @@ def write_stage_files(directory, stages, *, report=None, timings=None) -> list[d
     return entries
 
 
-def make_manifest(p: Preset, *, seed, level, shape, entries) -> dict:
-    return {
+def recorded_specs(p: Preset, specs: dict, entries) -> dict:
+    """The manifest's ``specs``: each role some stage applies, its full spec and the fields its stages use.
+
+    The full spec is recorded so that verify re-derives with exactly it; ``uses`` lists the fields the
+    preset's stages depend on (Preset.spec_use). A field not in ``uses`` changes no stage (the spec-edit
+    test proves it); a role no stage applies is not recorded at all.
+    """
+    applied = {e["spec"] for e in entries if e.get("spec")}
+    return {role: {"spec": spec.to_dict(), "uses": list(p.spec_use[role].fields)}
+            for role, spec in specs.items() if role in applied}
+
+
+SEALED = ("preset", "config", "specs")
+
+
+def seal(manifest: dict) -> str:
+    """SHA-256 of the manifest's preset, config and specs as canonical JSON (sorted keys, no spaces).
+
+    verify recomputes it: a hand edit of a recorded spec or config that is not re-sealed is refused.
+    """
+    body = {k: manifest.get(k) for k in SEALED}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def make_manifest(p: Preset, *, seed, level, shape, entries, specs=None) -> dict:
+    specs = resolve_specs(p, specs)
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "refsim", "version": refsim.__version__},
         "preset": p.name,
@@ -320,10 +368,12 @@ def make_manifest(p: Preset, *, seed, level, shape, entries) -> dict:
         "exhaustive": int(level) == 2,
         "shape": {n: int(v) for n, v in zip(p.shape_names, shape, strict=True)},
         "config": dict(p.config),
-        "specs": {role: spec.to_dict() for role, spec in p.specs.items()},
+        "specs": recorded_specs(p, specs, entries),
         "notes": list(p.notes),
         "stages": entries,
     }
+    manifest["seal"] = seal(manifest)
+    return manifest
 
 
 def dump_manifest(manifest: dict) -> str:

@@ -30,6 +30,13 @@ def register(subparsers) -> None:
     g.add_argument("--shape", default=None, metavar="A,B[,C]",
                    help="preset shape as positive integers, e.g. 8,64,8 (names and defaults in --list); "
                    "a shape too big for the memory or disk is refused before any work")
+    g.add_argument("--numerics", action="append", default=[], metavar="[ROLE=]NAME",
+                   help="make the stages of spec ROLE (act, weight, out, sdr: --list shows each preset's) with the "
+                   "numerics preset NAME (refsim spec --list), e.g. --numerics act=onnx; ROLE may be left out when "
+                   "the bundle preset has one role; repeat for several roles")
+    g.add_argument("--spec", action="append", default=[], metavar="[ROLE=]FILE.json",
+                   help="make the stages of spec ROLE with the NumericsSpec in FILE.json (every field, as "
+                   "`refsim spec NAME` prints it); ROLE as for --numerics. The manifest records the specs used")
     g.add_argument("--force", action="store_true", help="replace DIR when it is an earlier refsim bundle")
     g.add_argument("--list", action="store_true", help="list the presets and what each one holds")
     g.add_argument("--json", action="store_true", help="with --list: the presets as JSON (specs included)")
@@ -70,10 +77,25 @@ def describe_config(cfg: dict) -> str:
     return ", ".join(CONFIG_WORDS.get(k, k + "={}").format(v) for k, v in cfg.items())
 
 
-def describe_spec(role: str, s: dict) -> str:
-    return (f"{role}: {'signed' if s['signed'] else 'unsigned'}{' narrow' if s['narrow'] else ''} codes, "
-            f"round {s['rounding']}, {s['scale_op']} in {s['compute_dtype']}, zero point {s['zero_point_stage']}, "
-            f"{s['saturation']}, int{s['acc_bits']} accumulator ({s['acc_overflow']})")
+# (fields, words) of each part of a spec's description; a part is shown when the stages use one of its fields
+_SPEC_WORDS = [
+    (("signed", "narrow"), lambda s: f"{'signed' if s['signed'] else 'unsigned'}{' narrow' if s['narrow'] else ''} "
+     "codes"),
+    (("rounding",), lambda s: f"round {s['rounding']}"),
+    (("scale_op", "compute_dtype"), lambda s: f"{s['scale_op']} in {s['compute_dtype']}"),
+    (("zero_point_stage",), lambda s: f"zero point {s['zero_point_stage']}"),
+    (("saturation",), lambda s: s["saturation"]),
+    (("acc_bits", "acc_overflow"), lambda s: f"int{s['acc_bits']} accumulator ({s['acc_overflow']})"),
+    (("requant",), lambda s: f"requant {s['requant']}"),
+    (("sdr_rounding",), lambda s: f"SDR rounding {s['sdr_rounding']}"),
+    (("nonfinite",), lambda s: f"non-finite {s['nonfinite']}"),
+]
+
+
+def describe_spec(role: str, s: dict, uses=None) -> str:
+    """The spec in words, only the parts the stages use (every part when ``uses`` is None)."""
+    parts = [words(s) for fields, words in _SPEC_WORDS if uses is None or set(fields) & set(uses)]
+    return f"{role}: " + ", ".join(parts)
 
 
 def preset_info(name, p) -> dict:
@@ -92,6 +114,7 @@ def preset_info(name, p) -> dict:
         "level1_fixes_shape": p.pattern_shape is not None,
         "portable": bool(p.portable),
         "specs": {role: spec.to_dict() for role, spec in p.specs.items()},
+        "spec_uses": {role: list(use.fields) for role, use in p.spec_use.items()},
     }
 
 
@@ -110,7 +133,7 @@ def _list(as_json: bool) -> int:
         print(f"    {describe_config(info['config'])}; shape [{shape}]; levels: {levels}"
               + (" (level 1 and 2 fix the shape)" if info["level1_fixes_shape"] else ""))
         for role, spec in info["specs"].items():
-            print(f"    {describe_spec(role, spec)}")
+            print(f"    {describe_spec(role, spec, info['spec_uses'][role])}")
         if not info["specs"]:
             print("    no numerics spec: bit packing only")
     print("(* = the default bundle; --json for every field; refsim spec PRESET for a preset's full specs)")
@@ -127,19 +150,73 @@ def run_golden(args) -> int:
 
     if args.preset is not None and args.preset not in PRESETS:
         raise UsageError(f"PRESET {args.preset!r} is not known; allowed: {', '.join(PRESETS)} (refsim golden --list)")
+    specs = spec_options(PRESETS[args.preset or DEFAULT_PRESET], args.numerics, args.spec)
     if not args.out:
         args.out = f"golden-{args.preset or DEFAULT_PRESET}-level{args.level}-seed{args.seed}"
     progress = False if args.quiet else None
     try:
         write_bundle(args.preset, args.out, seed=args.seed, level=args.level, shape=args.shape,
-                           force=args.force, progress=progress)
+                     force=args.force, progress=progress, specs=specs)
     except ValueError as exc:
         message = _as_flags(str(exc))
         if args.shape is not None and "--" not in message and "PRESET" not in message:
             message = f"--shape {args.shape}: {message}"  # a preset's own limit on a dimension
         raise UsageError(message) from None
+    except OverflowError as exc:  # an accumulator whose overflow rule is "raise", under the spec given
+        raise UsageError(f"the stages overflow the accumulator of the spec given (acc_overflow='raise'): {exc}; "
+                         "choose a wider acc_bits or another acc_overflow") from None
     print(args.out)  # as the user typed it (write_bundle returns it absolute)
     return 0
+
+
+def spec_options(preset, numerics: list, spec_files: list) -> dict:
+    """{role: NumericsSpec} from ``--numerics [ROLE=]NAME`` and ``--spec [ROLE=]FILE.json`` (UsageError if bad)."""
+
+    roles = list(preset.specs)
+    shown = ", ".join(roles) if roles else "none (this preset applies no numerics spec)"
+    out = {}
+    for flag, values in (("--numerics", numerics), ("--spec", spec_files)):
+        for text in values:
+            if not roles:
+                raise UsageError(f"{flag} {text}: preset {preset.name} applies no numerics spec (bit packing only); "
+                                 "allowed: no --numerics or --spec")
+            role, sep, value = text.partition("=")
+            if not sep:
+                if len(roles) != 1:
+                    raise UsageError(f"{flag} {text}: preset {preset.name} has spec roles {shown}; name one as "
+                                     f"{flag} ROLE={text}")
+                role, value = roles[0], text
+            if role not in roles:
+                raise UsageError(f"{flag} {text}: role {role!r} is not one of preset {preset.name}'s; allowed: {shown}")
+            if role in out:
+                raise UsageError(f"{flag} {text}: role {role!r} is given twice (one --numerics or --spec per role)")
+            out[role] = _numerics(value) if flag == "--numerics" else _spec_file(value)
+    return out
+
+
+def _numerics(name):
+    import refsim
+
+    if name not in refsim.PRESETS:
+        raise UsageError(f"--numerics {name!r} is not a numerics preset; allowed: {', '.join(refsim.PRESETS)}")
+    return refsim.preset(name)
+
+
+def _spec_file(path):
+    from refsim.spec import NumericsSpec
+
+    try:
+        d = json.loads(open(path, encoding="utf-8").read())
+    except OSError as exc:
+        raise UsageError(f"--spec {path}: cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--spec {path}: not valid JSON ({exc})") from None
+    if not isinstance(d, dict):
+        raise UsageError(f"--spec {path}: not a JSON object of spec fields (refsim spec NAME prints one)")
+    try:
+        return NumericsSpec.from_dict(d)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--spec {path}: {exc}") from None
 
 
 def _as_flags(message: str) -> str:

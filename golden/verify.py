@@ -3,15 +3,18 @@
 Order of the checks (each reported, stage by stage):
 
     1. manifest.json exists, is JSON, has a known ``schema_version`` and validates against
-       golden/manifest.schema.json
+       golden/manifest.schema.json; its seal (schema 3) matches its preset, config and specs, so
+       a hand-edited spec that was not re-sealed is refused before anything is re-derived
     2. every stage's .npy and .hex exist and match their SHA-256 in the manifest
     3. every .npy has the manifest's dtype and shape; every .hex holds the same words
     4. the manifest's top-level fields agree with the stages: the input stages regenerated from
        the recorded seed, level and ``shape`` have the stored stages' shapes, dtypes, word widths,
        signedness and layouts (and, for a portable preset, their values), so the ``shape`` RTL
        teams size their memories from is the one the stages have
-    5. the derived stages equal what the preset computes from the input stages, the recorded
-       numerics specs and the recorded config (``np.array_equal``, dtype included)
+    5. the derived stages equal what the preset computes from the input stages, the RECORDED
+       numerics specs (never the preset's own) and the recorded config (``np.array_equal``, dtype
+       included); each stage names the spec role it applies, and each role's ``uses`` is the
+       preset's declared field list
 
 A bundle whose manifest is missing, unreadable or of an unknown schema version is refused at
 once with a message naming the file; later failures are collected so the report shows all.
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from golden import hexio
-from golden.bundle import MANIFEST, SUPPORTED_SCHEMA_VERSIONS, sha256_file
+from golden.bundle import MANIFEST, SUPPORTED_SCHEMA_VERSIONS, seal, sha256_file
 from golden.presets import get_preset
 from refsim.spec import NumericsSpec
 
@@ -122,6 +125,8 @@ def verify_bundle(path) -> VerifyReport:
     manifest = load_manifest(path)
     report = VerifyReport(path=path, preset=manifest["preset"])
     report.add("manifest", "schema", True, f"schema_version {manifest['schema_version']}")
+    if not _check_seal(manifest, report):
+        return report
     arrays: dict[str, np.ndarray] = {}
     for e in manifest["stages"]:
         name = e["name"]
@@ -216,14 +221,44 @@ def _check_top_level(manifest, arrays, report) -> None:
                    f"the inputs regenerate from seed {manifest['generator']['seed']}, level {manifest['level']}")
 
 
+def _check_seal(manifest, report) -> bool:
+    """Schema 3 manifests carry a seal over preset, config and specs; False (a failed check) when it differs."""
+    if manifest["schema_version"] < 3:
+        report.add("manifest", "seal", True, f"schema_version {manifest['schema_version']} manifests carry no seal")
+        return True
+    want = seal(manifest)
+    if manifest.get("seal") != want:
+        report.add("manifest", "seal", False,
+                   f"{MANIFEST}: the seal {str(manifest.get('seal'))[:16]}... does not match its preset, config and "
+                   f"specs (sha256 {want[:16]}...): they were edited by hand after the bundle was written; write a "
+                   "new bundle with `refsim golden PRESET --spec ROLE=FILE.json` instead of editing the manifest")
+        return False
+    report.add("manifest", "seal", True, "preset, config and specs are as written")
+    return True
+
+
+def _spec_dicts(manifest) -> dict:
+    """{role: spec dict}: schema 3 records {"spec", "uses"} per role, schemas 1 and 2 the spec itself."""
+    if manifest["schema_version"] < 3:
+        return dict(manifest["specs"])
+    return {role: entry["spec"] for role, entry in manifest["specs"].items()}
+
+
 def _recorded_preset(manifest, report, stage, what):
     """(preset, {role: NumericsSpec}) the manifest records, or None with a failed check."""
     try:
-        specs = {role: NumericsSpec.from_dict(d) for role, d in manifest["specs"].items()}
+        specs = {role: NumericsSpec.from_dict(d) for role, d in _spec_dicts(manifest).items()}
         preset = get_preset(manifest["preset"])
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         report.add(stage, what, False, f"{type(exc).__name__}: {exc}")
         return None
+    if manifest["schema_version"] >= 3:
+        for role, entry in manifest["specs"].items():
+            declared = preset.spec_use.get(role)
+            if declared is not None and list(entry["uses"]) != list(declared.fields):
+                report.add(stage, what, False, f"specs.{role}.uses {entry['uses']} is not what preset {preset.name}'s "
+                           f"stages use: {list(declared.fields)}")
+                return None
     # an edited manifest that drops or adds a role or a config key is a failed check, not a crash later
     for key, recorded, want in (("specs", specs, preset.specs), ("config", manifest.get("config"), preset.config)):
         if not isinstance(recorded, dict) or set(recorded) != set(want):
@@ -247,8 +282,9 @@ def _rederive(manifest, arrays, report) -> None:
         return
     try:
         derived = preset.derive({n: arrays[n] for n in inputs}, specs, manifest["config"])
-    except (ValueError, TypeError, LookupError) as exc:
-        report.add("derive", "run", False, f"the preset refused the recorded inputs: {type(exc).__name__}: {exc}")
+    except (ValueError, TypeError, LookupError, ArithmeticError) as exc:
+        report.add("derive", "run", False, f"the preset cannot re-derive the stages from the recorded inputs and "
+                   f"specs: {type(exc).__name__}: {exc}")
         return
     names = {s.name for s in derived}
     for n, e in entries.items():
@@ -263,6 +299,8 @@ def _rederive(manifest, arrays, report) -> None:
             report.add(s.name, "derive", False, "stored stage failed its file checks")
             continue
         meta = {"word_bits": s.word_bits, "signed": s.signed, "layout": s.layout}
+        if manifest["schema_version"] >= 3:
+            meta["spec"] = s.spec
         bad_meta = {k: (e[k], v) for k, v in meta.items() if e[k] != v}
         stored = arrays[s.name]
         same = same_bits(stored, s.array)

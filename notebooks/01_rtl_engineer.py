@@ -54,8 +54,8 @@ manifest = json.loads((bundle / "manifest.json").read_text())
 stages = {s["name"]: s for s in manifest["stages"]}
 print(manifest["summary"])
 print("shape", manifest["shape"], " config", manifest["config"])
-print("activation spec:", {k: manifest["specs"]["act"][k] for k in ("rounding", "scale_op", "acc_bits",
-                                                                    "acc_overflow")})
+print("activation spec:", {k: manifest["specs"]["act"]["spec"][k] for k in ("rounding", "scale_op", "acc_bits",
+                                                                            "acc_overflow")})
 print(f"\n{'stage':<13} {'role':<8} {'shape':<12} {'bits':>4} {'signed':<6} layout")
 for s in manifest["stages"]:
     print(f"{s['name']:<13} {s['role']:<8} {str(s['shape']):<12} {s['word_bits']:>4} {str(s['signed']):<6} "

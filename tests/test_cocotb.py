@@ -159,10 +159,10 @@ def test_every_preset_has_an_instance(bundles, name):
 
 def test_unsupported_bundles_are_refused(bundles):
     m = _manifest(bundles("gemm_w4a4", 0))
-    m["specs"]["act"]["acc_bits"] = 24
+    m["specs"]["act"]["spec"]["acc_bits"] = 24
     with pytest.raises(SystemExit, match="ACC=32"):
         run_cocotb.bench_for(m)
-    m["specs"]["act"]["acc_overflow"] = "saturate"
+    m["specs"]["act"]["spec"]["acc_overflow"] = "saturate"
     with pytest.raises(SystemExit, match="wrapping accumulator"):
         run_cocotb.bench_for(m)
     with pytest.raises(SystemExit, match="no testbench"):

@@ -55,7 +55,8 @@ def test_manifest_has_everything_and_no_paths_or_times(default_bundle):
     assert str(default_bundle) not in text and "/tmp" not in text
     for key in ("time", "date", "host", "user"):
         assert key not in m
-    assert m["specs"]["act"] == refsim.preset("rptq").to_dict()
+    assert m["specs"]["act"]["spec"] == refsim.preset("rptq").to_dict()
+    assert m["specs"]["act"]["uses"] == list(PRESETS["gemm_w4a4"].spec_use["act"].fields)
     for e in m["stages"]:
         for k in ("name", "npy", "hex", "dtype", "shape", "word_bits", "signed", "layout", "sha256"):
             assert k in e
@@ -86,7 +87,7 @@ def test_schema_allows_exactly_the_spec_values_refsim_has():
             assert props[f.name]["enum"] == [m.value for m in type(value)], f.name
     # a bundle recording a spec with one of the newer values passes the schema
     m = json.loads(json.dumps(make_manifest_for_test()))
-    m["specs"] = {role: refsim.preset("torchao").to_dict() for role in m["specs"]}
+    m["specs"] = {role: dict(e, spec=refsim.preset("torchao").to_dict()) for role, e in m["specs"].items()}
     assert not schema_errors(m)
 
 
@@ -241,8 +242,7 @@ def test_progress_messages(tmp_path):
     assert msgs[0].startswith("[1/") and "wrote" in msgs[-1]
 
 
-FAST_LEVELS = [(n, lv) for n in PRESETS for lv in PRESETS[n].levels
-               if not (lv == 2 and n.startswith(("sdr_a16", "quant_")))]
+FAST_LEVELS = [(n, lv) for n, p in PRESETS.items() for lv in p.fast_levels]
 
 
 @pytest.mark.parametrize("name, level", FAST_LEVELS)
@@ -254,9 +254,9 @@ def test_every_preset_and_level_verifies(tmp_path, name, level):
     assert m["exhaustive"] == (level == 2)
 
 
-@pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith(("sdr_a16", "quant_"))])
-def test_big_exhaustive_bundles_verify(tmp_path, name):
-    assert golden.verify_bundle(golden.write_bundle(name, tmp_path / "b", level=2)).ok
+@pytest.mark.parametrize("name, level", [(n, lv) for n, p in PRESETS.items() for lv in p.slow_levels])
+def test_big_exhaustive_bundles_verify(tmp_path, name, level):
+    assert golden.verify_bundle(golden.write_bundle(name, tmp_path / "b", level=level)).ok
 
 
 def _load(path):
@@ -268,7 +268,7 @@ def _load(path):
 def test_gemm_zero_point_correction_scalar_twin(tmp_path, name, level):
     """The RTL's correction, in Python ints, from the bundle's own codes: equals the isum stage."""
     m, s = _load(golden.write_bundle(name, tmp_path / "b", level=level))
-    acc_bits = m["specs"]["act"]["acc_bits"]
+    acc_bits = m["specs"]["act"]["spec"]["acc_bits"]
     wrap = lambda v: ((v + (1 << (acc_bits - 1))) % (1 << acc_bits)) - (1 << (acc_bits - 1))  # noqa: E731
     qa, qw, cl = s["a_codes"].tolist(), s["w_codes"].tolist(), s["a_cluster"].tolist()
     za, zw = s["a_zero"].tolist(), s["w_zero"].tolist()

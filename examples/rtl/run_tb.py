@@ -29,15 +29,15 @@ def plan(manifest: dict) -> tuple[str, list[str], dict]:
     shape = manifest["shape"]
     cfg = manifest["config"]
     if preset in ("gemm_w4a4", "gemm_w3a3"):
-        params = {"BITS": cfg["bits"], "ACC": manifest["specs"]["act"]["acc_bits"], "M": shape["M"],
+        params = {"BITS": cfg["bits"], "ACC": manifest["specs"]["act"]["spec"]["acc_bits"], "M": shape["M"],
                   "K": shape["K"], "N": shape["N"], "C": len(_stage(manifest, "a_zero")["shape"]) and
                   _stage(manifest, "a_zero")["shape"][0]}
-        if manifest["specs"]["act"]["acc_overflow"] != "wrap":
+        if manifest["specs"]["act"]["spec"]["acc_overflow"] != "wrap":
             raise SystemExit(f"{preset}: int_dot_zp models a wrapping accumulator; this bundle's is "
-                             f"{manifest['specs']['act']['acc_overflow']}")
+                             f"{manifest['specs']['act']['spec']['acc_overflow']}")
         return "tb_int_dot_zp", ["int_dot_zp.v", "tb_int_dot_zp.v"], params
     if preset.startswith("sdr_a16_") or preset.startswith("sdr_w8_"):
-        if manifest["specs"]["sdr"]["sdr_rounding"] != "half_up":
+        if manifest["specs"]["sdr"]["spec"]["sdr_rounding"] != "half_up":
             raise SystemExit(f"{preset}: sdr_group_encoder implements the half_up rounding bit only")
         r, d = _stage(manifest, "base_int")["shape"]
         if d % cfg["group_size"]:
