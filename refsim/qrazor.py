@@ -346,12 +346,13 @@ def gaussian_weights(k, n, *, seed=0) -> np.ndarray:
 
 
 def sqnr_table(configs=("W4A4", "W4A8"), group_sizes=(16, 32, 128), *, m=128, k=4096, n=128, seed=0,
-               calibration_batches=4, progress=None) -> list[dict]:
+               calibration_batches=4, progress=None, spec: NumericsSpec | None = None) -> list[dict]:
     """SQNR (dB) of the QRazor path against the float product, on heavy-tailed activations
     (``heavy_tailed_activations``, calibrated on ``calibration_batches`` other batches with the
     same outlier channels) and Gaussian weights; one row per (config, group size).
     ``qk_sqnr_db``: the attention-score product q (m, 128) @ k_cache^T (128, m) of two such
-    heavy-tailed tensors, q an activation and k_cache in the KV role (razored under W4A4KV4)."""
+    heavy-tailed tensors, q an activation and k_cache in the KV role (razored under W4A4KV4).
+    ``spec``: the numerics of every configuration (``qrazor_config``; None = the ``qrazor`` preset)."""
     x = heavy_tailed_activations(m, k, seed=seed + 1000)
     cal = [heavy_tailed_activations(m, k, seed=seed + i) for i in range(calibration_batches)]
     w = gaussian_weights(k, n, seed=seed + 2000)
@@ -360,7 +361,7 @@ def sqnr_table(configs=("W4A4", "W4A8"), group_sizes=(16, 32, 128), *, m=128, k=
     rows = []
     for name in configs:
         for g in group_sizes:
-            cfg = qrazor_config(name, group_size=g)
+            cfg = qrazor_config(name, group_size=g, spec=spec)
             res = qrazor_matmul(x, w, config=cfg, x_calibration=cal)
             qk = qrazor_matmul(q, kc.T, config=cfg, y_role="kv")
             rows.append(dict(config=name, group_size=g, sqnr_db=res.sqnr_db, qk_sqnr_db=qk.sqnr_db,

@@ -7,11 +7,14 @@ Writes DIR/model.safetensors + quant_config.json (refsim.rptq.model_io), report.
 (SQNR per stage; per-tensor vs per-cluster activation quantization) and ranges.png (per-channel
 ranges before and after reordering). Light at import: torch and transformers load inside ``run``.
 
-Numerics: ``--preset NAME`` / ``--spec FILE.json`` (default ``rptq``) name the activation spec, recorded
-in quant_config.json and report.json. The block's dataflow (refsim.rptq.block) still fixes its
-activation rules to the rptq preset and its weights to gptq, so a spec that changes any field is
-refused (:func:`refsim_cli.numerics.check_applied`, ``APPLIED``) rather than recorded and ignored;
-once the forward pass runs a scheme, ``APPLIED`` lists what it takes from the spec.
+Numerics: ``--preset NAME`` / ``--spec FILE.json`` (default ``rptq``) name the activation spec of the
+run's own configuration ("CLI", from --wbits/--abits/--kvbits, and its no-reorder baseline) and of the
+per-point activation SQNR: the forward pass runs the RPTQ scheme with it (activation and probability
+quantization, every product's accumulator). The named RPTQ / QRazor configurations of the report keep
+their published presets, and the weights are GPTQ's (preset gptq). The spec is recorded in
+quant_config.json and report.json; a field the pipeline cannot apply (the requantization rule, the SDR
+rounding) is refused (:func:`refsim_cli.numerics.check_applied`, ``APPLIED``) rather than recorded and
+ignored.
 
 The orchestration lives here (the application layer); every step it runs is a library function of
 ``refsim.rptq`` (calibrate, pipeline, report, model_io).
@@ -36,7 +39,9 @@ from refsim_cli import (
 )
 from refsim_cli.numerics import add_spec_arguments, check_applied, spec_from_args, spec_source
 
-APPLIED = ()  # the spec fields the calibrate pipeline applies today (module docstring)
+#: the spec fields the calibrate pipeline applies (module docstring): the float32 epilogue and no SDR, the others
+APPLIED = ("scale_op", "compute_dtype", "rounding", "zero_point_stage", "signed", "narrow", "saturation",
+           "acc_bits", "acc_overflow", "nonfinite")
 ACT_BITS_ALLOWED = "an integer in 2..8, or 16 (not quantized)"
 HF_MODULES = ("torch", "transformers", "safetensors")
 PLOT_NOTE = "matplotlib is not installed: ranges.png is not written (pip install matplotlib for the plot)"
@@ -196,6 +201,7 @@ def run(args) -> int:
     from refsim.rptq.calibrate import Calibration, layer_arrays, load_opt
     from refsim.rptq.model_io import save_quantized, write_json
     from refsim.rptq.pipeline import build_block, model_layer_blocks
+    from refsim.schemes import scheme
 
     if not progress:
         import transformers
@@ -213,22 +219,24 @@ def run(args) -> int:
     configs = {"CLI": {"wbits": args.wbits, "abits": abits, "kvbits": kvbits}}
     configs.update({c: c for c, b in CONFIGS.items() if b[0] == args.wbits})
     configs.update({c: c for c in SDR_CONFIGS if c != "QRAZOR"})  # "QRAZOR" is an alias of QRAZOR_W4A4
+    cli_scheme = scheme(configs["CLI"], spec=spec)  # the run's own configuration under the given spec
+    runs = {**configs, "CLI": cli_scheme}
     t1 = time.perf_counter()
     layers = []
     for i, block in enumerate(blocks):
         if progress:
             report_progress("report: layer", i + 1, len(blocks))
         xs = list(cal.layer_inputs(i))
-        stages = report.stage_sqnr(block, xs, configs)
+        stages = report.stage_sqnr(block, xs, runs)
         # the same configuration without reordering: one range per tensor (per head for R2/R3),
         # weights GPTQ'd per output row
         layer = model.model.decoder.layers[i]
         base = build_block(layer_arrays(layer), cal.stats[i], cal.hessians[i], heads=heads,
                            eps=float(layer.self_attn_layer_norm.eps), wbits=args.wbits, reorder=False,
                            act_order=args.act_order)
-        stages.update(report.stage_sqnr(base, xs, {"CLI per-tensor (no reorder)": configs["CLI"]}))
-        layers.append({"activations": report.activation_sqnr(block, xs, abits=abits, kvbits=kvbits),
-                       "stages": stages, "acc_bits": report.acc_bits(block, xs, configs["CLI"])})
+        stages.update(report.stage_sqnr(base, xs, {"CLI per-tensor (no reorder)": cli_scheme}))
+        layers.append({"activations": report.activation_sqnr(block, xs, abits=abits, kvbits=kvbits, spec=spec),
+                       "stages": stages, "acc_bits": report.acc_bits(block, xs, cli_scheme)})
     timings["report"] = time.perf_counter() - t1
     stats = cal.stats[plot_layer]
     b = blocks[plot_layer]

@@ -7,8 +7,9 @@
 Numerics come from the spec (refsim_cli.numerics): ``accbits`` checks the spec's ``acc_bits`` (``--acc-bits N``
 is the same as a spec with ``acc_bits=N``) and ``--measure`` razors with its ``sdr_rounding``; every other rule
 is the one refsim.qrazor fixes today (the ``qrazor`` preset's), so a spec that changes another field is refused
-(:func:`refsim_cli.numerics.check_applied`) rather than recorded and ignored. ``sqnr`` takes no field from the
-spec yet (refsim.qrazor.sqnr_table fixes its configurations): only the qrazor preset's values are accepted.
+(:func:`refsim_cli.numerics.check_applied`) rather than recorded and ignored. ``sqnr`` runs every configuration
+under the spec (``refsim.qrazor.sqnr_table(spec=)``): the base-precision quantize rules (signed narrow, as SDR
+needs), the SDR rounding and the accumulator.
 ``--json`` records the spec used.
 
 Every argument is checked before any work, each error naming the flag as typed and its allowed
@@ -26,7 +27,7 @@ from refsim_cli import UsageError, available_memory, int_range, seed_int
 from refsim_cli.numerics import add_spec_arguments, check_applied, spec_from_args, spec_source
 
 ACCBITS_APPLIED = ("acc_bits", "sdr_rounding")  # what `sdr accbits` takes from the spec (module docstring)
-SQNR_APPLIED = ()
+SQNR_APPLIED = ("scale_op", "rounding", "saturation", "sdr_rounding", "acc_bits", "acc_overflow", "nonfinite")
 
 #: base precisions SDR razors from (refsim.sdr.sdr_encode: int2..int16 sign-magnitude lanes)
 BASE_BITS = (2, 16)
@@ -209,7 +210,7 @@ def run_sqnr(args) -> int:
               flush=True)
 
     rows = sqnr_table(tuple(args.configs), tuple(args.groups), m=m, k=k, n=n, seed=args.seed,
-                      progress=None if args.json else show)
+                      progress=None if args.json else show, spec=spec)
     if args.json:
         from refsim.outputs import to_json
 

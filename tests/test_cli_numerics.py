@@ -212,8 +212,8 @@ def test_sdr_sqnr_records_the_spec(capsys):
 
 def test_calibrate_refuses_a_spec_it_cannot_apply_before_any_work(capsys, tmp_path):
     # the check needs no model and no [hf] extra: it comes first
-    rc, out, err = cli(capsys, "calibrate", tmp_path / "no-model", "--out", tmp_path / "o", "--preset", "onnx")
-    one_line(rc, err, "compute_dtype='float32'")
+    rc, out, err = cli(capsys, "calibrate", tmp_path / "no-model", "--out", tmp_path / "o", "--preset", "tflite")
+    one_line(rc, err, "requant='double_rounding'")
     f = write_spec(tmp_path / "partial.json", rounding="floor")
     rc, out, err = cli(capsys, "calibrate", tmp_path / "no-model", "--out", tmp_path / "o", "--spec", f)
     one_line(rc, err, str(f))
@@ -236,3 +236,25 @@ def test_calibrate_records_the_spec(capsys, tmp_path):
         assert numerics["activations"] == refsim.preset("rptq").to_dict()
         assert numerics["activations_source"] == f"file {f}" and numerics["weights"] == refsim.preset(
             "gptq").to_dict()
+    # another spec is applied to the run's own configuration (and only to it): onnx computes the parameters
+    # in float32 where rptq rounds them to float16, so the CLI row's SQNR moves, the published W4A4 row's not
+    rc, _, err = cli(capsys, "calibrate", model, "--clusters", "2", "--head-clusters", "1", "--nsamples", "2",
+                     "--seqlen", "8", "--out", tmp_path / "o2", "--quiet", "--preset", "onnx")
+    assert rc == 0, err
+    a, b = (json.loads((tmp_path / d / "report.json").read_text())["layers"][0] for d in ("o", "o2"))
+    assert a["stages"]["CLI"] != b["stages"]["CLI"]
+    assert a["stages"]["W4A4"] == b["stages"]["W4A4"]
+    assert json.loads((tmp_path / "o2" / "report.json").read_text())["numerics"]["activations"] == refsim.preset(
+        "onnx").to_dict()
+
+
+def test_sdr_sqnr_applies_the_spec(capsys, tmp_path):
+    """`sdr sqnr` razors under the given spec: another SDR rounding moves the SQNR row."""
+    args = ["sdr", "sqnr", "--m", "8", "--k", "64", "--n", "8", "--groups", "16", "--configs", "W4A4", "--json"]
+    rc, out, _ = cli(capsys, *args)
+    base = json.loads(out)
+    te = write_spec(tmp_path / "te.json", refsim.preset("qrazor").replace(sdr_rounding="ties_even"))
+    rc2, out, _ = cli(capsys, *args, "--spec", te)
+    other = json.loads(out)
+    assert rc == rc2 == 0 and other["spec"]["sdr_rounding"] == "ties_even"
+    assert base["rows"] != other["rows"]

@@ -9,6 +9,8 @@ from golden.presets import ops
 from golden.presets.base import ACCUMULATOR_FIELDS, QUANTIZE_FIELDS, Preset, SpecUse, no_overflow_at, stage
 from golden.presets.registry import register
 
+LIST_ORDER = 70  # where `refsim golden --list` shows this family (golden.presets discovers it)
+
 
 def _param_stage_name(key: str) -> str:
     return "param_" + key.replace(".", "_").lower()

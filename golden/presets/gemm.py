@@ -25,6 +25,8 @@ from golden.presets.base import (
 from golden.presets.registry import register
 from golden.stimulus import as_code, code_limits, cycle_fill, int_patterns
 
+LIST_ORDER = 10  # where `refsim golden --list` shows this family (golden.presets discovers it)
+
 
 def _inputs(rng, level, shape, cfg, specs):
     bits, c_count = cfg["bits"], cfg["clusters"]

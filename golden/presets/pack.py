@@ -9,6 +9,8 @@ from golden.presets.base import Preset, packed_stage, stage
 from golden.presets.registry import register
 from golden.stimulus import as_code, code_limits, cycle_fill, int_patterns
 
+LIST_ORDER = 30  # where `refsim golden --list` shows this family (golden.presets discovers it)
+
 PACK_LAYOUTS = ("int4_lo_first", "int4_word32", "int3_stream", "int3_gptq", "int3_planar")
 
 

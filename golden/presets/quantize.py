@@ -20,6 +20,8 @@ from golden.presets.base import (
 from golden.presets.registry import register
 from golden.stimulus import all_finite_float16, code_limits, cycle_fill, grid_points
 
+LIST_ORDER = 20  # where `refsim golden --list` shows this family (golden.presets discovers it)
+
 
 def _inputs(rng, level, shape, cfg, specs):
     bits, c_count = cfg["bits"], cfg["clusters"]

@@ -10,6 +10,8 @@ from golden.presets.base import Inert, Preset, SpecUse, stage
 from golden.presets.registry import register
 from golden.stimulus import cycle_fill, int_patterns
 
+LIST_ORDER = 60  # where `refsim golden --list` shows this family (golden.presets discovers it)
+
 EXHAUSTIVE_ACC_BITS = 13
 
 

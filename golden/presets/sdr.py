@@ -13,6 +13,8 @@ from golden.presets import ops
 from golden.presets.base import Preset, SpecUse, int_dtype, packed_stage, stage
 from golden.presets.registry import register
 
+LIST_ORDER = 40  # where `refsim golden --list` shows this family (golden.presets discovers it)
+
 # The only field sdr_encode reads: the razoring's rounding. keep and group size are config.
 SDR_FIELDS = ("sdr_rounding",)
 

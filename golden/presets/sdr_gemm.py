@@ -11,6 +11,8 @@ from golden.presets.registry import register
 from golden.presets.sdr import SDR_FIELDS, base_random, encode_stages, pattern_groups
 from golden.stimulus import cycle_fill
 
+LIST_ORDER = 50  # where `refsim golden --list` shows this family (golden.presets discovers it)
+
 
 def _inputs(rng, level, shape, cfg, specs):
     g = cfg["group_size"]

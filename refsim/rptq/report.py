@@ -26,7 +26,8 @@ def point_bits(point, abits, kvbits):
 def stage_sqnr(block, xs, configs) -> dict:
     """{label: {stage: SQNR dB}} over the sequences ``xs`` (list of (T, hidden)); stages concatenated.
 
-    configs: {label: config} (a config name or {"wbits", "abits", "kvbits"}), or a list of names.
+    configs: {label: config} (a config name, {"wbits", "abits", "kvbits"} or a scheme, ``refsim.schemes``,
+    e.g. one with a given spec), or a list of names.
     """
     if not isinstance(configs, dict):
         configs = {c: c for c in configs}
@@ -40,8 +41,8 @@ def stage_sqnr(block, xs, configs) -> dict:
 
 
 def acc_bits(block, xs, config) -> dict:
-    """{gemm: signed bits of the largest per-cluster int sum} of the integer GEMMs under ``config``
-    over the sequences ``xs``: the width a wrap accumulator per cluster sum needs for this data."""
+    """{gemm: signed bits of the largest per-cluster int sum} of the integer GEMMs under ``config`` (as in
+    ``stage_sqnr``) over the sequences ``xs``: the width a wrap accumulator per cluster sum needs for this data."""
     from refsim.accumulate import max_signed_bits
 
     out = {}
@@ -53,15 +54,16 @@ def acc_bits(block, xs, config) -> dict:
     return out
 
 
-def fake_quant(x, lo, hi, ids, bits):
-    """RPTQ min-max fake quantization of x (T, C) with per-cluster ranges (ids per channel):
-    ``refsim.qtensor.rptq_fake_quant``, the one per-cluster recipe."""
-    return rptq_fake_quant(x, lo, hi, np.asarray(ids), bits=bits)
+def fake_quant(x, lo, hi, ids, bits, *, spec=None):
+    """RPTQ min-max fake quantization of x (T, C) with per-cluster ranges (ids per channel) under ``spec``
+    (None: the ``rptq`` preset): ``refsim.qtensor.rptq_fake_quant``, the one per-cluster recipe."""
+    return rptq_fake_quant(x, lo, hi, np.asarray(ids), bits=bits, spec=spec)
 
 
-def activation_sqnr(block, xs, *, abits=4, kvbits=4) -> dict:
+def activation_sqnr(block, xs, *, abits=4, kvbits=4, spec=None) -> dict:
     """{point: {"bits", "per_tensor", "per_cluster", "clusters"}}: SQNR (dB) of quantizing each point's float
-    activation alone, with one range for the whole tensor vs one per cluster (the block's reorder)."""
+    activation alone under ``spec`` (None: ``rptq``), with one range for the whole tensor vs one per cluster
+    (the block's reorder)."""
     refs = [opt_block(block, x, config="W16A16") for x in xs]
     out = {}
     for point, r in POINTS.items():
@@ -71,8 +73,8 @@ def activation_sqnr(block, xs, *, abits=4, kvbits=4) -> dict:
         x = np.concatenate([s[POINT_STAGE[point]] for s in refs], axis=0)
         lo, hi = block[f"stat.{point}.min"], block[f"stat.{point}.max"]
         ids = block.ids(r)
-        per_tensor = fake_quant(x, lo, hi, np.zeros_like(ids), bits)
-        per_cluster = fake_quant(x, lo, hi, ids, bits)
+        per_tensor = fake_quant(x, lo, hi, np.zeros_like(ids), bits, spec=spec)
+        per_cluster = fake_quant(x, lo, hi, ids, bits, spec=spec)
         out[point] = {"bits": bits, "reorder": r, "clusters": block.n_clusters(r),
                       "per_tensor": refsim.sqnr_db(x, per_tensor), "per_cluster": refsim.sqnr_db(x, per_cluster)}
     return out
