@@ -1,0 +1,269 @@
+"""Native GGUF weights (docs/gguf.md): Q4_1 / Q8_0 blocks as a BlockOffsetTensor, their exact GEMM against
+RPTQ activations, the scalar twin, the float bound, and the NATIVE_* configurations on a block."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refsim.formats import gguf as G
+from refsim.models.floatops import float_matmul
+from refsim.qtensor import (
+    BlockOffsetTensor,
+    Granularity,
+    QuantizedTensor,
+    block_cluster_pairs,
+    block_offset_error_bound,
+    block_offset_gemm,
+    block_offset_matmul,
+    block_offset_weight,
+    qgemm,
+    qmatmul,
+    rptq_quantize,
+)
+from refsim.scalar import block_offset_matmul_scalar
+from refsim.spec import preset
+
+U32 = 2.0**-24
+U64 = 2.0**-53
+
+
+def bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def gamma(j, u):
+    return j * u / (1 - j * u)
+
+
+def q4_1_quantize(w):
+    """Q4_1 form of float weights (N, K), as ggml's quantize_row_q4_1_ref: per block of 32,
+    d = fp16((max - min) / 15), m = fp16(min), q = min(15, int(fl32((x - min) * (1 / d)) + 0.5))."""
+    w = np.asarray(w, np.float32)
+    n, k = w.shape
+    b = w.reshape(n, k // 32, 32)
+    lo, hi = b.min(-1), b.max(-1)
+    d = ((hi - lo) / np.float32(15)).astype(np.float32)
+    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+    x = ((b - lo[..., None]) * inv[..., None]).astype(np.float32)
+    q = np.minimum(15, (x + np.float32(0.5)).astype(np.int64))
+    return q.reshape(n, k).astype(np.uint8), d.astype(np.float16), lo.astype(np.float16)
+
+
+def q8_0_quantize(w):
+    w = np.asarray(w, np.float32)
+    n, k = w.shape
+    b = w.reshape(n, k // 32, 32)
+    d = (np.abs(b).max(-1) / np.float32(127)).astype(np.float32)
+    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+    q = np.rint(b * inv[..., None]).astype(np.int64)
+    return q.reshape(n, k).astype(np.int8), d.astype(np.float16)
+
+
+def activation(rng, m, k, *, bits, n_clusters):
+    x = (rng.standard_normal((m, k)) * rng.uniform(0.2, 4, k)).astype(np.float32)
+    ids = rng.integers(0, n_clusters, k)
+    ids[:n_clusters] = np.arange(n_clusters)  # every cluster non-empty
+    lo = np.array([x[:, ids == c].min() for c in range(n_clusters)], np.float32)
+    hi = np.array([x[:, ids == c].max() for c in range(n_clusters)], np.float32)
+    return x, rptq_quantize(x, lo, hi, ids, bits=bits, spec=preset("rptq"))
+
+
+def scalar_of(a, w, bias=None, spec=None):
+    spec = preset("rptq") if spec is None else spec
+    ids = np.asarray(a.clusters) if a.granularity is Granularity.CLUSTER else np.zeros(a.codes.shape[1], int)
+    za = np.asarray(a.zero).reshape(-1)
+    sa = np.asarray(a.scale).reshape(-1)
+    return block_offset_matmul_scalar(a.codes.tolist(), za.tolist(), sa.tolist(), ids.tolist(), w.codes.tolist(),
+                                      np.asarray(w.scale).tolist(),
+                                      None if w.offset is None else np.asarray(w.offset).tolist(), w.blocks.tolist(),
+                                      None if bias is None else np.asarray(bias).tolist(), spec=spec)
+
+
+def assert_equals_scalar(a, w, bias=None, spec=None):
+    spec = preset("rptq") if spec is None else spec
+    sums, y = block_offset_matmul(a, w, bias, spec=spec)
+    s_ref, a_ref, y_ref = scalar_of(a, w, bias, spec)
+    pairs = list(zip(sums.block.tolist(), sums.cluster.tolist(), strict=True))
+    assert pairs == sorted(s_ref)
+    for p, key in enumerate(pairs):
+        assert np.array_equal(sums.s[p], np.array(s_ref[key], dtype=np.int64))
+        if a_ref is not None:
+            assert np.array_equal(sums.a[p], np.array(a_ref[key], dtype=np.int64))
+    assert (sums.a is None) == (a_ref is None)
+    assert np.array_equal(bits(y), bits(np.array([[float(v) for v in r] for r in y_ref], np.float32)))
+    streamed = block_offset_matmul(a, BlockOffsetTensor(**{**w.__dict__, "keep_sums": False}), bias, spec=spec)
+    assert streamed[0] is None and np.array_equal(bits(streamed[1]), bits(y))
+    return sums, y
+
+
+# ------------------------------------------------------------------ the tensor: dequantize equals gguf's
+
+gguf = pytest.importorskip("gguf")
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+def test_dequantize_equals_gguf_package_bit_for_bit(qtype):
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 128)).astype(np.float32)
+    w[0] = 0.0
+    w[1, :32] = rng.uniform(-1e-6, 1e-6, 32)
+    raw = gguf.quants.quantize(w, gguf.GGMLQuantizationType[qtype])
+    ref = np.asarray(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[qtype]), np.float32).reshape(w.shape)
+    decoded = G.decode_q4_1(raw, 128) if qtype == "Q4_1" else (*G.decode_q8_0(raw, 128), None)
+    qt = block_offset_weight(*decoded)
+    assert isinstance(qt, QuantizedTensor) and qt.granularity is Granularity.BLOCK and qt.block_size == 32
+    assert (qt.bits, qt.signed) == ((4, False) if qtype == "Q4_1" else (8, True))
+    assert np.array_equal(bits(qt.dequantize()), bits(ref))
+    # columns permuted with an activation reorder keep their own (d, m): the permuted dequantized weight
+    perm = rng.permutation(128)
+    codes, d, m = decoded
+    moved = block_offset_weight(codes[:, perm], d, m, blocks=perm // 32)
+    assert np.array_equal(bits(moved.dequantize()), bits(ref[:, perm]))
+
+
+def test_bad_tensors_are_refused():
+    q, d, m = q4_1_quantize(np.ones((2, 64), np.float32))
+    with pytest.raises(ValueError, match="codes .* outside|Q4_1: 0..15"):
+        block_offset_weight(q.astype(np.int64) + 16, d, m)
+    with pytest.raises(ValueError, match="scale must be finite float16 of shape \\(2, 2\\)"):
+        block_offset_weight(q, d.astype(np.float32), m)
+    with pytest.raises(ValueError, match="each of the 2 blocks exactly 32 times"):
+        block_offset_weight(q, d, m, blocks=np.zeros(64, np.int64))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        block_offset_weight(q[:, :40], d, m)
+    bad = d.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="finite float16"):
+        block_offset_weight(q, bad, m)
+    with pytest.raises(ValueError, match="float32"):
+        block_offset_weight(q, d, m).dequantize(np.float16)
+
+
+def test_pairs_are_block_then_cluster_ordered():
+    blocks = np.array([1, 1, 0, 0, 1, 0])
+    ids = np.array([2, 0, 2, 2, 0, 1])
+    pair, pb, pc = block_cluster_pairs(blocks, ids)
+    assert list(zip(pb.tolist(), pc.tolist(), strict=True)) == [(0, 1), (0, 2), (1, 0), (1, 2)]
+    assert pair.tolist() == [3, 2, 1, 1, 2, 0]
+
+
+# ------------------------------------------------------------------ fast GEMM == scalar twin
+
+f16_bits = st.integers(0, 0xFFFF).filter(lambda b: (b >> 10) & 0x1F != 0x1F)
+
+
+def f16(b):
+    return np.array(b, dtype=np.uint16).view(np.float16)
+
+
+@st.composite
+def gemm_problem(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    m, n, nb = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    k = 32 * nb
+    c = draw(st.integers(1, 3))
+    abits = draw(st.sampled_from([3, 4, 8]))
+    ids = rng.integers(0, c, k)
+    ids[:c] = np.arange(c)
+    a_codes = rng.integers(-(1 << (abits - 1)), 1 << (abits - 1), (m, k))
+    za = rng.integers(-40, 40, c)
+    sa = np.abs(f16(draw(st.lists(f16_bits, min_size=c, max_size=c)))).astype(np.float16)
+    sa[sa == 0] = np.float16(2.0**-10)
+    a = QuantizedTensor(a_codes, sa, za, Granularity.CLUSTER, abits, True, preset("rptq"), axis=-1, clusters=ids)
+    perm = rng.permutation(k) if draw(st.booleans()) else np.arange(k)
+    q4 = draw(st.booleans())
+    d = f16(draw(st.lists(f16_bits, min_size=n * nb, max_size=n * nb))).reshape(n, nb)
+    if q4:
+        mm = f16(draw(st.lists(f16_bits, min_size=n * nb, max_size=n * nb))).reshape(n, nb)
+        w = block_offset_weight(rng.integers(0, 16, (n, k))[:, perm], d, mm, blocks=perm // 32)
+    else:
+        w = block_offset_weight(rng.integers(-128, 128, (n, k))[:, perm], d, blocks=perm // 32)
+    bias = rng.standard_normal(n).astype(np.float32) if draw(st.booleans()) else None
+    return a, w, bias
+
+
+@settings(max_examples=60, deadline=None)
+@given(gemm_problem())
+def test_block_offset_gemm_equals_scalar_twin(p):
+    """Any fp16 d, m (zeros, subnormals, 65504, negatives), any cluster / permuted-block layout, Q4_1 and Q8_0."""
+    a, w, bias = p
+    sums, y = assert_equals_scalar(a, w, bias)
+    for g in (block_offset_gemm(a, w, spec=preset("rptq")), qgemm(a, w, spec=preset("rptq"))):
+        assert np.array_equal(g.s, sums.s) and np.array_equal(g.block, sums.block)
+    assert np.array_equal(bits(qmatmul(a, w, bias, spec=preset("rptq"))[1]), bits(y))
+
+
+@settings(max_examples=25, deadline=None)
+@given(gemm_problem(), st.sampled_from(["wrap", "saturate"]), st.integers(6, 12))
+def test_narrow_accumulators_equal_scalar_twin(p, overflow, acc_bits):
+    """A narrow accumulator wraps / saturates S and A step by step, in ascending k, as the twin does."""
+    a, w, bias = p
+    assert_equals_scalar(a, w, bias, preset("rptq").replace(acc_bits=acc_bits, acc_overflow=overflow))
+
+
+def test_raise_accumulator_names_the_overflow():
+    a = QuantizedTensor(np.full((1, 32), 7), np.ones(1, np.float16), np.zeros(1, np.int64), Granularity.TENSOR, 4,
+                        True, preset("rptq"))
+    w = block_offset_weight(np.full((1, 32), 15), np.ones((1, 1), np.float16), np.zeros((1, 1), np.float16))
+    with pytest.raises(ValueError, match="accumulator overflow"):
+        block_offset_matmul(a, w, spec=preset("rptq").replace(acc_bits=8, acc_overflow="raise"))
+
+
+EXTREMES = [0.0, -0.0, 2.0**-24, 2.0**-14, 2.0**-3, 1.0, -1.5, 65504.0, -65504.0]
+
+
+def test_exhaustive_codes_and_extreme_parameters():
+    """Every activation code (4-bit signed) x every Q4_1 code, against every pair of extreme fp16 d, m and
+    two activation scales (one block, 2 clusters interleaved): fast == scalar twin bit for bit, and each
+    output within the stated bound of the exact real product (Fractions)."""
+    acodes = np.arange(-8, 8)
+    ids = np.arange(32) % 2
+    a_codes = np.repeat(acodes[:, None], 32, axis=1)
+    a_codes[:, ::3] = acodes[::-1, None]  # not constant along k: S and A mix codes
+    za = np.array([-3, 5])
+    sa = np.array([2.0**-7, 65504.0], np.float16)
+    a = QuantizedTensor(a_codes, sa, za, Granularity.CLUSTER, 4, True, preset("rptq"), axis=-1, clusters=ids)
+    pairs = [(x, y) for x in EXTREMES for y in EXTREMES]
+    n = 16 * len(pairs)
+    qw = np.repeat(np.arange(16), len(pairs))[:, None] * np.ones((1, 32), np.int64)
+    qw[:, 1::4] = 15 - qw[:, 1::4]
+    d = np.array([p[0] for p in pairs] * 16, np.float16).reshape(n, 1)
+    m = np.array([p[1] for p in pairs] * 16, np.float16).reshape(n, 1)
+    w = block_offset_weight(qw, d, m)
+    sums, y = assert_equals_scalar(a, w)
+    bound = block_offset_error_bound(a, w)
+    for i in range(0, 16, 5):
+        for j in range(0, n, 7):
+            exact = sum(Fraction(float(sa[ids[k]])) * (int(a_codes[i, k]) - int(za[ids[k]]))
+                        * (Fraction(float(d[j, 0])) * int(qw[j, k]) + Fraction(float(m[j, 0]))) for k in range(32))
+            assert abs(Fraction(float(y[i, j])) - exact) <= Fraction(float(bound[i, j]))
+
+
+# ------------------------------------------------------------------ the float bound
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([4, 8]), st.integers(1, 6), st.booleans())
+def test_within_bound_of_float64_and_dequantized_float_path(seed, abits, n_clusters, permuted):
+    """|y - y64| <= gamma_{P+3} B + gamma_K(2^-53) B against the float64 product of the exact values;
+    against forward's float path (float64 matmul of the float32 dequantized operands, rounded once),
+    additionally 2u |y_f| + (u + gamma_K(2^-53)(1 + u)) B: the weight's own rounding to float32 and the final one."""
+    rng = np.random.default_rng(seed)
+    x, a = activation(rng, 5, 128, bits=abits, n_clusters=n_clusters)
+    q, d, m = q4_1_quantize(rng.standard_normal((7, 128)) * 0.05)
+    perm = rng.permutation(128) if permuted else np.arange(128)
+    w = block_offset_weight(q[:, perm], d, m, blocks=perm // 32)
+    _, y = block_offset_matmul(a, w, spec=preset("rptq"))
+    bound = block_offset_error_bound(a, w)
+    av = a.dequantize().astype(np.float64)  # exact: (q - z) times an fp16 scale
+    wexact = d.astype(np.float64)[:, perm // 32] * q[:, perm] + m.astype(np.float64)[:, perm // 32]
+    y64 = av @ wexact.T
+    babs = np.abs(av) @ np.abs(wexact).T
+    assert np.all(np.abs(y - y64) <= bound + gamma(128, U64) * babs)
+    yf = float_matmul(a.dequantize(), w.dequantize())
+    slack = 2 * U32 * np.abs(yf) + (U32 + gamma(128, U64) * (1 + U32)) * babs
+    assert np.all(np.abs(y.astype(np.float64) - yf) <= bound + slack)
