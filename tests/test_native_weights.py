@@ -267,3 +267,170 @@ def test_within_bound_of_float64_and_dequantized_float_path(seed, abits, n_clust
     yf = float_matmul(a.dequantize(), w.dequantize())
     slack = 2 * U32 * np.abs(yf) + (U32 + gamma(128, U64) * (1 + U32)) * babs
     assert np.all(np.abs(y.astype(np.float64) - yf) <= bound + slack)
+
+
+# ------------------------------------------------------------------ the NATIVE configurations on a block
+
+def native_opt_block(seed=0, hidden=64, ffn=128, heads=2, n_clusters=4, head_clusters=2):
+    """A synthetic OPT block whose weights are GGUF Q4_1 (quantized here): the float weights of the block are
+    the dequantized Q4_1 ones (what a GGUF model's W16A16 is), and the native arrays carry the codes."""
+    from refsim.models.opt import OPT
+    from refsim.rptq.block import QuantizedOPTBlock
+    from refsim.rptq.synthetic import calibrated_block, random_opt_layer
+
+    rng = np.random.default_rng(seed)
+    layer = random_opt_layer(rng, hidden, ffn)
+    tensors = {}
+    for lin in OPT.linear_names:
+        q, d, m = q4_1_quantize(layer[f"{lin}.weight"])
+        tensors[lin] = G.BlockTensor(lin, "Q4_1", q.shape, codes=q, scale=d, offset=m)
+        layer[f"{lin}.weight"] = tensors[lin].dequantize()
+    calib = rng.standard_normal((16, hidden)).astype(np.float32)
+    block, reorders, _ = calibrated_block(layer, calib, heads=heads, n_clusters=n_clusters,
+                                          head_clusters=head_clusters)
+    arrays = dict(block.arrays)
+    for lin in OPT.linears:
+        out = None if lin.out_reorder is None else reorders[lin.out_reorder].perm
+        arrays.update(G.native_linear_arrays(lin.name, tensors[lin.name], col_perm=reorders[lin.in_reorder].perm,
+                                             row_perm=out))
+    x = rng.standard_normal((6, hidden)).astype(np.float32)
+    return QuantizedOPTBlock(arrays, block.meta), tensors, x
+
+
+def with_native(block, tensors, topology):
+    """The block's native arrays rebuilt for its own layout (its recorded perms)."""
+    from refsim.rptq.block import QuantizedOPTBlock
+
+    arrays = dict(block.arrays)
+    for lin in topology.linears:
+        out = None if lin.out_reorder is None else block[f"{lin.out_reorder}.perm"]
+        arrays.update(G.native_linear_arrays(lin.name, tensors[lin.name], col_perm=block[f"{lin.in_reorder}.perm"],
+                                             row_perm=out))
+    return QuantizedOPTBlock(arrays, block.meta)
+
+
+@pytest.fixture(scope="module")
+def native_block():
+    return native_opt_block()
+
+
+def test_native_configs_are_schemes():
+    from refsim.schemes import NATIVE_CONFIGS, NativeWeightsScheme, RPTQScheme, scheme
+
+    assert set(NATIVE_CONFIGS) >= {"NATIVE_W4A16", "NATIVE_W4A8", "NATIVE_W4A4"}
+    for name, bits in NATIVE_CONFIGS.items():
+        s = scheme(name)
+        assert isinstance(s, NativeWeightsScheme) and isinstance(s, RPTQScheme)
+        assert (s.wbits, s.abits, s.kvbits) == bits and s.name == name
+    from refsim.models.opt import OPT
+
+    assert "GGUF native" in scheme("NATIVE_W4A4").roles(OPT)["weight"][2]
+    with pytest.raises(ValueError, match="NATIVE_W4A4"):
+        from refsim.schemes import native_scheme
+
+        native_scheme("NATIVE_W2A2")
+
+
+@pytest.mark.parametrize("config", ["NATIVE_W4A8", "NATIVE_W4A4"])
+def test_native_block_exact_and_layout_independent(native_block, config):
+    """Integer products with the native codes: keep_sums on or off gives the same bits; the logical layout
+    (scattered clusters, blocks in file order) equals the physical one (blocks scattered over the reordered
+    columns) bit for bit; the per-(block x cluster) sums are the stage."""
+    from refsim.models.forward import forward
+    from refsim.models.opt import OPT
+    from refsim.schemes import native_scheme
+
+    block, tensors, x = native_block
+    st = forward(OPT, block, x, native_scheme(config))
+    lean = forward(OPT, block, x, native_scheme(config, keep_sums=False))
+    for k in ("q", "v", "attn", "out"):
+        assert np.array_equal(bits(st[k]), bits(lean[k])), k
+    assert lean["v_acc"] is None and st["v_acc"].s.ndim == 3
+    logical = with_native(block.logical(OPT), tensors, OPT)
+    lst = forward(OPT, logical, x, native_scheme(config))
+    assert np.array_equal(bits(lst["out"]), bits(st["out"]))
+    assert np.array_equal(st["fc2_acc"].s, lst["fc2_acc"].s)  # the same pairs, the same integers
+    with pytest.raises(ValueError, match="native.cols is not this block's"):
+        forward(OPT, block.logical(OPT), x, native_scheme(config))  # physical native arrays on a logical block
+
+
+def test_native_w4a16_is_the_gguf_float_weights(native_block):
+    """NATIVE_W4A16 multiplies float activations by the dequantized codes: on a block whose float weights are
+    the GGUF ones it equals W16A16 bit for bit."""
+    from refsim.models.forward import forward
+    from refsim.models.opt import OPT
+    from refsim.schemes import scheme
+
+    block, _, x = native_block
+    a, b = forward(OPT, block, x, scheme("NATIVE_W4A16")), forward(OPT, block, x, scheme("W16A16"))
+    assert np.array_equal(bits(a["out"]), bits(b["out"]))
+
+
+@pytest.mark.parametrize("config", ["NATIVE_W4A8", "NATIVE_W4A4"])
+def test_native_linear_within_bound_of_dequantized_float_path(native_block, config):
+    """Stage v (input ln1, the same in both runs): the integer product against forward's float path on the
+    same dequantized operands, within the stated bound (+ the bias add's rounding in each path)."""
+    from refsim.models.forward import Context, Operand, forward
+    from refsim.models.opt import OPT
+    from refsim.schemes import NativeWeightsScheme, native_scheme, native_weight
+
+    class FloatWeights(NativeWeightsScheme):
+        def weight(self, ctx, lin):
+            return Operand(None, native_weight(ctx.block, ctx.topology, lin).dequantize())
+
+    block, _, x = native_block
+    s = native_scheme(config)
+    st = forward(OPT, block, x, s)
+    fl = forward(OPT, block, x, FloatWeights(**s.__dict__))
+    assert np.array_equal(bits(st["ln1"]), bits(fl["ln1"]))
+    a = s.activation(Context(OPT, block, {}, s.spec), "ln1", st["ln1"]).qt
+    w = native_weight(block, OPT, "v")
+    bound = block_offset_error_bound(a, w)
+    babs = np.abs(a.dequantize().astype(np.float64)) @ np.abs(w.dequantize().astype(np.float64)).T
+    y, yf = st["v"].astype(np.float64), fl["v"].astype(np.float64)
+    slack = 2 * U32 * (np.abs(yf) + np.abs(y)) + (U32 + gamma(64, U64) * (1 + U32)) * babs * (1 + U32)
+    assert np.all(np.abs(y - yf) <= bound + slack)
+    assert not np.array_equal(st["v"], fl["v"])  # two different computations: exact sums vs float weights
+
+
+# ------------------------------------------------------------------ the real model (make realmodel)
+
+def _smollm2():
+    try:
+        return G.smollm2_gguf()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+def test_smollm2_q_proj_codes_equal_gguf_dequantizer():
+    """Layer 0's attn_q as a BlockOffsetTensor (rows un-permuted to transformers' order) dequantizes to the gguf
+    package's own dequantized tensor, rows un-permuted, bit for bit."""
+    path = _smollm2()
+    reader = gguf.GGUFReader(str(path))
+    t = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
+    bt = G.transformers_rows(G.read_tensor(path, t), heads=9)
+    w = block_offset_weight(bt.codes, bt.scale, bt.offset)
+    ref = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float32).reshape(bt.shape)
+    assert np.array_equal(bits(w.dequantize()), bits(ref[G.llama_unpermute_rows(576, 9)]))
+    assert w.codes.shape == (576, 576) and w.n_blocks == 18
+
+
+@pytest.mark.slow
+def test_smollm2_q_proj_codes_equal_transformers_weight():
+    """The same codes against transformers' own loading of the file (from_pretrained(gguf_file=)), bit for bit,
+    for q_proj and k_proj of layer 0 (both row-permuted by llama.cpp) and v_proj."""
+    path = _smollm2()
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("accelerate")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    cfg = model.config
+    attn = model.model.layers[0].self_attn
+    heads = {"q": cfg.num_attention_heads, "k": cfg.num_key_value_heads, "v": None}
+    tensors = G.read_gguf(path, [G.gguf_linear_name(0, lin) for lin in heads])
+    for lin, h in heads.items():
+        bt = G.transformers_rows(tensors[G.gguf_linear_name(0, lin)], heads=h)
+        w = block_offset_weight(bt.codes, bt.scale, bt.offset)
+        ref = getattr(attn, f"{lin}_proj").weight.detach().numpy()
+        assert np.array_equal(bits(w.dequantize()), bits(ref)), lin
