@@ -218,29 +218,28 @@ EXTREMES = [0.0, -0.0, 2.0**-24, 2.0**-14, 2.0**-3, 1.0, -1.5, 65504.0, -65504.0
 
 
 def test_exhaustive_codes_and_extreme_parameters():
-    """Every activation code (4-bit signed) x every Q4_1 code, against every pair of extreme fp16 d, m and
-    two activation scales (one block, 2 clusters interleaved): fast == scalar twin bit for bit, and each
+    """Every (activation code, weight code) pair (4-bit signed x Q4_1's 0..15: row i of a holds code
+    (k + i) mod 16 - 8 at column k, every weight row holds k mod 16), against every pair of extreme fp16 d, m
+    and two activation scales (one block, 2 clusters interleaved): fast == scalar twin bit for bit, and each
     output within the stated bound of the exact real product (Fractions)."""
-    acodes = np.arange(-8, 8)
-    ids = np.arange(32) % 2
-    a_codes = np.repeat(acodes[:, None], 32, axis=1)
-    a_codes[:, ::3] = acodes[::-1, None]  # not constant along k: S and A mix codes
+    k = np.arange(32)
+    a_codes = (k[None, :] + np.arange(16)[:, None]) % 16 - 8
+    ids = k % 2
     za = np.array([-3, 5])
     sa = np.array([2.0**-7, 65504.0], np.float16)
     a = QuantizedTensor(a_codes, sa, za, Granularity.CLUSTER, 4, True, preset("rptq"), axis=-1, clusters=ids)
     pairs = [(x, y) for x in EXTREMES for y in EXTREMES]
-    n = 16 * len(pairs)
-    qw = np.repeat(np.arange(16), len(pairs))[:, None] * np.ones((1, 32), np.int64)
-    qw[:, 1::4] = 15 - qw[:, 1::4]
-    d = np.array([p[0] for p in pairs] * 16, np.float16).reshape(n, 1)
-    m = np.array([p[1] for p in pairs] * 16, np.float16).reshape(n, 1)
+    n = len(pairs)
+    qw = np.tile(k % 16, (n, 1))
+    d = np.array([p[0] for p in pairs], np.float16).reshape(n, 1)
+    m = np.array([p[1] for p in pairs], np.float16).reshape(n, 1)
     w = block_offset_weight(qw, d, m)
-    sums, y = assert_equals_scalar(a, w)
+    _, y = assert_equals_scalar(a, w)
     bound = block_offset_error_bound(a, w)
-    for i in range(0, 16, 5):
-        for j in range(0, n, 7):
-            exact = sum(Fraction(float(sa[ids[k]])) * (int(a_codes[i, k]) - int(za[ids[k]]))
-                        * (Fraction(float(d[j, 0])) * int(qw[j, k]) + Fraction(float(m[j, 0]))) for k in range(32))
+    for i in range(16):
+        for j in range(n):
+            exact = sum(Fraction(float(sa[ids[c]])) * (int(a_codes[i, c]) - int(za[ids[c]]))
+                        * (Fraction(float(d[j, 0])) * int(qw[j, c]) + Fraction(float(m[j, 0]))) for c in range(32))
             assert abs(Fraction(float(y[i, j])) - exact) <= Fraction(float(bound[i, j]))
 
 
@@ -434,3 +433,27 @@ def test_smollm2_q_proj_codes_equal_transformers_weight():
         w = block_offset_weight(bt.codes, bt.scale, bt.offset)
         ref = getattr(attn, f"{lin}_proj").weight.detach().numpy()
         assert np.array_equal(bits(w.dequantize()), bits(ref)), lin
+
+
+# ------------------------------------------------------------------ block-aligned reorders (the NATIVE decision)
+
+@pytest.mark.parametrize("heads", [None, 3])
+def test_block_reorder_clusters_are_unions_of_blocks(heads):
+    from refsim.rptq.native import block_reorder
+
+    rng = np.random.default_rng(3)
+    k = 192
+    hi = rng.uniform(0.5, 2, k) * np.where(rng.random(k) < 0.05, 20, 1)
+    lo = -rng.uniform(0.5, 2, k)
+    r = block_reorder(hi, lo, 4, n_heads=heads)
+    assert np.array_equal(np.sort(r.perm), np.arange(k)) and r.sizes.sum() == k
+    blocks = r.perm // 32
+    for j in range(0, k, 32):  # the file's blocks stay whole and in order inside, and lie in one cluster
+        assert np.all(blocks[j:j + 32] == blocks[j]) and np.array_equal(r.perm[j:j + 32] % 32, np.arange(32))
+        assert np.unique(r.ids_new[j:j + 32]).size == 1
+    if heads:  # per head: blocks never leave their head
+        assert np.all(blocks // 2 == np.arange(k) // 64)
+    pairs = block_cluster_pairs(blocks, r.ids_new)[1]
+    assert pairs.size == k // 32  # one (S, A) pair per block
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        block_reorder(hi[:100], lo[:100], 4)
