@@ -274,7 +274,6 @@ def native_opt_block(seed=0, hidden=64, ffn=128, heads=2, n_clusters=4, head_clu
     """A synthetic OPT block whose weights are GGUF Q4_1 (quantized here): the float weights of the block are
     the dequantized Q4_1 ones (what a GGUF model's W16A16 is), and the native arrays carry the codes."""
     from refsim.models.opt import OPT
-    from refsim.rptq.block import QuantizedOPTBlock
     from refsim.rptq.synthetic import calibrated_block, random_opt_layer
 
     rng = np.random.default_rng(seed)
@@ -287,25 +286,16 @@ def native_opt_block(seed=0, hidden=64, ffn=128, heads=2, n_clusters=4, head_clu
     calib = rng.standard_normal((16, hidden)).astype(np.float32)
     block, reorders, _ = calibrated_block(layer, calib, heads=heads, n_clusters=n_clusters,
                                           head_clusters=head_clusters)
-    arrays = dict(block.arrays)
-    for lin in OPT.linears:
-        out = None if lin.out_reorder is None else reorders[lin.out_reorder].perm
-        arrays.update(G.native_linear_arrays(lin.name, tensors[lin.name], col_perm=reorders[lin.in_reorder].perm,
-                                             row_perm=out))
+    assert all(np.array_equal(block[f"{r}.perm"], reorders[r].perm) for r in reorders)
     x = rng.standard_normal((6, hidden)).astype(np.float32)
-    return QuantizedOPTBlock(arrays, block.meta), tensors, x
+    return with_native(block, tensors, OPT), tensors, x
 
 
 def with_native(block, tensors, topology):
     """The block's native arrays rebuilt for its own layout (its recorded perms)."""
     from refsim.rptq.block import QuantizedOPTBlock
 
-    arrays = dict(block.arrays)
-    for lin in topology.linears:
-        out = None if lin.out_reorder is None else block[f"{lin.out_reorder}.perm"]
-        arrays.update(G.native_linear_arrays(lin.name, tensors[lin.name], col_perm=block[f"{lin.in_reorder}.perm"],
-                                             row_perm=out))
-    return QuantizedOPTBlock(arrays, block.meta)
+    return QuantizedOPTBlock({**block.arrays, **G.native_block_arrays(block, topology, tensors)}, block.meta)
 
 
 @pytest.fixture(scope="module")
@@ -426,10 +416,11 @@ def test_smollm2_q_proj_codes_equal_transformers_weight():
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     cfg = model.config
     attn = model.model.layers[0].self_attn
-    heads = {"q": cfg.num_attention_heads, "k": cfg.num_key_value_heads, "v": None}
-    tensors = G.read_gguf(path, [G.gguf_linear_name(0, lin) for lin in heads])
-    for lin, h in heads.items():
-        bt = G.transformers_rows(tensors[G.gguf_linear_name(0, lin)], heads=h)
+    linears = ("q", "k", "v")
+    layer = G.llama_layer_tensors(G.read_gguf(path, [G.gguf_linear_name(0, lin) for lin in G.LLAMA_LINEARS]), 0,
+                                  heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads)
+    for lin in linears:
+        bt = layer[lin]
         w = block_offset_weight(bt.codes, bt.scale, bt.offset)
         ref = getattr(attn, f"{lin}_proj").weight.detach().numpy()
         assert np.array_equal(bits(w.dequantize()), bits(ref)), lin

@@ -329,3 +329,32 @@ def native_linear_arrays(linear: str, t: BlockTensor, *, col_perm=None, row_perm
     if t.offset is not None:
         out[f"{linear}.native.m"] = t.offset[rows]
     return out
+
+
+def llama_layer_tensors(tensors: dict, layer: int, *, heads: int, kv_heads: int, architecture="llama") -> dict:
+    """{linear: BlockTensor in transformers' row order} of one LLaMA layer, from ``read_gguf``'s dict.
+
+    attn_q / attn_k rows are un-permuted when the file's ``general.architecture`` is "llama" (the
+    converter permuted them for llama.cpp's RoPE; transformers' LlamaTensorProcessor undoes it for that
+    architecture only): attn_q with ``heads``, attn_k with ``kv_heads``."""
+    out = {}
+    for lin in LLAMA_LINEARS:
+        name = gguf_linear_name(layer, lin)
+        if name not in tensors:
+            raise ValueError(f"the GGUF tensors have no {name!r} (layer {layer}, linear {lin!r})")
+        counts = {"heads": heads, "kv_heads": kv_heads}
+        h = counts.get(LLAMA_PERMUTED_ROWS.get(lin)) if architecture == "llama" else None
+        out[lin] = transformers_rows(tensors[name], h)
+    return out
+
+
+def native_block_arrays(block, topology, tensors: dict) -> dict:
+    """The native arrays (``native_linear_arrays``) of every linear of ``topology``, in ``block``'s layout:
+    columns by each linear's input reorder, rows by its output reorder (``block[f"{r}.perm"]``).
+    ``tensors``: {linear name: BlockTensor in transformers' row order} (``llama_layer_tensors``)."""
+    out = {}
+    for lin in topology.linears:
+        rows = None if lin.out_reorder is None else block[f"{lin.out_reorder}.perm"]
+        out.update(native_linear_arrays(lin.name, tensors[lin.name], col_perm=block[f"{lin.in_reorder}.perm"],
+                                        row_perm=rows))
+    return out
