@@ -309,6 +309,7 @@ def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, spec: NumericsSpec):
     the accumulator is the product's, so it is named here rather than read from either operand.
     SDR codes: the decompression-free product (``refsim.sdr_gemm``), int64 (M, N):
     sum_groups 2^(fa + fw) * sum_{k in group} ca[m, k] * cw[n, k], in group order.
+    GGUF block weights (``BlockOffsetTensor``): ``block_offset_gemm``'s per-(block x cluster) ``BlockSums``.
     """
     if isinstance(w, BlockOffsetTensor):  # GGUF block weights: per-(block x cluster) sums (below)
         return block_offset_gemm(a, w, spec=spec)

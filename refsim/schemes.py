@@ -14,6 +14,8 @@ A scheme maps each tensor role of a decoder block to a rule:
 and provides each of them to the forward pass (``refsim.models.forward``) as an ``Operand``,
 recording the code stages. ``CONFIGS`` (RPTQ Table 1/3) and ``SDR_CONFIGS`` (QRazor) name the
 configurations; ``scheme(config)`` gives the scheme of a name or of {"wbits", "abits", "kvbits"}.
+``NATIVE_CONFIGS`` (``NativeWeightsScheme``, docs/gguf.md): RPTQ activations with a GGUF model's own
+Q4_1 weight blocks as exact integer codes (``refsim.qtensor.BlockOffsetTensor``).
 """
 
 from __future__ import annotations
@@ -245,9 +247,10 @@ class QRazorScheme:
 
 
 def scheme(config, *, group_size=16, spec: NumericsSpec | None = None):
-    """The scheme of a configuration: a name in ``CONFIGS`` (RPTQ) or ``SDR_CONFIGS`` (QRazor, at
-    ``group_size``), or {"wbits", "abits", "kvbits"} (RPTQ; None = float). ``spec`` replaces the
-    method's spec (activations, probabilities, every product's accumulator); None keeps its preset."""
+    """The scheme of a configuration: a name in ``CONFIGS`` (RPTQ), ``NATIVE_CONFIGS`` (GGUF native weights)
+    or ``SDR_CONFIGS`` (QRazor, at ``group_size``), or {"wbits", "abits", "kvbits"} (RPTQ; None = float).
+    ``spec`` replaces the method's spec (activations, probabilities, every product's accumulator); None keeps
+    its preset."""
     if isinstance(config, (RPTQScheme, QRazorScheme)):
         if spec is None:
             return config
