@@ -174,7 +174,10 @@ def gemm_problem(draw):
     za = rng.integers(-40, 40, c)
     sa = np.abs(f16(draw(st.lists(f16_bits, min_size=c, max_size=c)))).astype(np.float16)
     sa[sa == 0] = np.float16(2.0**-10)
-    a = QuantizedTensor(a_codes, sa, za, Granularity.CLUSTER, abits, True, preset("rptq"), axis=-1, clusters=ids)
+    if c == 1 and draw(st.booleans()):  # a per-tensor activation (one scale, one zero point)
+        a = QuantizedTensor(a_codes, sa[0], za[0], Granularity.TENSOR, abits, True, preset("rptq"))
+    else:
+        a = QuantizedTensor(a_codes, sa, za, Granularity.CLUSTER, abits, True, preset("rptq"), axis=-1, clusters=ids)
     perm = rng.permutation(k) if draw(st.booleans()) else np.arange(k)
     q4 = draw(st.booleans())
     d = f16(draw(st.lists(f16_bits, min_size=n * nb, max_size=n * nb))).reshape(n, nb)
@@ -335,6 +338,7 @@ def test_native_block_exact_and_layout_independent(native_block, config):
     for k in ("q", "v", "attn", "out"):
         assert np.array_equal(bits(st[k]), bits(lean[k])), k
     assert lean["v_acc"] is None and st["v_acc"].s.ndim == 3
+    assert st["q_acc"].block.size > 64 // 32  # channel-level clusters: the blocks are split (option (b))
     logical = with_native(block.logical(OPT), tensors, OPT)
     lst = forward(OPT, logical, x, native_scheme(config))
     assert np.array_equal(bits(lst["out"]), bits(st["out"]))
@@ -380,6 +384,8 @@ def test_native_linear_within_bound_of_dequantized_float_path(native_block, conf
     slack = 2 * U32 * (np.abs(yf) + np.abs(y)) + (U32 + gamma(64, U64) * (1 + U32)) * babs * (1 + U32)
     assert np.all(np.abs(y - yf) <= bound + slack)
     assert not np.array_equal(st["v"], fl["v"])  # two different computations: exact sums vs float weights
+    y_ref = scalar_of(a, w, block["v.bias"])[2]  # and the block's own product is the scalar twin's, bit for bit
+    assert np.array_equal(bits(st["v"]), bits(np.array([[float(v) for v in r] for r in y_ref], np.float32)))
 
 
 # ------------------------------------------------------------------ the real model (make realmodel)
@@ -448,3 +454,42 @@ def test_block_reorder_clusters_are_unions_of_blocks(heads):
     assert pairs.size == k // 32  # one (S, A) pair per block
     with pytest.raises(ValueError, match="multiple of n_heads"):
         block_reorder(hi[:100], lo[:100], 4)
+
+
+def test_block_aligned_native_block_has_one_pair_per_block():
+    """The NATIVE decision on a block: with block-aligned reorders (R1, R4, R5, R3) every linear's product is one
+    (S, A) pair per file block, and the physical block (blocks moved whole) equals the logical one bit for bit."""
+    from refsim.models.forward import forward
+    from refsim.models.opt import OPT
+    from refsim.rptq.block import QuantizedOPTBlock
+    from refsim.rptq.native import block_reorder
+    from refsim.rptq.pipeline import find_reorders
+    from refsim.rptq.reorder import permute_layer, permute_stats, reorder_arrays
+    from refsim.rptq.synthetic import calibrated_block, random_opt_layer
+    from refsim.schemes import native_scheme
+
+    rng = np.random.default_rng(5)
+    hidden, ffn, heads = 128, 256, 2
+    layer = random_opt_layer(rng, hidden, ffn)
+    tensors = {}
+    for lin in OPT.linear_names:
+        q, d, m = q4_1_quantize(layer[f"{lin}.weight"])
+        tensors[lin] = G.BlockTensor(lin, "Q4_1", q.shape, codes=q, scale=d, offset=m)
+        layer[f"{lin}.weight"] = tensors[lin].dequantize()
+    calib = rng.standard_normal((16, hidden)).astype(np.float32)
+    block, _, stats = calibrated_block(layer, calib, heads=heads, n_clusters=4, head_clusters=2)
+    reorders = find_reorders(stats, heads=heads, n_clusters=4, head_clusters=2)
+    for r, point, h in (("R1", "ln1", None), ("R4", "ln2", None), ("R5", "fc2_in", None), ("R3", "attn", heads)):
+        lo, hi = stats[point]
+        reorders[r] = block_reorder(hi, lo, 2 if h else 4, n_heads=h)
+    arrays = {**permute_layer(layer, reorders), **permute_stats(stats, reorders), **reorder_arrays(reorders)}
+    aligned = QuantizedOPTBlock(arrays, block.meta)
+    aligned = with_native(aligned, tensors, OPT)
+    x = rng.standard_normal((5, hidden)).astype(np.float32)
+    st = forward(OPT, aligned, x, native_scheme("NATIVE_W4A4"))
+    for lin in OPT.linears:
+        k = tensors[lin.name].shape[1]
+        sums = st[f"{lin.name}_acc"]
+        assert sums.block.size == k // 32 and np.array_equal(np.sort(sums.block), np.arange(k // 32)), lin.name
+    logical = with_native(aligned.logical(OPT), tensors, OPT)
+    assert np.array_equal(bits(forward(OPT, logical, x, native_scheme("NATIVE_W4A4"))["out"]), bits(st["out"]))
