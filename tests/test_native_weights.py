@@ -408,6 +408,25 @@ def test_smollm2_q_proj_codes_equal_gguf_dequantizer():
     ref = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float32).reshape(bt.shape)
     assert np.array_equal(bits(w.dequantize()), bits(ref[G.llama_unpermute_rows(576, 9)]))
     assert w.codes.shape == (576, 576) and w.n_blocks == 18
+    # the real codes in the exact product, on block-aligned clusters of a random activation
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((8, 576)) * rng.uniform(0.2, 3, 576)).astype(np.float32)
+    from refsim.rptq.native import block_reorder
+
+    reorder = block_reorder(x.max(0), x.min(0), 6)
+    ids = reorder.ids_old  # the logical layout: clusters are unions of the file's blocks
+    lo = np.array([x[:, ids == c].min() for c in range(6)], np.float32)
+    hi = np.array([x[:, ids == c].max() for c in range(6)], np.float32)
+    a = rptq_quantize(x, lo, hi, ids, bits=4, spec=preset("rptq"))
+    sums, y = block_offset_matmul(a, w, spec=preset("rptq"))
+    assert sums.block.size == 18
+    yf = float_matmul(a.dequantize(), w.dequantize())
+    babs = np.abs(a.dequantize().astype(np.float64)) @ np.abs(w.dequantize().astype(np.float64)).T
+    slack = 2 * U32 * np.abs(yf) + (U32 + gamma(576, U64) * (1 + U32)) * babs * (1 + U32)
+    assert np.all(np.abs(y - yf.astype(np.float64)) <= block_offset_error_bound(a, w) + slack)
+    rows = block_offset_weight(w.codes[:3], w.scale[:3], w.offset[:3])
+    y_ref = scalar_of(a, rows)[2]
+    assert np.array_equal(bits(y[:, :3]), bits(np.array([[float(v) for v in r] for r in y_ref], np.float32)))
 
 
 @pytest.mark.slow
