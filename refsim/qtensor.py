@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -308,7 +309,10 @@ def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, spec: NumericsSpec):
     the accumulator is the product's, so it is named here rather than read from either operand.
     SDR codes: the decompression-free product (``refsim.sdr_gemm``), int64 (M, N):
     sum_groups 2^(fa + fw) * sum_{k in group} ca[m, k] * cw[n, k], in group order.
+    GGUF block weights (``BlockOffsetTensor``): ``block_offset_gemm``'s per-(block x cluster) ``BlockSums``.
     """
+    if isinstance(w, BlockOffsetTensor):  # GGUF block weights: per-(block x cluster) sums (below)
+        return block_offset_gemm(a, w, spec=spec)
     if (a.sdr is None) != (w.sdr is None):
         raise ValueError("qgemm needs two SDR tensors or two affine tensors")
     if a.codes.ndim != 2 or w.codes.ndim != 2 or a.codes.shape[1] != w.codes.shape[1]:
@@ -363,8 +367,229 @@ def epilogue(isums, scale_a, scale_w, bias=None) -> np.ndarray:
 
 def qmatmul(a: QuantizedTensor, w: QuantizedTensor, bias=None, *, spec: NumericsSpec):
     """(isums, y): ``qgemm`` and its float32 ``epilogue`` with both tensors' scales."""
+    if isinstance(w, BlockOffsetTensor):
+        return block_offset_matmul(a, w, bias, spec=spec)
     isums = qgemm(a, w, spec=spec)
     c = 1 if isums.ndim == 2 else isums.shape[0]
     sa, _ = _reduced_params(a, a.codes.shape[0], c, weight=False)
     sw, _ = _reduced_params(w, w.codes.shape[0], c, weight=True)
     return isums, epilogue(isums, sa, sw, bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# native GGUF weights: block granularity with a float offset, and their exact GEMM (docs/gguf.md)
+
+@dataclass(frozen=True, eq=False)
+class BlockOffsetTensor(QuantizedTensor):
+    """GGUF block weights (N, K) as integer codes with per-(row, block) parameters (docs/gguf.md):
+
+        Q4_1:  w[n, k] = fl32(fl32(d[n, b] * q[n, k]) + m[n, b])     codes 0..15, m the float offset
+        Q8_0:  w[n, k] = fl32(d[n, b] * q[n, k])                     codes int8, ``offset`` None
+                                                                    b = blocks[k]
+
+    ``scale`` = d (N, B) and ``offset`` = m (N, B) are fp16; ``zero`` is 0 and unused (m is a float,
+    not a multiple of d: no integer zero point exists, docs/numerics.md "Offset form"); granularity
+    BLOCK along axis 1, block_size 32. ``blocks`` (K,): the file's block of each column, k // 32 in
+    the file's order and scattered when the columns were permuted with an activation reorder (each
+    column keeps its own d and m). No NumericsSpec field governs this dequantization (``spec`` is
+    None): the format fixes fp16 parameters and float32 operations rounded to nearest even, the
+    offset form ``refsim.formats.gguf.dequantize_blocks``, equal to the gguf package's dequantizer
+    bit for bit. The product's accumulator comes from the product's spec (``block_offset_gemm``).
+    ``keep_sums``: whether ``qmatmul`` returns the per-(block x cluster) sums; False computes one
+    pair at a time and returns None for them (a whole model need not hold them).
+    """
+
+    offset: np.ndarray | None = None
+    blocks: np.ndarray | None = None
+    keep_sums: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        from refsim.formats.gguf import check_column_blocks
+
+        if self.granularity is not Granularity.BLOCK or self.axis != 1 or self.block_size != BLOCK_OFFSET_SIZE:
+            raise ValueError(f"a BlockOffsetTensor is block-granular along axis 1 in blocks of {BLOCK_OFFSET_SIZE}")
+        n, k = np.shape(self.codes)
+        for name, p in (("scale", self.scale), ("offset", self.offset)):
+            if p is None and name == "offset":
+                continue
+            p = np.asarray(p)
+            if p.dtype != np.float16 or p.shape != (n, k // BLOCK_OFFSET_SIZE) or not np.all(np.isfinite(p)):
+                raise ValueError(f"{name} must be finite float16 of shape ({n}, {k // BLOCK_OFFSET_SIZE}) "
+                                 f"(one per row x block), got {p.dtype} {p.shape}")
+        check_column_blocks(self.blocks, k)
+
+    @property
+    def n_blocks(self) -> int:
+        return int(np.asarray(self.scale).shape[1])
+
+    def dequantize(self, dtype=np.float32) -> np.ndarray:
+        """float32 w (class docstring); only float32 is the format's own value."""
+        from refsim.formats.gguf import dequantize_blocks
+
+        if np.dtype(dtype) != np.float32:
+            raise ValueError(f"dtype={dtype} is not allowed; allowed: float32 (GGUF's dequantized values)")
+        return dequantize_blocks(self.codes, self.scale, self.offset, blocks=self.blocks)
+
+
+BLOCK_OFFSET_SIZE = 32  # GGUF's QK4_1 = QK8_0
+
+
+def block_offset_weight(codes, d, m=None, *, blocks=None, keep_sums=True) -> BlockOffsetTensor:
+    """A ``BlockOffsetTensor`` from GGUF codes (N, K) and fp16 d, m (N, K/32): Q4_1 when m is given
+    (unsigned 4-bit codes), Q8_0 when m is None (int8 codes). ``blocks`` defaults to k // 32."""
+    from refsim.checks import as_int_array, check_range
+    from refsim.formats.gguf import column_blocks
+
+    q = as_int_array(codes, name="codes")
+    if q.ndim != 2 or q.shape[1] % BLOCK_OFFSET_SIZE:
+        raise ValueError(f"codes must be (N, K) with K a multiple of {BLOCK_OFFSET_SIZE}, got {q.shape}")
+    bits, signed = (4, False) if m is not None else (8, True)
+    lo, hi = (0, 15) if m is not None else (-128, 127)
+    check_range(q, lo, hi, name="codes", what="(Q4_1: 0..15)" if m is not None else "(Q8_0: int8)")
+    blocks = column_blocks(q.shape[1]) if blocks is None else np.asarray(blocks)
+    return BlockOffsetTensor(q, np.asarray(d), np.zeros((), np.int64), Granularity.BLOCK, bits, signed, None, axis=1,
+                             block_size=BLOCK_OFFSET_SIZE, offset=None if m is None else np.asarray(m),
+                             blocks=blocks, keep_sums=bool(keep_sums))
+
+
+class BlockSums(NamedTuple):
+    """The exact integer sums of ``block_offset_gemm``, one entry per non-empty (block, cluster) pair p,
+    pairs ordered by block ascending, then cluster ascending:
+
+        s[p, m, n] = sum_{k in pair p, ascending} (qa[m, k] - za[c]) * qw[n, k]
+        a[p, m]    = sum_{k in pair p, ascending} (qa[m, k] - za[c])           (None for Q8_0: no offset)
+    """
+
+    s: np.ndarray
+    a: np.ndarray | None
+    block: np.ndarray
+    cluster: np.ndarray
+
+
+def block_cluster_pairs(blocks, ids):
+    """(pair of each column (K,), block of each pair (P,), cluster of each pair (P,)): the non-empty
+    intersections of a weight block and an activation cluster, ordered by (block, cluster)."""
+    blocks, ids = np.asarray(blocks, np.int64), np.asarray(ids, np.int64)
+    n_c = int(ids.max()) + 1 if ids.size else 1
+    keys, pair = np.unique(blocks * n_c + ids, return_inverse=True)
+    return pair.reshape(-1), keys // n_c, keys % n_c
+
+
+def _activation_clusters(a: QuantizedTensor):
+    """(ids (K,), scale (C,), zero (C,)) of an activation operand: its clusters, or one for TENSOR."""
+    k = a.codes.shape[1]
+    if a.granularity is Granularity.CLUSTER:
+        ids, c = np.asarray(a.clusters, np.int64), a.n_clusters
+    elif a.granularity is Granularity.TENSOR:
+        ids, c = np.zeros(k, np.int64), 1
+    else:
+        raise ValueError(f"a block-offset product takes a per-tensor or per-cluster activation, got "
+                         f"{a.granularity.value}")
+    sa, za = _reduced_params(a, a.codes.shape[0], c, weight=False)
+    return ids, np.asarray(sa), np.asarray(za)
+
+
+def _pair_sums(a: QuantizedTensor, w: BlockOffsetTensor, *, spec):
+    """Yield (block, cluster, s (M, N), a (M,) or None) per pair, in the pair order: each sum is one
+    ``cluster_int_gemm`` of the pair's columns (ascending k) under the spec's accumulator."""
+    if a.sdr is not None or a.codes.ndim != 2 or a.codes.shape[1] != w.codes.shape[1]:
+        raise ValueError(f"a (M, K) affine codes and w (N, K) must agree on K, got {a.codes.shape} and "
+                         f"{w.codes.shape}")
+    ids, _, za = _activation_clusters(a)
+    pair, pb, pc = block_cluster_pairs(w.blocks, ids)
+    qa, qw = np.asarray(a.codes), np.asarray(w.codes)
+    for p in range(pb.size):
+        cols = np.nonzero(pair == p)[0]
+        one = np.zeros(cols.size, np.int64)
+        za_p = np.asarray(za[pc[p]]).reshape(1)
+        s = _cluster_int_gemm(qa[:, cols], za_p, qw[:, cols].T, 0, one, spec=spec)[0]
+        sa = None
+        if w.offset is not None:
+            sa = _cluster_int_gemm(qa[:, cols], za_p, np.ones((cols.size, 1), np.int64), 0, one, spec=spec)[0, :, 0]
+        yield int(pb[p]), int(pc[p]), s, sa
+
+
+def block_offset_gemm(a: QuantizedTensor, w: BlockOffsetTensor, *, spec: NumericsSpec) -> BlockSums:
+    """Exact integer sums of a (M, K) x w (N, K)^T with GGUF block weights (``BlockSums``).
+
+    Activations a = s_a[c] * (qa - za[c]) per cluster c (RPTQ; one cluster for a per-tensor tensor),
+    weights w = d[n, b] * qw + m[n, b] per (row, block) (``BlockOffsetTensor``): the product needs,
+    per non-empty (block b, cluster c), S = sum (qa - za) * qw and A = sum (qa - za) over the k in
+    both, each under the accumulator of ``spec`` (spec.acc_bits, spec.acc_overflow; ascending k).
+    A block lying inside one cluster is one pair (llama.cpp's vec_dot_q4_1_q8_1 form)."""
+    out = list(_pair_sums(a, w, spec=spec))
+    m, n = a.codes.shape[0], w.codes.shape[0]
+    s = np.stack([o[2] for o in out]) if out else np.zeros((0, m, n), np.int64)
+    sa = None if w.offset is None else (np.stack([o[3] for o in out]) if out else np.zeros((0, m), np.int64))
+    return BlockSums(s, sa, np.array([o[0] for o in out], np.int64), np.array([o[1] for o in out], np.int64))
+
+
+def _pair_term(acc, s, sa, scale_a, d_n, m_n):
+    """acc + fl(fl(f32(S) * fl(s_a * d)) + fl(f32(A) * fl(s_a * m))), every op float32 (block_offset_epilogue)."""
+    f32 = np.float32
+    p = (f32(scale_a) * d_n.astype(f32)).astype(f32)  # exact: two fp16 significands fit float32's
+    t = (s.astype(f32) * p[None, :]).astype(f32)
+    if sa is not None:
+        q = (f32(scale_a) * m_n.astype(f32)).astype(f32)
+        t = (t + (sa.astype(f32)[:, None] * q[None, :]).astype(f32)).astype(f32)
+    return (acc + t).astype(f32)
+
+
+def block_offset_epilogue(sums: BlockSums, scale_a, w: BlockOffsetTensor, bias=None) -> np.ndarray:
+    """float32 y (M, N) from ``BlockSums``, in the pair order (blocks ascending, clusters ascending in each):
+
+        acc = 0.0f
+        for (b, c):  acc = acc + ( f32(S) * (s_a[c] * d[n, b]) + f32(A) * (s_a[c] * m[n, b]) )
+        y = acc + bias[n]
+
+    every operation rounded to float32 (nearest even) in the order written; s_a * d and s_a * m are
+    exact (fp16 x fp16); f32(S) is exact while |S| <= 2^24. Q8_0 (no offset): the A term is absent."""
+    sa = np.asarray(scale_a, np.float32).reshape(-1)
+    d, m = np.asarray(w.scale), None if w.offset is None else np.asarray(w.offset)
+    acc = np.zeros(sums.s.shape[1:], np.float32)
+    for p in range(sums.block.size):
+        b = int(sums.block[p])
+        acc = _pair_term(acc, sums.s[p], None if sums.a is None else sums.a[p], sa[int(sums.cluster[p])], d[:, b],
+                         None if m is None else m[:, b])
+    return acc if bias is None else (acc + np.asarray(bias, np.float32)).astype(np.float32)
+
+
+def block_offset_matmul(a: QuantizedTensor, w: BlockOffsetTensor, bias=None, *, spec: NumericsSpec):
+    """(sums, y): ``block_offset_gemm`` and ``block_offset_epilogue``; with ``w.keep_sums`` False each
+    pair's sums are folded into y as they are made and ``sums`` is None (the same y bit for bit)."""
+    if w.keep_sums:
+        sums = block_offset_gemm(a, w, spec=spec)
+        return sums, block_offset_epilogue(sums, _activation_clusters(a)[1], w, bias)
+    _, sa, _ = _activation_clusters(a)
+    d, m = np.asarray(w.scale), None if w.offset is None else np.asarray(w.offset)
+    acc = np.zeros((a.codes.shape[0], w.codes.shape[0]), np.float32)
+    for b, c, s, asum in _pair_sums(a, w, spec=spec):
+        acc = _pair_term(acc, s, asum, sa[c], d[:, b], None if m is None else m[:, b])
+    return None, acc if bias is None else (acc + np.asarray(bias, np.float32)).astype(np.float32)
+
+
+def _gamma(j, u):
+    return j * u / (1 - j * u)
+
+
+def block_offset_error_bound(a: QuantizedTensor, w: BlockOffsetTensor) -> np.ndarray:
+    """float64 (M, N): a bound on |y - y_exact| for ``block_offset_epilogue``'s y without bias, where
+    y_exact = sum_k s_a (qa - za) (d qw + m) is the real product of the two tensors' exact values:
+
+        |y - y_exact| <= gamma_{P+3} * B,   B = sum_k |s_a (qa - za)| * (|d qw| + |m|),
+        gamma_j = j u / (1 - j u),  u = 2^-24,  P = the number of (block, cluster) pairs
+
+    (Higham, Accuracy and Stability, Lemma 3.1 and Sec. 4.2: each term has <= 3 roundings
+    (f32(S) when |S| > 2^24, its product, the sum of the two products), each of the P additions to
+    acc one more, and every |term| is at most its share of B). Compare with a float64 product of
+    the dequantized operands by adding gamma_K (u = 2^-53) * B for the float64 sum's own error."""
+    ids, sa, za = _activation_clusters(a)
+    av = np.abs(sa.astype(np.float64)[ids] * (np.asarray(a.codes, np.float64) - za.astype(np.float64)[ids]))
+    d = np.asarray(w.scale, np.float64)[:, w.blocks]
+    wv = np.abs(d * np.asarray(w.codes, np.float64))
+    if w.offset is not None:
+        wv = wv + np.abs(np.asarray(w.offset, np.float64)[:, w.blocks])
+    n_pairs = block_cluster_pairs(w.blocks, ids)[1].size
+    big = av @ wv.T
+    return _gamma(n_pairs + 3, 2.0**-24) * big * (1 + 2.0**-40)  # the last factor covers B's own float64 rounding

@@ -410,3 +410,54 @@ def affine_minmax_params_scalar(xmin: float, xmax: float, *, qmin: int, qmax: in
         return s, int((qmax + qmin + 1) / 2)
     s = max(f(f(hi - lo) / (qmax - qmin)), eps)
     return s, min(max(qmin - round_half_even_int(f(lo / s)), qmin), qmax)
+
+
+# --- GGUF block weights with a float offset (refsim.qtensor.block_offset_matmul) ----------------
+
+def block_offset_matmul_scalar(qa, za, sa, ids, qw, d, m, blocks, bias=None, *, spec: NumericsSpec):
+    """a (M, K) x w (N, K)^T with activations s_a[c] (qa - za[c]) and GGUF weights d[n, b] qw + m[n, b],
+    written from docs/gguf.md one output at a time. Returns (S, A, y): S[(b, c)][m][n] and A[(b, c)][m]
+    Python ints, y[m][n] Fractions (float32 values).
+
+    Pairs (b, c) with at least one column k (blocks[k] == b, ids[k] == c), ordered by b then c:
+        S = sum_{k in pair, ascending} (qa[m][k] - za[c]) * qw[n][k]      the spec's accumulator per step
+        A = sum_{k in pair, ascending} (qa[m][k] - za[c])                 (m None: Q8_0, no A)
+        acc = 0;  acc = f32(acc + f32(f32(f32(S) * f32(s_a[c] * d[n][b])) + f32(f32(A) * f32(s_a[c] * m[n][b]))))
+        y = f32(acc + bias[n])
+    """
+    acc_bits, overflow = spec.acc_bits, spec.acc_overflow.value
+    f32 = lambda v: round_to_format(v, "float32")  # noqa: E731
+    pairs = sorted({(int(blocks[k]), int(ids[k])) for k in range(len(blocks))})
+    rows, outs = len(qa), len(qw)
+    big_s, big_a = {}, {}
+    for b, c in pairs:
+        cols = [k for k in range(len(blocks)) if int(blocks[k]) == b and int(ids[k]) == c]
+        s_p = [[0] * outs for _ in range(rows)]
+        a_p = [0] * rows
+        for i in range(rows):
+            acc_a = 0
+            for k in cols:
+                acc_a = accumulate_scalar(acc_a, int(qa[i][k]) - int(za[c]), acc_bits=acc_bits, overflow=overflow,
+                                          where=(i, k))
+            a_p[i] = acc_a
+            for n in range(outs):
+                acc = 0
+                for k in cols:
+                    term = (int(qa[i][k]) - int(za[c])) * int(qw[n][k])
+                    acc = accumulate_scalar(acc, term, acc_bits=acc_bits, overflow=overflow, where=(i, n, k))
+                s_p[i][n] = acc
+        big_s[(b, c)], big_a[(b, c)] = s_p, a_p
+    y = [[Fraction(0)] * outs for _ in range(rows)]
+    for i in range(rows):
+        for n in range(outs):
+            acc = Fraction(0)
+            for b, c in pairs:
+                s_c = Fraction(float(sa[c]))
+                t = f32(f32(Fraction(big_s[(b, c)][i][n])) * f32(s_c * Fraction(float(d[n][b]))))
+                if m is not None:
+                    t = f32(t + f32(f32(Fraction(big_a[(b, c)][i])) * f32(s_c * Fraction(float(m[n][b])))))
+                acc = f32(acc + t)
+            if bias is not None:
+                acc = f32(acc + f32(Fraction(float(bias[n]))))
+            y[i][n] = acc
+    return big_s, (big_a if m is not None else None), y

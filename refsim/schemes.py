@@ -14,6 +14,8 @@ A scheme maps each tensor role of a decoder block to a rule:
 and provides each of them to the forward pass (``refsim.models.forward``) as an ``Operand``,
 recording the code stages. ``CONFIGS`` (RPTQ Table 1/3) and ``SDR_CONFIGS`` (QRazor) name the
 configurations; ``scheme(config)`` gives the scheme of a name or of {"wbits", "abits", "kvbits"}.
+``NATIVE_CONFIGS`` (``NativeWeightsScheme``, docs/gguf.md): RPTQ activations with a GGUF model's own
+Q4_1 weight blocks as exact integer codes (``refsim.qtensor.BlockOffsetTensor``).
 """
 
 from __future__ import annotations
@@ -245,15 +247,18 @@ class QRazorScheme:
 
 
 def scheme(config, *, group_size=16, spec: NumericsSpec | None = None):
-    """The scheme of a configuration: a name in ``CONFIGS`` (RPTQ) or ``SDR_CONFIGS`` (QRazor, at
-    ``group_size``), or {"wbits", "abits", "kvbits"} (RPTQ; None = float). ``spec`` replaces the
-    method's spec (activations, probabilities, every product's accumulator); None keeps its preset."""
+    """The scheme of a configuration: a name in ``CONFIGS`` (RPTQ), ``NATIVE_CONFIGS`` (GGUF native weights)
+    or ``SDR_CONFIGS`` (QRazor, at ``group_size``), or {"wbits", "abits", "kvbits"} (RPTQ; None = float).
+    ``spec`` replaces the method's spec (activations, probabilities, every product's accumulator); None keeps
+    its preset."""
     if isinstance(config, (RPTQScheme, QRazorScheme)):
         if spec is None:
             return config
         if isinstance(config, RPTQScheme):
             return replace(config, spec=spec)
         return replace(config, config=replace(config.config, spec=spec))
+    if isinstance(config, str) and config in NATIVE_CONFIGS:
+        return native_scheme(config, spec=spec)
     if isinstance(config, str) and config in SDR_CONFIGS:
         from refsim.qrazor import qrazor_config
 
@@ -268,3 +273,72 @@ def qrazor_scheme(name="W4A4", *, group_size=16, spec: NumericsSpec | None = Non
     from refsim.qrazor import qrazor_config
 
     return QRazorScheme(f"QRAZOR_{name}", qrazor_config(name, group_size=group_size, spec=spec))
+
+
+# ---------------------------------------------------------------------------------------------
+# native GGUF weights (docs/gguf.md): the model's own 4-bit blocks as exact integer codes
+
+# name -> (wbits, abits, kvbits), weights always the GGUF file's own codes (Q4_1: 4 bits). The
+# activations are RPTQ's, on the block's calibrated reorders (option (b) of docs/gguf.md: the weight
+# columns move with the activations and keep their own d and m). NATIVE_W4A16 (and the KV-only
+# configurations) multiply float activations by the dequantized GGUF weights: the W16A16 weights of a
+# GGUF model, computed from the codes.
+NATIVE_CONFIGS = {
+    "NATIVE_W4A16": (4, None, None),
+    "NATIVE_W4A8": (4, 8, 8),
+    "NATIVE_W4A4": (4, 4, 4),
+    "NATIVE_W4A4KV": (4, None, 4),
+    "NATIVE_W4A3KV": (4, None, 3),
+}
+
+
+def native_weight(block, topology, lin, *, keep_sums=True):
+    """The ``BlockOffsetTensor`` of one linear's native arrays (``refsim.formats.gguf.native_linear_arrays``),
+    checked against the block's layout: the stored columns must be the block's input reorder and the
+    rows its output reorder (a logical() copy of a physical block, say, must be given its own arrays)."""
+    from refsim.qtensor import block_offset_weight
+
+    spec = topology.linear(lin)
+    arrays = getattr(block, "arrays", None)
+    key = f"{lin}.native.codes"
+    if arrays is not None and key not in arrays:
+        raise ValueError(f"the block has no native weights for {lin!r} ({key}); add them with "
+                         "refsim.formats.gguf.native_linear_arrays")
+    cols = np.asarray(block[f"{lin}.native.cols"])
+    if not np.array_equal(cols, np.asarray(block[f"{spec.in_reorder}.perm"])):
+        raise ValueError(f"{lin}.native.cols is not this block's {spec.in_reorder}.perm: the native arrays are in "
+                         "another layout; rebuild them with native_linear_arrays(col_perm=block's perm)")
+    rows = np.asarray(block[f"{lin}.native.rows"])
+    want = np.arange(rows.size) if spec.out_reorder is None else np.asarray(block[f"{spec.out_reorder}.perm"])
+    if not np.array_equal(rows, want):
+        raise ValueError(f"{lin}.native.rows is not this block's output reorder of {lin!r}; rebuild the native arrays")
+    m_key = f"{lin}.native.m"
+    m = block[m_key] if arrays is None or m_key in arrays else None
+    return block_offset_weight(block[key], block[f"{lin}.native.d"], m, blocks=cols // 32, keep_sums=keep_sums)
+
+
+@dataclass(frozen=True)
+class NativeWeightsScheme(RPTQScheme):
+    """RPTQ activations (per cluster of the block's reorders) with the GGUF file's own weight blocks as
+    exact integer codes (``refsim.qtensor.BlockOffsetTensor``); every product with quantized activations
+    is ``refsim.qtensor.block_offset_matmul``. ``keep_sums`` False: the *_acc stages are None (no
+    per-(block x cluster) sums held; the outputs are the same bit for bit)."""
+
+    keep_sums: bool = True
+
+    def roles(self, topology) -> dict:
+        out = super().roles(topology)
+        out["weight"] = (None, self.wbits, "GGUF native codes, fp16 d and m per row x block of 32")
+        return out
+
+    def weight(self, ctx, lin):
+        from refsim.models.forward import Operand
+
+        return Operand(native_weight(ctx.block, ctx.topology, lin, keep_sums=self.keep_sums), None)
+
+
+def native_scheme(name="NATIVE_W4A4", *, keep_sums=True, spec: NumericsSpec | None = None) -> NativeWeightsScheme:
+    """The scheme of a ``NATIVE_CONFIGS`` name; ``spec`` replaces the activations' (and accumulators') ``rptq``."""
+    check_choice(name, tuple(NATIVE_CONFIGS), name="config")
+    out = NativeWeightsScheme(name, *NATIVE_CONFIGS[name], keep_sums=keep_sums)
+    return out if spec is None else replace(out, spec=spec)

