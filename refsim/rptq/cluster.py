@@ -13,6 +13,12 @@ labels them. Everything after the labels is defined here, not by the clustering 
 
 Per head (R2, R3), each head's channels are clustered on their own; the permutation keeps
 every channel inside its head, and cluster ids are numbered head after head.
+
+Grouped-query attention and RoPE (``group_reorder``, ``expand_to_group``; docs/rptq.md "The LLaMA
+family"): a per-KV-head reorder is shared by the group's query heads, query-side statistics reduced
+over the group (max of maxima, min of minima); under RoPE the unit clustered is the rotary pair
+(j, j + d/2), its features the concatenation of both channels' features, and the pair permutation
+is applied to both halves, so that RoPE commutes with it.
 Empty clusters (k-means on fewer distinct points than clusters) are dropped: the recorded
 sizes say how many clusters each head really has.
 """

@@ -13,6 +13,9 @@ Where each permutation goes:
     R4: LayerNorm-2 gamma/beta, fc1 input columns
     R5: fc1 output rows and bias, fc2 input columns
 Never reordered: the residual stream, out_proj and fc2 outputs, attention scores.
+
+Any other topology (``topology=``, e.g. refsim.models.llama's) puts each reorder where its norms and
+linears name it; an optional bias is permuted where the layer has one.
 """
 
 from __future__ import annotations
