@@ -29,14 +29,6 @@ def test_opt_topology_derivations():
     assert OPT.linear_shapes(32, 64)["fc2"] == (32, 64)
 
 
-def test_golden_block_preset_agrees_with_topology():
-    """golden/presets.py's block preset still writes the OPT structure itself; it must agree with the topology
-    (the lead replaces those lines with the topology's functions at merge)."""
-    from golden.presets import block
-
-    assert list(block._block_keys()) == OPT.array_keys()
-
-
 # --- a second family in one topology: RMSNorm, SwiGLU MLP, no biases (a LLaMA skeleton without RoPE / GQA) ---
 
 SKELETON = Topology(
