@@ -57,6 +57,7 @@ def test_topology_derivations():
     assert L.linear_shapes(HIDDEN, FFN, q=HEADS * D, kv=KV * D)["k"] == (KV * D, HIDDEN)
     assert L.point_bits("rms1", 4, 4) == 8 and L.point_bits("k", 4, 3) == 3 and L.point_bits("down_in", 3, 8) == 3
     stages = L.stages
+    assert stages.index("q_linear") + 1 == stages.index("q") and "v_linear" not in stages
     assert stages.index("gate_acc") < stages.index("up_acc") < stages.index("swiglu") < stages.index("down_in_codes")
     assert "rms1.bias" not in L.array_keys() and "q.bias" not in L.layer_keys()  # biases are optional
 
@@ -222,8 +223,8 @@ def test_physical_block_equals_logical(blocks, config):
         rel = r["R3o"].perm.reshape(HEADS, D) % D
         for h in range(HEADS):
             assert np.array_equal(phys["attn_acc"][h], logi["attn_acc"][h][..., rel[h]])
-    for name in ("q", "k", "swiglu", "rms1"):
-        reo = {"q": "R2q", "k": "R2", "swiglu": "R5", "rms1": "R1"}[name]
+    reorder_of = {"q_linear": "R2q", "q": "R2q", "k_linear": "R2", "k": "R2", "swiglu": "R5", "rms1": "R1"}
+    for name, reo in reorder_of.items():
         assert np.array_equal(_bits(phys[name]), _bits(logi[name][:, r[reo].perm])), name
     if config == "W4A4":
         assert phys["k_codes"].shape == (x.shape[0], KV * D) and phys["scores_acc"].shape[0] == HEADS

@@ -17,7 +17,8 @@ when ``attention.kv_heads`` is "heads"). Masked scores are -inf. The MLP is ``re
 (down(relu(up x))) or ``swiglu`` (down(silu(gate x) * up x)). Residual adds and ReLU are float32.
 
 Rotary position embedding (``attention.rope``; transformers' ``apply_rotary_pos_emb`` with
-``rotate_half``), on q and k after their linear and before q's scaling, per head of d channels:
+``rotate_half``), on q and k after their linear (stages ``q_linear``, ``k_linear``) and before q's
+scaling, per head of d channels:
 
     rope(y)[j] = fl32(fl32(y[j] * cos[p, j]) + fl32(rh(y)[j] * sin[p, j]))
     rh(y)[j]   = -y[j + d/2] (j < d/2),  y[j - d/2] (j >= d/2)
@@ -207,6 +208,7 @@ def forward(topology: Topology, block, x, scheme, *, positions=None) -> dict:
         lin = topology.linear(role)
         y = linear(ctx, scheme, role, st[n1.name])
         if tables is not None and role != a.v:
+            st[f"{lin.stage}_linear"] = y
             y = rope(y, *tables, perm=block[f"{lin.out_reorder}.perm"])
         if role == a.q and a.scale_q:
             y = (y * np.float32(head_dim(block) ** -0.5)).astype(np.float32)

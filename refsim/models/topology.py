@@ -259,6 +259,8 @@ class Topology:
         out = self.linear(a.out)
         st = ["x", n1.name, f"{self.point_of_stage(n1.name)}_codes"]
         for lin in (q, k, v):
+            if a.rope and lin is not v:  # the linear's float32 output before the rotary embedding
+                st.append(f"{lin.stage}_linear")
             st += [lin.stage, f"{self.point_of_stage(lin.stage)}_codes"]
         st += [f"{q.name}_acc", f"{k.name}_acc", f"{v.name}_acc", "scores_acc", "scores", "probs", "probs_codes",
                "attn_acc", "attn", f"{out.point}_codes", f"{out.name}_acc", out.stage, "h1", n2.name,
