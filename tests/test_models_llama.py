@@ -400,3 +400,13 @@ def test_build_block_gptq_with_qkv_biases():
         assert np.array_equal(_bits(a["out"]), _bits(lo["out"]))
         sqnr[reorder] = refsim.sqnr_db(forward(L, b, x, scheme("W16A16"))["out"], a["out"])
     assert sqnr[True] > sqnr[False]  # RPTQ's claim on this layer: clusters beat one range per tensor (10.9 vs 7.7 dB)
+
+
+def test_group_reorder_refusals():
+    q = np.arange(16, dtype=np.float64)
+    with pytest.raises(ValueError, match="n_clusters \\(per head\\)=5 is more than the 4 rotary pairs it clusters"):
+        group_reorder([(q, -q)], 5, kv_heads=2, head_dim=8, pairs=True)
+    with pytest.raises(ValueError, match="head_dim=7 is not allowed"):
+        group_reorder([(q[:14], -q[:14])], 2, kv_heads=2, head_dim=7, pairs=True)
+    with pytest.raises(ValueError, match="do not split into 3 KV groups"):
+        group_reorder([(q, -q)], 2, kv_heads=3, head_dim=8)

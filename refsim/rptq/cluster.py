@@ -55,11 +55,11 @@ class Reorder(NamedTuple):
         return int(self.sizes.size)
 
 
-def _check_clusters(n_clusters, channels, name):
+def _check_clusters(n_clusters, channels, name, unit="channels"):
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
         raise ValueError(f"{name}={n_clusters!r} is not allowed; allowed: a positive integer")
     if n_clusters > channels:
-        raise ValueError(f"{name}={n_clusters} is more than the {channels} channels it clusters; "
+        raise ValueError(f"{name}={n_clusters} is more than the {channels} {unit} it clusters; "
                          f"allowed: 1..{channels}")
     return int(n_clusters)
 
@@ -138,8 +138,8 @@ def _cluster_heads(features, fmax, fmin, n_clusters, *, n_heads=None, seed=0, pa
                          f"{units * (2 if pairs else 1)}")
     u = units // heads
     d = 2 * u if pairs else u
-    _check_clusters(n_clusters, u, ("n_clusters" if heads == 1 else "n_clusters (per head)")
-                    + (" (rotary pairs)" if pairs else ""))
+    _check_clusters(n_clusters, u, "n_clusters" if heads == 1 else "n_clusters (per head)",
+                    "rotary pairs" if pairs else "channels")
     perms, ids, sizes = [], [], []
     offset = 0
     for h in range(heads):
