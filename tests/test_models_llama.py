@@ -417,6 +417,38 @@ def test_group_reorder_refusals():
         group_reorder([(q, -q)], 2, kv_heads=3, head_dim=8)
 
 
+
+@st.composite
+def llama_shape(draw):
+    kv = draw(st.integers(1, 2))
+    heads = kv * draw(st.integers(1, 3))
+    d = 2 * draw(st.integers(1, 4))
+    ffn = draw(st.integers(4, 24))
+    return heads, kv, d, ffn, draw(st.integers(1, d // 2)), draw(st.integers(0, 2**31)), draw(st.integers(0, 50))
+
+
+@given(llama_shape())
+@settings(max_examples=8, deadline=None)
+def test_physical_equals_logical_on_drawn_shapes(p):
+    """Physical = logical, bit for bit, on hypothesis-drawn GQA shapes (heads, KV heads, head dims, FFN,
+    clusters per head) at a drawn position offset, W4A4."""
+    heads, kv, d, ffn, head_clusters, seed, offset = p
+    rng = np.random.default_rng(seed)
+    hidden = heads * d
+    layer = random_llama_layer(rng, hidden, ffn, heads=heads, kv_heads=kv)
+    x = (rng.standard_normal((5, hidden)) * 2).astype(np.float32)
+    calib = np.concatenate([x, (rng.standard_normal((11, hidden)) * 2).astype(np.float32)])
+    meta = {"kv_heads": kv, "head_dim": d, "rope_theta": 10000.0, "eps": 1e-6}
+    b, r, _ = calibrated_block(layer, calib, heads=heads, n_clusters=min(3, hidden, ffn), head_clusters=head_clusters,
+                               topology=L, meta=meta)
+    pos = np.arange(5) + offset
+    a = forward(L, b, x, scheme("W4A4"), positions=pos)
+    lo = forward(L, b.logical(L), x, scheme("W4A4"), positions=pos)
+    assert np.array_equal(_bits(a["out"]), _bits(lo["out"]))
+    assert np.array_equal(a["k_codes"], lo["k_codes"][:, r["R2"].perm])
+    assert np.array_equal(a["scores_acc"], lo["scores_acc"])
+
+
 if __name__ == "__main__":  # the measured figures of docs/rptq.md: python tests/test_models_llama.py
     for kind in ("llama", "qwen2"):
         for offset in (0, 1000):
