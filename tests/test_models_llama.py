@@ -132,6 +132,8 @@ def test_rope_refuses_a_permutation_that_splits_pairs():
     for bad in ([1, 0, 2, 3], [2, 3, 0, 1], [0, 2, 1, 3]):  # one pair split / halves swapped / mixed
         with pytest.raises(ValueError, match="rotary pairs"):
             rope(y, cos, sin, perm=np.array(bad))
+    with pytest.raises(ValueError, match="rotary pairs"):  # head 1 reads head 0's channels
+        rope(np.ones((3, 8), np.float32), cos, sin, perm=np.array([0, 1, 2, 3, 0, 1, 2, 3]))
     # the swapped-halves layout really is wrong: it flips the sign of the sine term
     assert not np.array_equal(rope(y[:, [2, 3, 0, 1]], cos, sin), rope(y, cos, sin)[:, [2, 3, 0, 1]])
 

@@ -112,7 +112,7 @@ def check_rotary_pairs(perm, d: int, name: str = "perm") -> None:
     """Refuse a per-head permutation that does not move rotary pairs (j, j + d/2) together, halves kept."""
     p = np.asarray(perm).reshape(-1, d) - (np.arange(np.asarray(perm).size // d) * d)[:, None]
     h = d // 2
-    if not (np.all(p[:, :h] < h) and np.array_equal(p[:, h:], p[:, :h] + h)):
+    if not (np.all((p[:, :h] >= 0) & (p[:, :h] < h)) and np.array_equal(p[:, h:], p[:, :h] + h)):
         raise ValueError(f"{name} does not move rotary pairs (j, j + {h}) together within each head of {d}; "
                          "allowed: one permutation of the pairs applied to both halves")
 
