@@ -117,12 +117,15 @@ def test_second_topology_runs_through_the_same_forward():
     assert q["n1_codes"].max() <= 127
 
 
-def test_forward_refuses_grouped_query_attention():
+def test_forward_refuses_a_bad_kv_head_count():
+    """Grouped-query attention is a step of the forward pass now (tests/test_models_llama.py); a KV head count
+    that does not divide the heads is refused by name."""
     from dataclasses import replace
 
     gqa = replace(SKELETON, attention=Attention(out="o", kv_heads="kv_heads"))
     block = _skeleton_block(np.random.default_rng(1))
-    with pytest.raises(NotImplementedError, match="grouped-query"):
+    block.meta["kv_heads"] = 3
+    with pytest.raises(ValueError, match="kv_heads=3 is not allowed"):
         forward(gqa, block, np.zeros((2, 16), np.float32), RPTQScheme("W16A16", None, None, None))
 
 

@@ -32,15 +32,19 @@ def _inputs(rng, level, shape, cfg, specs):
     calib = (rng.standard_normal((4 * t, hidden)) * 2).astype(np.float32)
     block, _, _ = calibrated_block(layer, calib, heads=heads, n_clusters=cfg["clusters"],
                                    head_clusters=cfg["head_clusters"], wbits=cfg["wbits"], seed=0)
-    arrays = block.arrays
     x = (rng.standard_normal((t, hidden)) * 2).astype(np.float32)
+    return input_stages(block.arrays, x, cfg["wbits"])
+
+
+def input_stages(arrays, x, wbits):
+    """The block input x and every block array as an input stage (param_*), weight codes at ``wbits``."""
     out = [stage("x", x, role="input", doc="the block input (T, hidden), float32 residual stream")]
     for key in sorted(arrays):
         a = arrays[key]
         if a.dtype.kind == "f":
             out.append(stage(_param_stage_name(key), a.astype(np.float32), role="input", doc=f"block array {key}"))
         elif key.endswith(".codes"):
-            out.append(stage(_param_stage_name(key), a.astype(np.uint8), role="input", word_bits=cfg["wbits"],
+            out.append(stage(_param_stage_name(key), a.astype(np.uint8), role="input", word_bits=wbits,
                              signed=False, doc=f"block array {key}: GPTQ-form weight codes (out, in), unsigned"))
         else:
             signed = key.endswith(".zero")
@@ -49,24 +53,21 @@ def _inputs(rng, level, shape, cfg, specs):
     return out
 
 
-def _derive(a, specs, cfg):
-    from refsim.models.opt import OPT
-    from refsim.rptq.block import QuantizedOPTBlock
-
-    act = specs["act"]
-    code_bits = OPT.code_bits(cfg["abits"], cfg["kvbits"])
-    keys = {_param_stage_name(k): k for k in _block_keys()}
+def block_arrays(a, topology) -> dict:
+    """The block's arrays back from the input stages (reorders as int64), keyed by the topology's names."""
+    keys = {_param_stage_name(k): k for k in topology.array_keys()}
     arrays = {keys[n]: v for n, v in a.items() if n in keys}
-    for r in OPT.reorder_names:
+    for r in topology.reorder_names:
         for p in ("perm", "ids", "sizes"):
             arrays[f"{r}.{p}"] = arrays[f"{r}.{p}"].astype(np.int64)
-    hidden = int(a["x"].shape[1])
-    meta = {"hidden": hidden, "heads": cfg["heads"], "ffn": int(arrays["fc1.bias"].shape[0]), "eps": 1e-5,
-            "wbits": cfg["wbits"], "layout": "physical"}
-    st = ops.opt_block(QuantizedOPTBlock(arrays, meta), a["x"], spec=act,
-                       bits={"wbits": cfg["wbits"], "abits": cfg["abits"], "kvbits": cfg["kvbits"]})
+    return arrays
+
+
+def derived_stages(topology, st, cfg, act) -> list:
+    """Every stage the forward pass computed, in the topology's order (x, an input, left out)."""
+    code_bits = topology.code_bits(cfg["abits"], cfg["kvbits"])
     out = []
-    for name in OPT.stages:
+    for name in topology.stages:
         if name == "x" or name not in st:
             continue
         v = st[name]
@@ -82,6 +83,20 @@ def _derive(a, specs, cfg):
             # reaches it through the codes and sums it is made from
             out.append(stage(name, np.asarray(v, np.float32), doc="float32 stage (refsim.rptq.block)"))
     return out
+
+
+def _derive(a, specs, cfg):
+    from refsim.models.opt import OPT
+    from refsim.rptq.block import QuantizedOPTBlock
+
+    act = specs["act"]
+    arrays = block_arrays(a, OPT)
+    hidden = int(a["x"].shape[1])
+    meta = {"hidden": hidden, "heads": cfg["heads"], "ffn": int(arrays["fc1.bias"].shape[0]), "eps": 1e-5,
+            "wbits": cfg["wbits"], "layout": "physical"}
+    st = ops.opt_block(QuantizedOPTBlock(arrays, meta), a["x"], spec=act,
+                       bits={"wbits": cfg["wbits"], "abits": cfg["abits"], "kvbits": cfg["kvbits"]})
+    return derived_stages(OPT, st, cfg, act)
 
 
 def _block_keys():

@@ -93,3 +93,12 @@ def opt_block(block, x, *, bits, spec):
     from refsim.rptq.block import opt_block as forward
 
     return forward(block, x, config=bits, spec=spec)
+
+
+def block_forward(topology, block, x, *, bits, spec, positions=None):
+    """The one forward pass (refsim.models.forward) of any topology under the RPTQ scheme of ``bits``, the act
+    role's spec as the scheme's spec (as ``opt_block``); ``positions``: the rotary positions (None: 0 .. T-1)."""
+    from refsim.models.forward import forward
+    from refsim.schemes import scheme
+
+    return forward(topology, block, x, scheme(bits, spec=spec), positions=positions)

@@ -38,8 +38,8 @@ OPT = Topology(
         Point("ln2", "ln2", "R4", "norm"),
         Point("fc2_in", "relu", "R5", "act", dim="ffn"),
     ),
-    reorders=(Reorder("R1"), Reorder("R2", per_head=True), Reorder("R3", per_head=True), Reorder("R4"),
-              Reorder("R5", dim="ffn")),
+    reorders=(Reorder("R1"), Reorder("R2", per_head=True), Reorder("R3", per_head=True, features=("attn",)),
+              Reorder("R4"), Reorder("R5", dim="ffn")),
     attention=Attention(),
     mlp=MLP(MLPKind.RELU, up="fc1", down="fc2", act_stage="relu"),
 )

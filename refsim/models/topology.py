@@ -8,8 +8,10 @@ A ``Topology`` names, for one pre-norm decoder block:
     points       each calibration point: the float stage it measures, its reorder (whose
                  clusters parameterize it) and its bit rule (``norm``: max(8, abits), RPTQ's
                  LayerNorm outputs; ``act``: abits; ``kv``: kvbits)
-    reorders     each recorded permutation, its width and whether it is per head
-    attention    causal, the scaling head_dim^-0.5 on q, heads / KV heads
+    reorders     each recorded permutation, its width, whether it is per head, whether it moves rotary
+                 pairs together, and whether it is another reorder expanded to every query head of a
+                 KV group (GQA)
+    attention    causal, the scaling head_dim^-0.5 on q, heads / KV heads, rotary embedding on q and k
     mlp          its kind: ``relu`` (fc1 -> ReLU -> fc2, OPT) or ``swiglu`` (silu(gate) * up -> down)
 
 From it derive the block's forward pass (``refsim.models.forward``), the calibration hooks'
@@ -46,6 +48,7 @@ class Norm:
 @dataclass(frozen=True)
 class Linear:
     name: str          # array prefix ({name}.weight (out, in), .bias, .codes, .scale, .zero)
+    # dims: "hidden", "ffn", "q" (heads * head_dim) and "kv" (kv_heads * head_dim); q and kv default to hidden
     stage: str         # the stage of its output
     in_reorder: str
     out_reorder: str | None
@@ -69,6 +72,10 @@ class Reorder:
     name: str
     dim: str = "hidden"
     per_head: bool = False
+    pairs: bool = False          # rotary pairs (i, i + d/2) of each head move together (R2 under RoPE)
+    group_of: str | None = None  # this reorder is ``group_of`` (per KV head) repeated for every query head
+                                 # of its group: derived, recorded so that every array has its own reorder
+    features: tuple = ()         # the calibration points whose statistics cluster it (default: those it serves)
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,8 @@ class Attention:
     out: str = "out"
     causal: bool = True
     scale_q: bool = True   # q = (x Wq^T + bq) * head_dim^-0.5 before quantization (OPT, transformers)
-    kv_heads: str = "heads"   # "heads": one KV head per query head; GQA needs its own attention step
+    kv_heads: str = "heads"   # the meta key of the KV head count ("heads": one KV head per query head)
+    rope: bool = False        # rotary position embedding on q and k (transformers' rotate_half convention)
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class Topology:
     attention: Attention
     mlp: MLP
     norm_bias: bool = True
-    linear_bias: bool = True
+    linear_bias: bool | None = True   # None: optional, a linear has a bias when the layer holds {name}.bias
     prob_bits: int = 8
 
     # --- look-ups ---------------------------------------------------------------------------
@@ -123,6 +131,17 @@ class Topology:
             if n.name == name:
                 return n
         raise KeyError(f"{self.name} has no norm {name!r}")
+
+    def bias_of(self, layer, lin: str):
+        """The bias of linear ``lin`` in ``layer`` (a dict or a block), or None when it has none."""
+        if self.linear_bias is False:
+            return None
+        try:
+            return layer[f"{lin}.bias"]
+        except KeyError:
+            if self.linear_bias is None:
+                return None
+            raise
 
     @property
     def linear_names(self) -> tuple[str, ...]:
@@ -158,20 +177,37 @@ class Topology:
     def norm_reorders(self) -> tuple:
         return tuple((n.name, n.reorder) for n in self.norms)
 
-    def dims(self, hidden: int, ffn: int) -> dict:
-        return {"hidden": hidden, "ffn": ffn}
+    def reorder(self, name) -> Reorder:
+        for r in self.reorders:
+            if r.name == name:
+                return r
+        raise KeyError(f"{self.name} has no reorder {name!r}; it has {list(self.reorder_names)}")
 
-    def reorder_sizes(self, hidden: int, ffn: int) -> dict:
-        d = self.dims(hidden, ffn)
+    def dims(self, hidden: int, ffn: int, *, q: int | None = None, kv: int | None = None) -> dict:
+        """{dim name: width}: q (heads * head_dim) and kv (kv_heads * head_dim) default to hidden."""
+        return {"hidden": hidden, "ffn": ffn, "q": hidden if q is None else q, "kv": hidden if kv is None else kv}
+
+    def dims_of(self, layer) -> dict:
+        """{dim name: width} read off a layer's (or block's) linear weights (out, in)."""
+        out = {}
+        for lin in self.linears:
+            o, i = layer[f"{lin.name}.weight"].shape
+            for dim, n in ((lin.out_dim, o), (lin.in_dim, i)):
+                if out.setdefault(dim, n) != n:
+                    raise ValueError(f"{lin.name}.weight has {dim} width {n}, another linear has {out[dim]}")
+        return self.dims(out["hidden"], out["ffn"], q=out.get("q"), kv=out.get("kv"))
+
+    def reorder_sizes(self, hidden: int, ffn: int, **qkv) -> dict:
+        d = self.dims(hidden, ffn, **qkv)
         return {r.name: d[r.dim] for r in self.reorders}
 
-    def point_sizes(self, hidden: int, ffn: int) -> dict:
-        d = self.dims(hidden, ffn)
+    def point_sizes(self, hidden: int, ffn: int, **qkv) -> dict:
+        d = self.dims(hidden, ffn, **qkv)
         return {p.name: d[p.dim] for p in self.points}
 
-    def linear_shapes(self, hidden: int, ffn: int) -> dict:
+    def linear_shapes(self, hidden: int, ffn: int, **qkv) -> dict:
         """{linear: (out, in)} (torch nn.Linear orientation)."""
-        d = self.dims(hidden, ffn)
+        d = self.dims(hidden, ffn, **qkv)
         return {x.name: (d[x.out_dim], d[x.in_dim]) for x in self.linears}
 
     # --- bits ---------------------------------------------------------------------------------
@@ -198,8 +234,8 @@ class Topology:
         keys = []
         for n in self.norms:
             keys += [f"{n.name}.weight"] + ([f"{n.name}.bias"] if self.norm_bias else [])
-        for lin in self.linears:
-            keys += [f"{lin.name}.weight"] + ([f"{lin.name}.bias"] if self.linear_bias else [])
+        for lin in self.linears:  # an optional bias (linear_bias None) is not a required key
+            keys += [f"{lin.name}.weight"] + ([f"{lin.name}.bias"] if self.linear_bias is True else [])
             if quantized_weights:
                 keys += [f"{lin.name}.{p}" for p in ("codes", "scale", "zero")]
         for r in self.reorders:
@@ -223,6 +259,8 @@ class Topology:
         out = self.linear(a.out)
         st = ["x", n1.name, f"{self.point_of_stage(n1.name)}_codes"]
         for lin in (q, k, v):
+            if a.rope and lin is not v:  # the linear's float32 output before the rotary embedding
+                st.append(f"{lin.stage}_linear")
             st += [lin.stage, f"{self.point_of_stage(lin.stage)}_codes"]
         st += [f"{q.name}_acc", f"{k.name}_acc", f"{v.name}_acc", "scores_acc", "scores", "probs", "probs_codes",
                "attn_acc", "attn", f"{out.point}_codes", f"{out.name}_acc", out.stage, "h1", n2.name,

@@ -13,6 +13,12 @@ labels them. Everything after the labels is defined here, not by the clustering 
 
 Per head (R2, R3), each head's channels are clustered on their own; the permutation keeps
 every channel inside its head, and cluster ids are numbered head after head.
+
+Grouped-query attention and RoPE (``group_reorder``, ``expand_to_group``; docs/rptq.md "The LLaMA
+family"): a per-KV-head reorder is shared by the group's query heads, query-side statistics reduced
+over the group (max of maxima, min of minima); under RoPE the unit clustered is the rotary pair
+(j, j + d/2), its features the concatenation of both channels' features, and the pair permutation
+is applied to both halves, so that RoPE commutes with it.
 Empty clusters (k-means on fewer distinct points than clusters) are dropped: the recorded
 sizes say how many clusters each head really has.
 """
@@ -49,11 +55,11 @@ class Reorder(NamedTuple):
         return int(self.sizes.size)
 
 
-def _check_clusters(n_clusters, channels, name):
+def _check_clusters(n_clusters, channels, name, unit="channels"):
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
         raise ValueError(f"{name}={n_clusters!r} is not allowed; allowed: a positive integer")
     if n_clusters > channels:
-        raise ValueError(f"{name}={n_clusters} is more than the {channels} channels it clusters; "
+        raise ValueError(f"{name}={n_clusters} is more than the {channels} {unit} it clusters; "
                          f"allowed: 1..{channels}")
     return int(n_clusters)
 
@@ -116,23 +122,102 @@ def reorder_index(xmax, xmin, n_clusters, *, seed=0, n_heads=None, joint=None) -
     features = np.stack(cols_max + cols_min, axis=1)
     fmax = np.max(np.stack(cols_max, axis=1), axis=1)
     fmin = np.min(np.stack(cols_min, axis=1), axis=1)
-    channels = xmax.size
+    return _cluster_heads(features, fmax, fmin, n_clusters, n_heads=n_heads, seed=seed)
+
+
+def _cluster_heads(features, fmax, fmin, n_clusters, *, n_heads=None, seed=0, pairs=False) -> Reorder:
+    """k-means per head on the rows of ``features`` (one row per channel, or per rotary pair when ``pairs``:
+    row j of a head stands for its channels j and j + d/2), the deterministic order of each head, the
+    head's permutation offset into place; with ``pairs`` the pair permutation sigma is applied to both
+    halves (perm[j] = sigma[j], perm[j + d/2] = sigma[j] + d/2) and each cluster holds both channels of
+    its pairs (its ids repeat in the second half)."""
+    units = features.shape[0]
     heads = 1 if n_heads is None else int(n_heads)
-    if heads < 1 or channels % heads:
-        raise ValueError(f"n_heads={n_heads!r} is not allowed; allowed: a positive divisor of {channels}")
-    d = channels // heads
-    _check_clusters(n_clusters, d, "n_clusters" if heads == 1 else "n_clusters (per head)")
+    if heads < 1 or units % heads:
+        raise ValueError(f"n_heads={n_heads!r} is not allowed; allowed: a positive divisor of "
+                         f"{units * (2 if pairs else 1)}")
+    u = units // heads
+    d = 2 * u if pairs else u
+    _check_clusters(n_clusters, u, "n_clusters" if heads == 1 else "n_clusters (per head)",
+                    "rotary pairs" if pairs else "channels")
     perms, ids, sizes = [], [], []
     offset = 0
     for h in range(heads):
-        sl = slice(h * d, (h + 1) * d)
+        sl = slice(h * u, (h + 1) * u)
         labels = kmeans_labels(features[sl], n_clusters, seed=seed)
         r = order_from_labels(labels, fmax[sl], fmin[sl])
-        perms.append(r.perm + h * d)
-        ids.append(r.ids_new + offset)
-        sizes.append(r.sizes)
+        perm, ids_new, sz = r.perm, r.ids_new, r.sizes
+        if pairs:
+            perm, ids_new, sz = np.concatenate([perm, perm + u]), np.concatenate([ids_new, ids_new]), 2 * sz
+        perms.append(perm + h * d)
+        ids.append(ids_new + offset)
+        sizes.append(sz)
         offset += r.n_clusters
     return Reorder(np.concatenate(perms), np.concatenate(ids), np.concatenate(sizes))
+
+
+def _group_envelope(a, kv_heads, head_dim, reduce):
+    """Per-channel statistics of a tensor of heads * head_dim channels reduced over the query heads of each
+    KV group: (kv_heads * head_dim,) (a K/V-side tensor of kv_heads heads passes through)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    if a.size % (kv_heads * head_dim):
+        raise ValueError(f"statistics of {a.size} channels do not split into {kv_heads} KV groups of heads of "
+                         f"{head_dim}")
+    return reduce(a.reshape(kv_heads, -1, head_dim), axis=1).reshape(-1)
+
+
+def group_reorder(stats, n_clusters, *, kv_heads, head_dim, pairs=False, seed=0) -> Reorder:
+    """A per-KV-head reorder shared by every query head of the group (grouped-query attention).
+
+    stats: [(xmax, xmin), ...] per-channel statistics of the tensors the reorder serves, each of
+    kv_heads * head_dim channels (K, V) or heads * head_dim (Q, the attention output): a query-side
+    tensor is first reduced over the query heads of each group, max of the maxima and min of the
+    minima (the range a channel takes in any head of the group, which the shared clusters must hold).
+    Features per channel are then [max_1 .. max_n, min_1 .. min_n] over the n tensors (OPT's
+    [q_max, k_max, q_min, k_min] when n = 2 and every group has one query head).
+
+    ``pairs`` (R2 under RoPE): the unit clustered is the rotary pair (j, j + d/2) of each head, its
+    features the concatenation of both channels' features ([features(j), features(j + d/2)]), its
+    ordering key the max / min over both; the permutation of pairs is applied to both halves
+    (``_cluster_heads``), so RoPE on the reordered layout is the reordered RoPE.
+    """
+    if not stats:
+        raise ValueError("stats must name at least one tensor's (max, min)")
+    if head_dim < 1 or (pairs and head_dim % 2):
+        raise ValueError(f"head_dim={head_dim!r} is not allowed; allowed: a positive (even, with pairs) integer")
+    maxes = [_group_envelope(hi, kv_heads, head_dim, np.max) for hi, _ in stats]
+    mins = [_group_envelope(lo, kv_heads, head_dim, np.min) for _, lo in stats]
+    features = np.stack(maxes + mins, axis=1)
+    fmax = np.max(np.stack(maxes, axis=1), axis=1)
+    fmin = np.min(np.stack(mins, axis=1), axis=1)
+    if pairs:
+        h = head_dim // 2
+        first = (np.arange(kv_heads * head_dim) % head_dim) < h
+        features = np.concatenate([features[first], features[~first]], axis=1)
+        fmax = np.maximum(fmax[first], fmax[~first])
+        fmin = np.minimum(fmin[first], fmin[~first])
+    return _cluster_heads(features, fmax, fmin, n_clusters, n_heads=kv_heads, seed=seed, pairs=pairs)
+
+
+def expand_to_group(r: Reorder, *, kv_heads: int, group: int) -> Reorder:
+    """The per-KV-head reorder ``r`` repeated for every query head of its group (R2 -> R2q, R3 -> R3o):
+    query head h = g * group + i takes KV head g's permutation (offset to its own head) and its cluster
+    structure, with cluster ids numbered head after head as for any per-head reorder."""
+    perm = np.asarray(r.perm, np.int64)
+    ids = np.asarray(r.ids_new, np.int64)
+    d = perm.size // kv_heads
+    perms, out_ids, sizes = [], [], []
+    offset = 0
+    for g in range(kv_heads):
+        sl = slice(g * d, (g + 1) * d)
+        lo, hi = int(ids[sl].min()), int(ids[sl].max()) + 1
+        for i in range(group):
+            h = g * group + i
+            perms.append(perm[sl] - g * d + h * d)
+            out_ids.append(ids[sl] - lo + offset)
+            sizes.append(np.asarray(r.sizes[lo:hi], np.int64))
+            offset += hi - lo
+    return Reorder(np.concatenate(perms), np.concatenate(out_ids), np.concatenate(sizes))
 
 
 def cluster_minmax(xmin, xmax, ids, n_clusters):

@@ -13,6 +13,9 @@ Where each permutation goes:
     R4: LayerNorm-2 gamma/beta, fc1 input columns
     R5: fc1 output rows and bias, fc2 input columns
 Never reordered: the residual stream, out_proj and fc2 outputs, attention scores.
+
+Any other topology (``topology=``, e.g. refsim.models.llama's) puts each reorder where its norms and
+linears name it; an optional bias is permuted where the layer has one.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ def check_layer(layer: dict, topology=OPT) -> None:
         raise ValueError(f"layer is missing arrays {missing}; a layer needs {list(keys)}")
 
 
-def check_reorders(reorders: dict, hidden: int, ffn: int, topology=OPT) -> None:
-    for r, n in topology.reorder_sizes(hidden, ffn).items():
+def check_reorders(reorders: dict, hidden: int, ffn: int, topology=OPT, **qkv) -> None:
+    for r, n in topology.reorder_sizes(hidden, ffn, **qkv).items():
         if r not in reorders:
             raise ValueError(f"reorders is missing {r}; needed: {list(topology.reorder_names)}")
         p = np.asarray(reorders[r].perm)
@@ -56,11 +59,17 @@ def layer_dims(layer: dict, topology=OPT) -> tuple[int, int]:
     return hidden, ffn
 
 
+def _qkv_dims(layer: dict, topology) -> dict:
+    d = topology.dims_of(layer)
+    return {"q": d["q"], "kv": d["kv"]}
+
+
 def permute_layer(layer: dict, reorders: dict, topology=OPT) -> dict:
-    """The layer's arrays in the physical (reordered) layout, each reorder where ``topology`` puts it."""
+    """The layer's arrays in the physical (reordered) layout, each reorder where ``topology`` puts it
+    (an optional bias, ``Topology.linear_bias`` None, is permuted where the layer has one)."""
     check_layer(layer, topology)
     hidden, ffn = layer_dims(layer, topology)
-    check_reorders(reorders, hidden, ffn, topology)
+    check_reorders(reorders, hidden, ffn, topology, **_qkv_dims(layer, topology))
     p = {r: reorders[r].perm for r in topology.reorder_names}
     out = {}
     for ln, r in topology.norm_reorders:
@@ -68,7 +77,8 @@ def permute_layer(layer: dict, reorders: dict, topology=OPT) -> dict:
             out[f"{ln}.{part}"] = np.asarray(layer[f"{ln}.{part}"], np.float32)[p[r]]
     for lin in topology.linears:
         w = np.asarray(layer[f"{lin.name}.weight"], np.float32)[:, p[lin.in_reorder]]
-        b = np.asarray(layer[f"{lin.name}.bias"], np.float32) if topology.linear_bias else None
+        b = topology.bias_of(layer, lin.name)
+        b = None if b is None else np.asarray(b, np.float32)
         if lin.out_reorder:
             w = w[p[lin.out_reorder]]
             b = None if b is None else b[p[lin.out_reorder]]
