@@ -276,8 +276,6 @@ def evaluate(base, eval_ids, calib_ids, configs, *, seqlen=2048, max_tokens=None
     if client is None:
         for label, idx in todo.items():
             c = by_label[label]
-            if progress:
-                report_progress(f"calibrate {label}", 0, 1)
             model = build_config(base, calib_ids, c, calib_inputs=calib_inputs, seed=seed, spec=spec,
                                  progress=progress)
             sch = c.scheme(spec)
