@@ -149,9 +149,9 @@ def test_token_nll_equals_its_scalar_twin(n, rows, seed):
     from refsim.models.model import Model
 
     rng = np.random.default_rng(seed)
-    model = Model(tiny_topology(), {"embed": rng.standard_normal((7, 4), dtype=np.float32),
-                                    "lm_head": rng.standard_normal((7, 4), dtype=np.float32),
-                                    "final_norm.weight": np.ones(4, np.float32)}, [], {"eps": 1e-5})
+    model = Model(tiny_topology(), {"embed.weight": rng.standard_normal((7, 4), dtype=np.float32),
+                                    "lm_head.weight": rng.standard_normal((7, 4), dtype=np.float32),
+                                    "norm.weight": np.ones(4, np.float32)}, [], {"eps": 1e-5})
     h = rng.standard_normal((n, 4), dtype=np.float32) * 3
     y = rng.integers(0, 7, n)
     got = token_nll(model, h, y, rows=rows)

@@ -9,10 +9,11 @@ the container every topology's forward pass reads) and the meta. Its forward pas
     h   = final_norm(x_L) (@ project_out^T)                             LayerNorm or RMSNorm (the topology's kind)
     logits = h @ lm_head^T                                               float64 sums, rounded once
 
-Model-level arrays (keys a family's ``model_arrays`` returns): ``embed`` (V, E), ``lm_head`` (V, E; the
-same array when the embeddings are tied), ``final_norm.weight`` (and ``.bias`` for LayerNorm), and
-optionally ``pos_embed`` (learned positions, read at p + the family's ``POS_OFFSET``), ``project_in``
-(H, E) and ``project_out`` (E, H) (OPT with word_embed_proj_dim != hidden).
+Model-level arrays (keys a family's ``model_arrays`` returns): ``embed.weight`` (V, E), ``lm_head.weight``
+(V, E; the same array when the embeddings are tied), ``norm.weight`` (the final norm; and ``norm.bias``
+for LayerNorm), and optionally ``pos_embed.weight`` (learned positions, read at p + the family's
+``POS_OFFSET``), ``project_in.weight`` (H, E) and ``project_out.weight`` (E, H) (OPT with
+word_embed_proj_dim != hidden).
 
 Embeddings and lm_head stay float, as RPTQ and QRazor keep them (neither paper quantizes them):
 ``head_dtype`` "float32" (default) uses them as loaded; "float16" rounds the embedding table, the
@@ -64,7 +65,7 @@ class Model:
         hd = self.meta.setdefault("head_dtype", "float32")
         if hd not in HEAD_DTYPES:
             raise ValueError(f"head_dtype={hd!r} is not allowed; allowed: {', '.join(HEAD_DTYPES)}")
-        for key in ("embed", "lm_head", "final_norm.weight"):
+        for key in ("embed.weight", "lm_head.weight", "norm.weight"):
             if key not in self.arrays:
                 raise ValueError(f"model arrays are missing {key!r}")
 
@@ -79,8 +80,8 @@ class Model:
 
     @property
     def tied(self) -> bool:
-        return self.arrays["lm_head"] is self.arrays["embed"] or np.array_equal(self.arrays["lm_head"],
-                                                                                 self.arrays["embed"])
+        head, emb = self.arrays["lm_head.weight"], self.arrays["embed.weight"]
+        return head is emb or np.array_equal(head, emb)
 
     def with_blocks(self, blocks) -> "Model":
         return Model(self.topology, self.arrays, list(blocks), dict(self.meta))
@@ -94,17 +95,17 @@ class Model:
     def embed(self, ids, positions=None) -> np.ndarray:
         """x_0 (T, hidden) float32 of token ids (T,); positions default to 0 .. T-1."""
         ids = np.asarray(ids)
-        vocab = self.arrays["embed"].shape[0]
+        vocab = self.arrays["embed.weight"].shape[0]
         if ids.ndim != 1 or ids.dtype.kind not in "iu" or ids.size == 0:
             raise ValueError(f"token ids must be a non-empty 1-d integer array, got {ids.dtype} {ids.shape}")
         if ids.min() < 0 or ids.max() >= vocab:
             raise ValueError(f"token ids must lie in 0..{vocab - 1} (the model's vocabulary)")
-        x = _round(self.arrays["embed"], self.head_dtype)[ids]
-        if "project_in" in self.arrays:
-            x = _matmul64(x, self._w64("project_in"))
-        if "pos_embed" in self.arrays:
+        x = _round(self.arrays["embed.weight"], self.head_dtype)[ids]
+        if "project_in.weight" in self.arrays:
+            x = _matmul64(x, self._w64("project_in.weight"))
+        if "pos_embed.weight" in self.arrays:
             pos = np.arange(ids.size) if positions is None else np.asarray(positions)
-            table = self.arrays["pos_embed"]
+            table = self.arrays["pos_embed.weight"]
             p = pos + int(self.meta.get("pos_offset", 0))
             if p.max() >= table.shape[0]:
                 raise ValueError(f"position {int(pos.max())} exceeds the model's "
@@ -116,18 +117,18 @@ class Model:
         """The final norm (the topology's norm kind) and project_out, float32."""
         eps = float(self.meta.get("final_eps", self.meta["eps"]))
         if self.topology.norm_kind is NormKind.LAYER_NORM:
-            h = layer_norm(x, self.arrays["final_norm.weight"], self.arrays["final_norm.bias"], eps=eps)
+            h = layer_norm(x, self.arrays["norm.weight"], self.arrays["norm.bias"], eps=eps)
         else:
             from refsim.floatops import rms_norm
 
-            h = rms_norm(x, self.arrays["final_norm.weight"], eps=eps)
-        if "project_out" in self.arrays:
-            h = _matmul64(h, self._w64("project_out"))
+            h = rms_norm(x, self.arrays["norm.weight"], eps=eps)
+        if "project_out.weight" in self.arrays:
+            h = _matmul64(h, self._w64("project_out.weight"))
         return h
 
     def logits(self, h) -> np.ndarray:
         """h (T, E) @ lm_head^T: float64 sums of float32 operands, rounded once to float32 (head dtype)."""
-        return _round(_matmul64(h, self._w64("lm_head")), self.head_dtype)
+        return _round(_matmul64(h, self._w64("lm_head.weight")), self.head_dtype)
 
     # --- the whole pass -------------------------------------------------------------------------
     def hidden(self, ids, scheme, *, keep=(), kv_cache=False, positions=None) -> dict:
@@ -167,14 +168,27 @@ def token_nll(model: Model, h, targets, *, rows=256) -> np.ndarray:
     return out
 
 
+def reorder_widths(topology: Topology, layer: dict) -> dict:
+    """{reorder: channels} read from the layer's weights: the input width of a linear it reorders the input of,
+    else the output width of one it reorders the output of."""
+    out = {}
+    for lin in topology.linears:
+        w = layer[f"{lin.name}.weight"]
+        out.setdefault(lin.in_reorder, w.shape[1])
+        if lin.out_reorder:
+            out.setdefault(lin.out_reorder, w.shape[0])
+    return {r.name: int(out[r.name]) for r in topology.reorders}
+
+
 def float_block(topology: Topology, layer: dict, meta: dict):
     """A block of float weights in the original channel order (identity reorders, one cluster per tensor /
-    per head, no calibration ranges): what W16A16 and the calibration pass run."""
+    per head of head_dim channels, no calibration ranges): what W16A16 and the calibration pass run."""
     from refsim.rptq.block import QuantizedOPTBlock
     from refsim.rptq.reorder import identity_reorder, reorder_arrays
 
-    sizes = topology.reorder_sizes(int(meta["hidden"]), int(meta["ffn"]))
-    reorders = {r.name: identity_reorder(sizes[r.name], int(meta["heads"]) if r.per_head else None)
+    d = int(meta.get("head_dim") or int(meta["hidden"]) // int(meta["heads"]))
+    widths = reorder_widths(topology, layer)
+    reorders = {r.name: identity_reorder(widths[r.name], widths[r.name] // d if r.per_head else None)
                 for r in topology.reorders}
     arrays = {k: np.asarray(v, np.float32) for k, v in layer.items()}
     arrays.update(reorder_arrays(reorders, topology))

@@ -77,17 +77,18 @@ def layer_arrays(hf_layer) -> dict:
 
 
 def model_arrays(hf_model) -> dict:
-    """embed (V, E), pos_embed (P + 2, H), project_in (H, E) / project_out (E, H) when present,
-    final_norm.weight / .bias, lm_head (V, E; the same array as embed when the weights are tied)."""
+    """embed.weight (V, E), pos_embed.weight (P + 2, H), project_in.weight (H, E) / project_out.weight (E, H) when
+    present, norm.weight / .bias (the final LayerNorm), lm_head.weight (V, E; the embedding array itself when
+    the weights are tied)."""
     dec = hf_model.model.decoder
     if dec.final_layer_norm is None:
         raise ValueError("OPT without a final LayerNorm (post-LayerNorm OPT-350m) is not supported")
-    out = {"embed": _np(dec.embed_tokens.weight), "pos_embed": _np(dec.embed_positions.weight),
-           "final_norm.weight": _np(dec.final_layer_norm.weight), "final_norm.bias": _np(dec.final_layer_norm.bias)}
+    out = {"embed.weight": _np(dec.embed_tokens.weight), "pos_embed.weight": _np(dec.embed_positions.weight),
+           "norm.weight": _np(dec.final_layer_norm.weight), "norm.bias": _np(dec.final_layer_norm.bias)}
     for name in ("project_in", "project_out"):
         mod = getattr(dec, name, None)
         if mod is not None:
-            out[name] = _np(mod.weight)
+            out[f"{name}.weight"] = _np(mod.weight)
     tied = hf_model.lm_head.weight.data_ptr() == dec.embed_tokens.weight.data_ptr()
-    out["lm_head"] = out["embed"] if tied else _np(hf_model.lm_head.weight)
+    out["lm_head.weight"] = out["embed.weight"] if tied else _np(hf_model.lm_head.weight)
     return out

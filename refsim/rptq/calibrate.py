@@ -307,12 +307,13 @@ def calibrate_layers(base, calib_ids, *, wbits=4, n_clusters=32, head_clusters=4
         blocks = []
         for i, fb in enumerate(base.blocks):
             stats, hess, outs = layer_statistics(topology, fb, xs)
-            layer = {k: fb[k] for k in topology.layer_keys()}
+            layer = {k: v for k, v in fb.arrays.items()
+                     if k.split(".")[0] not in topology.reorder_names and not k.startswith("stat.")}
             kw = {}
             if "topology" in params:  # a build_block that takes any family's topology and meta
                 kw["topology"] = topology
-            if "meta" in params:
-                kw["meta"] = {k: v for k, v in fb.meta.items() if k not in ("wbits", "layout", "reorder")}
+            if "family_meta" in params:
+                kw["family_meta"] = {k: v for k, v in fb.meta.items() if k not in ("wbits", "layout", "reorder")}
             block = build_block(layer, stats, hess, heads=fb.heads, eps=float(fb.meta["eps"]), wbits=wbits,
                                 n_clusters=n_clusters, head_clusters=head_clusters, seed=seed, reorder=reorder,
                                 rtn=rtn, **kw)
