@@ -146,7 +146,6 @@ def _calibration(args, vocab, t):
 def _client(args):
     if args.scheduler == "inline":
         return None, None
-    require_extra("eval", "dask", "distributed", what="refsim eval with Dask (or pass --scheduler inline)")
     from distributed import Client, LocalCluster
 
     if args.scheduler == "local":
@@ -188,6 +187,8 @@ def run(args) -> int:
     if args.max_tokens is not None and args.max_tokens < args.seqlen:
         raise UsageError(f"--max-tokens {args.max_tokens} is less than one window (--seqlen {args.seqlen})")
     require_extra("hf", *HF_MODULES, what="refsim eval")
+    if args.scheduler != "inline":
+        require_extra("eval", "dask", "distributed", what="refsim eval with Dask (or pass --scheduler inline)")
     if args.model.endswith(".gguf"):
         require_extra("realmodel", "gguf", "accelerate", what="refsim eval of a .gguf file")
     inputs = {"MODEL": args.model, "--text": args.text, "--token-ids": args.token_ids,
