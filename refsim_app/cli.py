@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = [
     "refsim_app.spec",
     "refsim_app.sdr",
     "refsim_app.calibrate",
+    "refsim_app.eval",
     "golden.cli",
     "hwmodel.cli",
     "cukernels.cli",

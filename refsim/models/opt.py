@@ -43,3 +43,52 @@ OPT = Topology(
     attention=Attention(),
     mlp=MLP(MLPKind.RELU, up="fc1", down="fc2", act_stage="relu"),
 )
+
+# --- the family interface (refsim.models.family_of; refsim.models.model) -------------------------------
+# What the whole model needs besides the block: OPT embeds positions with a learned table offset by
+# two rows (transformers' OPTLearnedPositionalEmbedding: position p reads row p + 2), may project the
+# word embedding in and out (word_embed_proj_dim != hidden_size, OPT-350m), and ends with a LayerNorm.
+
+TOPOLOGY = OPT
+MODEL_TYPES = ("opt",)
+POS_OFFSET = 2
+
+
+def decoder_layers(hf_model):
+    return hf_model.model.decoder.layers
+
+
+def block_meta(hf_config) -> dict:
+    """The block meta the forward pass reads: hidden, heads, ffn, eps (OPT's LayerNorms use 1e-5)."""
+    return {"hidden": int(hf_config.hidden_size), "heads": int(hf_config.num_attention_heads),
+            "ffn": int(hf_config.ffn_dim), "eps": 1e-5}
+
+
+def _np(t):
+    return t.detach().float().numpy().copy()
+
+
+def layer_arrays(hf_layer) -> dict:
+    """One OPTDecoderLayer's float32 arrays keyed by the topology's names (original channel order)."""
+    a = hf_layer.self_attn
+    mods = {"ln1": hf_layer.self_attn_layer_norm, "ln2": hf_layer.final_layer_norm, "q": a.q_proj, "k": a.k_proj,
+            "v": a.v_proj, "out": a.out_proj, "fc1": hf_layer.fc1, "fc2": hf_layer.fc2}
+    return {f"{n}.{p}": _np(getattr(m, p)) for n, m in mods.items() for p in ("weight", "bias")}
+
+
+def model_arrays(hf_model) -> dict:
+    """embed.weight (V, E), pos_embed.weight (P + 2, H), project_in.weight (H, E) / project_out.weight (E, H) when
+    present, norm.weight / .bias (the final LayerNorm), lm_head.weight (V, E; the embedding array itself when
+    the weights are tied)."""
+    dec = hf_model.model.decoder
+    if dec.final_layer_norm is None:
+        raise ValueError("OPT without a final LayerNorm (post-LayerNorm OPT-350m) is not supported")
+    out = {"embed.weight": _np(dec.embed_tokens.weight), "pos_embed.weight": _np(dec.embed_positions.weight),
+           "norm.weight": _np(dec.final_layer_norm.weight), "norm.bias": _np(dec.final_layer_norm.bias)}
+    for name in ("project_in", "project_out"):
+        mod = getattr(dec, name, None)
+        if mod is not None:
+            out[f"{name}.weight"] = _np(mod.weight)
+    tied = hf_model.lm_head.weight.data_ptr() == dec.embed_tokens.weight.data_ptr()
+    out["lm_head.weight"] = out["embed.weight"] if tied else _np(hf_model.lm_head.weight)
+    return out

@@ -21,6 +21,7 @@ import os
 import numpy as np
 import torch
 
+from refsim.models import opt as opt_family
 from refsim.models.opt import OPT
 from refsim.progress import report_progress
 from refsim.rptq.gptq import Hessian
@@ -131,16 +132,10 @@ def load_opt(path):
 
 
 def decoder_layers(model):
-    return model.model.decoder.layers
+    return opt_family.decoder_layers(model)
 
 
-def layer_arrays(layer) -> dict:
-    """One OPTDecoderLayer's float32 arrays in refsim.rptq.reorder's naming (original order)."""
-    a = layer.self_attn
-    mods = {"ln1": layer.self_attn_layer_norm, "ln2": layer.final_layer_norm, "q": a.q_proj, "k": a.k_proj,
-            "v": a.v_proj, "out": a.out_proj, "fc1": layer.fc1, "fc2": layer.fc2}
-    return {f"{n}.{p}": getattr(m, p).detach().float().numpy().copy() for n, m in mods.items()
-            for p in ("weight", "bias")}
+layer_arrays = opt_family.layer_arrays  # one OPTDecoderLayer's float32 arrays (refsim.models.opt)
 
 
 class _MinMax:
@@ -247,3 +242,132 @@ class Calibration:
 
     def layer_inputs(self, i):
         return np.concatenate(self.inputs[i], axis=0) if self.inputs[i] else None
+
+
+# --- whole-model calibration in refsim's own dataflow (refsim eval) ----------------------------------
+def layer_statistics(topology, block, xs) -> tuple[dict, dict, list]:
+    """(stats {point: (min, max)}, hessians {group: torch H}, outputs) of a float block (original channel
+    order, ``refsim.models.model.float_block``) on the sequences ``xs``: the per-channel running min / max of
+    each calibration point's stage and GPTQ's H = 2/n sum X X^T of each Hessian group's input (the stage its
+    linears' calibration point measures), read from the forward pass's stages: the topology gives the
+    points, so no framework hooks are needed."""
+    from refsim.models.forward import forward
+    from refsim.schemes import scheme
+
+    w16 = scheme("W16A16")
+    lo, hi, hess, outs = {}, {}, {}, []
+    groups = {}
+    for lin in topology.linears:
+        groups.setdefault(lin.hessian, topology.point(lin.point).stage)
+    for x in xs:
+        st = forward(topology, block, x, w16)
+        for p in topology.points:
+            t = st[p.stage].reshape(-1, st[p.stage].shape[-1])
+            if not np.all(np.isfinite(t)):
+                raise ValueError(f"calibration produced NaN or Inf activations at {p.name}")
+            a, b = t.min(axis=0), t.max(axis=0)
+            lo[p.name] = a if p.name not in lo else np.minimum(lo[p.name], a)
+            hi[p.name] = b if p.name not in hi else np.maximum(hi[p.name], b)
+        for g, stage in groups.items():
+            if g not in hess:
+                hess[g] = Hessian(st[stage].shape[-1])
+            hess[g].add_batch(torch.from_numpy(np.ascontiguousarray(st[stage]))[None])
+        outs.append(st["out"])
+    stats = {p: (lo[p].astype(np.float32), hi[p].astype(np.float32)) for p in lo}
+    return stats, {g: h.h for g, h in hess.items()}, outs
+
+
+def calibrate_layers(base, calib_ids, *, wbits=4, n_clusters=32, head_clusters=4, seed=0, reorder=True, rtn=False,
+                     chain=None, progress=False, label="") -> list:
+    """The quantized blocks of every layer of ``base`` (a ``refsim.models.model.Model`` of float blocks),
+    calibrated layer by layer on the token sequences ``calib_ids`` (n, t) (RPTQ's ``opt_reorder_quantize``):
+
+        x_0 = embed(calibration tokens)
+        layer i: ranges and Hessians from the float layer i on x_{i-1} (``layer_statistics``),
+                 k-means reorders, GPTQ (or RTN) weights (``refsim.rptq.pipeline.build_block``);
+                 x_i = the quantized layer i on x_{i-1} under ``chain`` (a scheme), or the float layer's
+                 output when ``chain`` is None (float calibration inputs).
+
+    torch runs with one thread here (GPTQ, the Hessians), so the result does not depend on the machine's or a
+    Dask worker's thread count."""
+    import inspect
+
+    from refsim.models.forward import forward
+    from refsim.rptq.pipeline import build_block
+
+    ids = np.asarray(calib_ids)
+    if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(f"the calibration set is empty or not (sequences, tokens): shape {ids.shape}")
+    topology = base.topology
+    params = inspect.signature(build_block).parameters
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        xs = [base.embed(s) for s in ids]
+        blocks = []
+        for i, fb in enumerate(base.blocks):
+            stats, hess, outs = layer_statistics(topology, fb, xs)
+            layer = {k: v for k, v in fb.arrays.items()
+                     if k.split(".")[0] not in topology.reorder_names and not k.startswith("stat.")}
+            kw = {}
+            if "topology" in params:  # a build_block that takes any family's topology and meta
+                kw["topology"] = topology
+            if "family_meta" in params:
+                kw["family_meta"] = {k: v for k, v in fb.meta.items() if k not in ("wbits", "layout", "reorder")}
+            block = build_block(layer, stats, hess, heads=fb.heads, eps=float(fb.meta["eps"]), wbits=wbits,
+                                n_clusters=n_clusters, head_clusters=head_clusters, seed=seed, reorder=reorder,
+                                rtn=rtn, **kw)
+            blocks.append(block)
+            xs = outs if chain is None else [forward(topology, block, x, chain)["out"] for x in xs]
+            if progress:
+                report_progress(f"calibrate {label}: layer", i + 1, len(base.blocks))
+        return blocks
+    finally:
+        torch.set_num_threads(threads)
+
+
+def load_causal_lm(path):
+    """(hf model float32 eager, config, gguf file name or None) of a transformers directory or a ``.gguf`` file
+    (transformers dequantizes a GGUF's blocks to float32: ``from_pretrained(dir, gguf_file=...)``)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kw = {}
+    if str(path).endswith(".gguf"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"MODEL {path!r} is not a file")
+        kw["gguf_file"] = os.path.basename(path)
+        path = os.path.dirname(os.path.abspath(path))
+    else:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"MODEL {path!r} is neither a directory nor a .gguf file")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"MODEL {path!r} has no config.json (save_pretrained writes one)")
+        for f in weight_files(path):
+            if f.endswith(".safetensors"):
+                check_safetensors(f)
+    try:
+        cfg = AutoConfig.from_pretrained(path, **kw)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager", **kw)
+    except Exception as exc:  # noqa: BLE001 - one line naming the model instead of transformers' traceback
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"MODEL {path!r}: transformers could not load it ({type(exc).__name__}: {first})") from None
+    model.eval()
+    return model, cfg, kw.get("gguf_file")
+
+
+def float_model(hf_model, *, head_dtype="float32"):
+    """The ``refsim.models.model.Model`` of a transformers causal LM: its family's arrays, float blocks."""
+    from refsim.models import family_of
+    from refsim.models.model import Model, float_block
+
+    cfg = hf_model.config
+    fam = family_of(cfg.model_type)
+    if fam.__name__.endswith(".opt"):
+        check_config(cfg)
+    meta = fam.block_meta(cfg)
+    layers = fam.decoder_layers(hf_model) if hasattr(fam, "decoder_layers") else hf_model.model.layers
+    blocks = [float_block(fam.TOPOLOGY, fam.layer_arrays(layer), meta) for layer in layers]
+    mmeta = {**meta, "vocab": int(cfg.vocab_size), "pos_offset": int(getattr(fam, "POS_OFFSET", 0)),
+             "head_dtype": head_dtype, "family": fam.__name__.rsplit(".", 1)[-1], "model_type": cfg.model_type,
+             "layers": len(blocks)}
+    return Model(fam.TOPOLOGY, fam.model_arrays(hf_model), blocks, mmeta)
