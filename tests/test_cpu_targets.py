@@ -131,6 +131,27 @@ def test_transcribed_gptq_unpacking_equals_refsim_codes(bits, words, n_words, se
     assert np.array_equal(codes.astype(np.int64), q.T) and np.array_equal(zeros.astype(np.int64), z.T)
 
 
+def test_compressed_tensors_decompress_ignores_weight_g_idx():
+    """Pinned (docs/conformance.md #10): compressed-tensors 0.20.1 removed actorder="group" and its decompress
+    leaves a ``weight_g_idx`` unread, so an act-order file decompresses with consecutive groups. This is why
+    ``compressed_tensors_linear`` draws consecutive groups; the day it reads g_idx, this test fails."""
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    from refsim.formats import compressed_tensors as ctf
+
+    q = (np.arange(8) % 16)[None, :]
+    s = np.array([[1.0, 2.0]], np.float32)
+    g_idx = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ctf.write(q, s, None, g_idx, bits=4).items()}
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=4)
+    w = PackedQuantizationCompressor.decompress(state, QuantizationScheme(targets=["Linear"], weights=args))["weight"]
+    assert np.array_equal(w.numpy()[0], (q[0] - 8) * s[0, np.arange(8) // 4])  # consecutive groups
+    assert not np.array_equal(w.numpy()[0], (q[0] - 8) * s[0, g_idx])  # not what the file says
+    with pytest.raises(ValueError, match="actorder='group' has been removed"):
+        QuantizationArgs(num_bits=4, type="int", strategy="group", group_size=4, actorder="group")
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_16_bit_arrays_travel_bit_for_bit(dtype):
     """bfloat16 (ml_dtypes) and float16 arrays reach torch and come back with their bit patterns; the poison is
