@@ -39,6 +39,7 @@ POISON_INT32 = np.int32(-0x21524111)  # 0xDEADBEEF
 POISON_INT64 = np.int64(-0x2152411021524111)  # 0xDEADBEEFDEADBEEF
 POISON_FLOAT32_BITS = np.uint32(0x7FC0DEAD)  # a quiet NaN with a payload no kernel computes
 POISON_UINT8 = np.uint8(0xA5)
+POISON_FLOAT16_BITS = {"float16": np.uint16(0x7E5A), "bfloat16": np.uint16(0x7FDA)}  # quiet NaNs with payloads
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class CaseParams:
     base_bits: int = 16
     rounding: str = "half_up"
     use_bias: bool = False
+    dtype: str = "float32"  # activation dtype of a float-input target: float32 | float16 | bfloat16
+    act_order: bool = False  # GPTQ act-order: a permuted g_idx (groups not consecutive along K)
+    symmetric: bool = False  # weights without a zero-point tensor (compressed-tensors symmetric)
 
     def describe(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
@@ -221,13 +225,22 @@ class ArrayModule:
             return cupy.asarray(a)
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+        a = np.ascontiguousarray(a)
+        if a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: torch takes the same 16-bit patterns
+            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).to(self.device)
+        return torch.from_numpy(a).to(self.device)
 
     def get(self, a) -> np.ndarray:
         if isinstance(a, np.ndarray):
             return a
         if hasattr(a, "detach"):
-            return a.detach().cpu().numpy()
+            a = a.detach().cpu()
+            if str(a.dtype) == "torch.bfloat16":  # numpy has no bfloat16: ml_dtypes' holds the same bits
+                import ml_dtypes
+                import torch
+
+                return a.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            return a.numpy()
         if hasattr(a, "get"):
             return a.get()
         return np.asarray(a)
@@ -253,6 +266,8 @@ def poison(shape, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype == np.float32:
         return np.full(shape, POISON_FLOAT32_BITS, dtype=np.uint32).view(np.float32)
+    if dtype == np.float16 or dtype.name == "bfloat16":  # a quiet NaN with a payload, in 16 bits
+        return np.full(shape, POISON_FLOAT16_BITS[dtype.name], dtype=np.uint16).view(dtype)
     return np.full(shape, {np.dtype(np.int32): POISON_INT32, np.dtype(np.int64): POISON_INT64,
                            np.dtype(np.uint8): POISON_UINT8}[dtype], dtype=dtype)
 

@@ -38,6 +38,45 @@ def test_builtin_adapter_by_name_passes(capsys):
     assert "cukernels.cpu_targets.torch_int_mm against target torch_int_mm: 30 cases, 0 failing, campaign seed 5" in out
 
 
+@pytest.mark.parametrize("name", ["gptq_v1_linear", "gptq_v2_linear", "awq_linear", "compressed_tensors_linear"])
+def test_every_format_target_runs_by_name(capsys, name):
+    """--kernel NAME runs the built-in adapter of a checkpoint-format target on its own contract."""
+    rc = main(["validate-kernels", "--kernel", name, "--examples", "8", "--seed", "2", "--no-shrink"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    fn = cpu_targets.ADAPTERS[name].__name__
+    assert f"cukernels.cpu_targets.{fn} against target {name}: 8 cases, 0 failing, campaign seed 2" in out
+
+
+def test_list_says_which_adapters_are_transcriptions(capsys):
+    assert main(["validate-kernels", "--list"]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.strip().splitlines()}
+    for name in cpu_targets.CPU_TARGETS:
+        assert ("transcription" in lines[name]) == (name in cpu_targets.TRANSCRIPTIONS), lines[name]
+    assert "compressed-tensors' own decompress" in lines["compressed_tensors_linear"]
+    assert " bits 3,4 " in lines["gptq_v1_linear"] and " bits 4 " in lines["awq_linear"]
+
+
+def test_bits_narrow_a_gptq_draw_on_torch_tensors(capsys, tmp_path, monkeypatch):
+    _write_module(tmp_path, monkeypatch, "gptq_bits_seen_i13", """
+        import torch
+        from cukernels import cpu_targets
+
+        SEEN = set()
+
+        def linear(x, **kw):
+            assert isinstance(x, torch.Tensor) and x.device.type == "cpu"
+            SEEN.add((kw["bits"], str(x.dtype)))
+            return cpu_targets.gptqmodel_linear(x, **kw)
+        """)
+    rc = main(["validate-kernels", "--kernel", "gptq_bits_seen_i13:linear", "--target", "gptq_v2_linear",
+               "--xp", "torch", "--bits", "3", "--examples", "12", "--seed", "3", "--no-shrink"])
+    assert rc == 0, capsys.readouterr().out
+    import gptq_bits_seen_i13
+
+    assert {b for b, _ in gptq_bits_seen_i13.SEEN} == {3} and len(gptq_bits_seen_i13.SEEN) >= 2
+
+
 def _write_module(tmp_path, monkeypatch, name, body):
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -103,6 +142,9 @@ def test_bits_narrow_a_cuda_target_draw(capsys, tmp_path, monkeypatch):
     (["--target", "sdr_gemm", "--bits", "4"], "--bits is not allowed with --target sdr_gemm"),
     (["--target", "torch_int_mm", "--bits", "four"], "--bits='four' is not allowed; allowed: comma-separated"),
     (["--kernel", "torch_int_mm", "--target", "lowbit_gemm"], "--kernel torch_int_mm implements target torch_int_mm"),
+    (["--target", "awq_linear", "--bits", "3"], "--bits='3' is not allowed for target awq_linear; allowed: 4"),
+    (["--kernel", "gptq_v1_linear", "--target", "gptq_v2_linear"],
+     "--kernel gptq_v1_linear implements target gptq_v1_linear, not --target gptq_v2_linear"),
     (["--target", "torch_int_mm", "--xp", "cupy"], "--xp cupy is not allowed with the CPU target torch_int_mm"),
     (["--kernel", "nosuch_adapter"], "allowed: module:function"),
 ])
