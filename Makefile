@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,torch,hf,onnx,cost,golden,realmodel,ecosystem]"
+	$(BIN)/pip install -q -e ".[test,torch,hf,onnx,cost,golden,realmodel,ecosystem,eval]"
 	touch $(STAMP)
 
 demo: venv
