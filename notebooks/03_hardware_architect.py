@@ -169,8 +169,8 @@ answer = (
     f"{ppl44 / ppl16:.2f}x ({ppl16:.2f} -> {ppl44:.2f}; weights alone at 4 bits: {ppl4w:.2f}) and RPTQ's "
     f"published OPT-66b W3A3KV costs {100 * (paper33kv / paper16 - 1):.0f}% ({paper16:.2f} -> {paper33kv:.2f}, "
     f"paper) without using the 3-bit datapath at all: 3-bit hardware buys about "
-    f"{100 * (g66['prefill_vs_int4'] - 1):.0f}% of prefill over 4-bit hardware, at an accuracy nobody here has "
-    "measured and that 4-bit activations already make poor.")
+    f"{100 * (g66['prefill_vs_int4'] - 1):.0f}% of prefill over 4-bit hardware, at the accuracy of 3-bit "
+    "activations, not measured here and expected to be worse than 4-bit's.")
 print(answer)
 
 # %% [markdown]
