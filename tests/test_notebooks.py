@@ -21,7 +21,8 @@ NOTEBOOK_LIMIT_S = 120
 
 def test_there_are_notebooks():
     names = [p.stem for p in run_notebooks.sources()]
-    assert {"01_rtl_engineer", "02_kernel_developer", "04_numerics", "05_rptq_seen"} <= set(names), names
+    assert {"01_rtl_engineer", "02_kernel_developer", "03_hardware_architect", "04_numerics",
+            "05_rptq_seen"} <= set(names), names
 
 
 @pytest.mark.parametrize("source", run_notebooks.sources(), ids=lambda p: p.stem)
