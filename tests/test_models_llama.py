@@ -512,3 +512,15 @@ if __name__ == "__main__":  # the measured figures of docs/rptq.md: python tests
         for offset in (0, 1000):
             d, m = _transformers_diff(kind, offset)
             print(f"{kind} positions {offset}..: max|diff| {d:.3g}, max|y| {m:.3g}, bound {96 * 8 * 2.0**-24 * m:.3g}")
+
+
+@pytest.mark.parametrize("config", ["W4A4", "QRAZOR_W4A4"])
+def test_record_sums_false_drops_only_the_sums(blocks, config):
+    """forward(record_sums=False) gives every other stage bit for bit and no *_acc stage (GQA, RoPE)."""
+    block, _, x = blocks[4]
+    full = forward(L, block, x, scheme(config))
+    lean = forward(L, block, x, scheme(config), record_sums=False)
+    assert any(k.endswith("_acc") for k in full) and not any(k.endswith("_acc") for k in lean)
+    assert set(lean) == {k for k in full if not k.endswith("_acc")}
+    for k, v in lean.items():
+        assert v.dtype == full[k].dtype and np.array_equal(v, full[k]), k

@@ -56,8 +56,9 @@ class Context:
     """What a scheme sees: the topology, the block's arrays, the stages so far, and the spec whose
     accumulator rule (acc_bits, acc_overflow) every integer product follows."""
 
-    def __init__(self, topology: Topology, block, stages: dict, spec):
+    def __init__(self, topology: Topology, block, stages: dict, spec, *, record_sums=True):
         self.topology, self.block, self.stages, self.spec = topology, block, stages, spec
+        self.record_sums = record_sums  # False: integer sums are used by the epilogue and dropped, never stored
         self.cache: dict = {}
 
 
@@ -65,6 +66,8 @@ def product(ctx: Context, a: Operand, w: Operand, bias=None, *, acc_name=None, a
     """a (M, K) x w (N, K)^T (+ bias): exact when both are quantized (module docstring)."""
     if a.qt is not None and w.qt is not None:
         isums, y = qmatmul(a.qt, w.qt, bias, spec=ctx.spec)
+        if not ctx.record_sums:
+            return y
         if acc_name is not None:
             ctx.stages[acc_name] = isums
         if acc_list is not None:
@@ -184,13 +187,15 @@ def check_input(block, x) -> np.ndarray:
     return x
 
 
-def forward(topology: Topology, block, x, scheme, *, positions=None) -> dict:
+def forward(topology: Topology, block, x, scheme, *, positions=None, record_sums=True) -> dict:
     """Every stage of the block on x (T, hidden) under ``scheme`` (module docstring); {stage: ndarray}.
 
     ``positions`` (T,) int: the tokens' positions for the rotary embedding (None: 0 .. T-1; a KV-cache
     caller passes its offset ones); refused for a topology without RoPE when not None.
     Every integer product accumulates under ``scheme.spec`` (acc_bits, acc_overflow). Stages absent
-    from the result were not computed under this scheme (e.g. codes of a float stage)."""
+    from the result were not computed under this scheme (e.g. codes of a float stage).
+    ``record_sums=False`` leaves out the ``*_acc`` stages: each product's integer sums feed its epilogue
+    and are dropped (a whole-model run holds one product's sums at a time); every other stage is the same."""
     x = check_input(block, x)
     if positions is not None and not topology.attention.rope:
         raise ValueError(f"positions is not allowed for {topology.name} (no rotary embedding); allowed: None")
@@ -198,7 +203,7 @@ def forward(topology: Topology, block, x, scheme, *, positions=None) -> dict:
     if window is not None and x.shape[0] > int(window):
         raise ValueError(f"T={x.shape[0]} is longer than the sliding window {window}; allowed: T <= {window}")
     st = {"x": x}
-    ctx = Context(topology, block, st, scheme.spec)
+    ctx = Context(topology, block, st, scheme.spec, record_sums=record_sums)
     a, m = topology.attention, topology.mlp
     n1, n2 = topology.norms
     st[n1.name] = norm(topology, block, n1.name, x)

@@ -136,8 +136,11 @@ class Model:
         x = self.embed(ids, positions)
         kept, kv = [], []
         a = self.topology.attention
+        # the per-cluster integer sums are stored only when a caller keeps an *_acc stage (they are the bulk
+        # of a layer's memory: scores_acc alone is heads x clusters x T x T)
+        record_sums = any(s.endswith("_acc") for s in keep)
         for block in self.blocks:
-            st = block_forward(self.topology, block, x, scheme)
+            st = block_forward(self.topology, block, x, scheme, record_sums=record_sums)
             x = st["out"]
             if keep:
                 kept.append({s: st[s] for s in keep if s in st})
