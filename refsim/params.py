@@ -61,6 +61,16 @@ RPTQ_SCALE_MIN = 1e-4
 RPTQ_SCALE_MAX = 1e4
 
 
+def _check_range(lo, hi) -> None:
+    """xmin / xmax of a min-max rule: the same shape, finite, xmin <= xmax element-wise."""
+    if lo.shape != hi.shape:
+        raise ValueError(f"xmin and xmax must have the same shape, got {lo.shape} and {hi.shape}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError("xmin and xmax must be finite")
+    if np.any(lo > hi):
+        raise ValueError("xmin must be <= xmax element-wise")
+
+
 def rptq_params(xmin, xmax, *, bits, spec: NumericsSpec):
     """RPTQ min-max asymmetric parameters (DESIGN.md, from the public RPTQ4LLM quantizer).
 
@@ -80,12 +90,7 @@ def rptq_params(xmin, xmax, *, bits, spec: NumericsSpec):
         return _rptq_params_bfloat16(xmin, xmax, bits)
     dt = np.dtype(name)
     lo, hi = np.asarray(xmin), np.asarray(xmax)
-    if lo.shape != hi.shape:
-        raise ValueError(f"xmin and xmax must have the same shape, got {lo.shape} and {hi.shape}")
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-        raise ValueError("xmin and xmax must be finite")
-    if np.any(lo > hi):
-        raise ValueError("xmin must be <= xmax element-wise")
+    _check_range(lo, hi)
     lo, hi = lo.astype(dt), hi.astype(dt)
     with np.errstate(over="ignore"):
         s = ((hi - lo).astype(dt) / dt.type(1 << bits)).astype(dt)
@@ -102,12 +107,7 @@ def _rptq_params_bfloat16(xmin, xmax, bits):
     rounding: innocuous double rounding, see refsim.quantize.to_compute)."""
     _, fl = _eps_and_rounder("bfloat16")
     lo, hi = np.asarray(xmin, dtype=np.float64), np.asarray(xmax, dtype=np.float64)
-    if lo.shape != hi.shape:
-        raise ValueError(f"xmin and xmax must have the same shape, got {lo.shape} and {hi.shape}")
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-        raise ValueError("xmin and xmax must be finite")
-    if np.any(lo > hi):
-        raise ValueError("xmin must be <= xmax element-wise")
+    _check_range(lo, hi)
     lo, hi = fl(lo), fl(hi)
     with np.errstate(over="ignore", invalid="ignore"):
         s = np.clip(fl(fl(hi - lo) / float(1 << bits)), fl(RPTQ_SCALE_MIN), fl(RPTQ_SCALE_MAX))
