@@ -37,6 +37,9 @@ CONFIGS = {
     "W4A4KV": (4, None, 4),
     "W4A3KV": (4, None, 3),
     "W3A3KV": (3, None, 3),
+    # beyond RPTQ's tables: every GEMM operand at 3 bits (norm outputs at 8, the topology's bit rule), the
+    # configuration a hypothetical int3 tensor core would run
+    "W3A3": (3, 3, 3),
 }
 # QRazor base precision + SDR (refsim.qrazor): block config name -> refsim.qrazor.CONFIGS name
 SDR_CONFIGS = {"QRAZOR": "W4A4", "QRAZOR_W4A4": "W4A4", "QRAZOR_W4A4KV4": "W4A4KV4", "QRAZOR_W4A8": "W4A8"}
