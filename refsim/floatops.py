@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
 
+import numba
 import numpy as np
 
 
@@ -77,7 +79,17 @@ def exp_float32(x) -> np.ndarray:
     and exp * (1 + 2^-50): where both agree, every faithful float64 exp gives that float32
     value, which is then the correctly rounded one. The rare values near a float32 rounding
     boundary are recomputed exactly (decimal arithmetic, 60 digits) and rounded once.
+    ``exp_float32_numpy`` is the same rule on numpy's exp (its twin in the tests).
     """
+    x32 = np.asarray(x, dtype=np.float32)
+    flat = np.ascontiguousarray(x32).reshape(-1)
+    out = np.empty(flat.shape, dtype=np.float32)
+    _fix_exp_boundaries(flat, out, _exp_f32_within(flat, out, _EXP_MARGIN))
+    return out.reshape(x32.shape)
+
+
+def exp_float32_numpy(x) -> np.ndarray:
+    """``exp_float32`` through numpy's float64 exp (any faithful exp gives the same float32 values)."""
     x32 = np.asarray(x, dtype=np.float32)
     x64 = np.atleast_1d(x32).astype(np.float64)
     with np.errstate(over="ignore", under="ignore"):
@@ -85,15 +97,114 @@ def exp_float32(x) -> np.ndarray:
     return _round_f32_within(e, _EXP_MARGIN, _exp_decimal_f32, x64).reshape(x32.shape)
 
 
+@numba.njit(cache=True)
+def _exp_f32_within(x, out, margin):
+    """out[i] = float32 of exp(x[i]) where exp * (1 -+ margin) round alike; returns the indices where they do
+    not (near a float32 rounding boundary, x finite), left for the exact path."""
+    flagged = np.empty(0, dtype=np.int64)
+    count = 0
+    for i in range(x.size):
+        e = math.exp(np.float64(x[i]))
+        lo = np.float32(e * (1.0 - margin))
+        hi = np.float32(e * (1.0 + margin))
+        out[i] = hi
+        if lo != hi and math.isfinite(x[i]):
+            if count == flagged.size:
+                grown = np.empty(max(16, 2 * count), dtype=np.int64)
+                grown[:count] = flagged[:count]
+                flagged = grown
+            flagged[count] = i
+            count += 1
+    return flagged[:count]
+
+
+def _fix_exp_boundaries(x, out, flagged) -> None:
+    for i in flagged:
+        out[i] = _exp_decimal_f32(float(x[i]))
+
+
+@numba.njit(cache=True)
+def _fsum(row, partials):
+    """CPython's ``math.fsum`` (Shewchuk's partials, then its half-even correction) of a finite row; returns
+    (sum, ok): ok False on an infinite or NaN term or an intermediate overflow (the caller asks math.fsum)."""
+    n = 0
+    for x0 in row:
+        x = np.float64(x0)
+        if x == 0.0:  # math.fsum never stores a zero: it cannot change the partials' exact sum
+            continue
+        if not math.isfinite(x):
+            return 0.0, False
+        i = 0
+        for j in range(n):
+            y = partials[j]
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                partials[i] = lo
+                i += 1
+            x = hi
+        n = i
+        if x != 0.0:
+            if not math.isfinite(x) or n == partials.size:
+                return 0.0, False
+            partials[n] = x
+            n += 1
+    hi = 0.0
+    lo = 0.0
+    if n > 0:
+        n -= 1
+        hi = partials[n]
+        while n > 0:
+            x = hi
+            n -= 1
+            y = partials[n]
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                break
+        if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
+            y = lo * 2.0
+            x = hi + y
+            if y == x - hi:
+                hi = x
+    return hi, True
+
+
+@numba.njit(cache=True, parallel=True)
+def _fsum_rows(rows, out, fallback):
+    for r in numba.prange(rows.shape[0]):
+        partials = np.empty(128, dtype=np.float64)  # non-overlapping float64 partials: fewer than 40 ever exist
+        total, ok = _fsum(rows[r], partials)
+        out[r] = total
+        fallback[r] = not ok
+
+
 def fsum_rows(x) -> np.ndarray:
     """Correctly rounded float64 sums over the last axis (``math.fsum`` per row).
 
     A correctly rounded sum does not depend on the order of its terms, nor on the BLAS, SIMD
     width or numpy version that a pairwise or blocked sum would: it is the same on every IEEE
-    machine, and the same for a channel-permuted row (RPTQ's reordered layout).
+    machine, and the same for a channel-permuted row (RPTQ's reordered layout). Computed by a
+    compiled port of CPython's algorithm; a row with an infinite or NaN term, or one whose partial
+    sums overflow, is left to ``math.fsum`` itself (its result, or its error). The twin is
+    ``fsum_rows_python`` (``math.fsum`` on every row).
     """
-    import math
+    a = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    rows = np.ascontiguousarray(a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1))
+    out = np.empty(rows.shape[0], dtype=np.float64)
+    fallback = np.empty(rows.shape[0], dtype=np.bool_)
+    _fsum_rows(rows, out, fallback)
+    for r in np.nonzero(fallback)[0]:
+        out[r] = math.fsum(rows[r].astype(np.float64).tolist())
+    return out.reshape(a.shape[:-1])
 
+
+def fsum_rows_python(x) -> np.ndarray:
+    """``math.fsum`` of every row over the last axis (the specification of ``fsum_rows``)."""
     a = np.asarray(x, dtype=np.float64)
     rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
     return np.array([math.fsum(r) for r in rows.tolist()], dtype=np.float64).reshape(a.shape[:-1])

@@ -166,7 +166,12 @@ def _quantize(x, scale, zero=0, *, bits, spec, signed=None, narrow=None, **kw):
     import refsim
 
     fixed = {k: bool(v) for k, v in (("signed", signed), ("narrow", narrow)) if v is not None}
-    return refsim.quantize(x, scale, zero, bits=bits, spec=spec.replace(**fixed) if fixed else spec, **kw)
+    spec = spec.replace(**fixed) if fixed else spec
+    if all(v is None for v in kw.values()):  # one (s, z): a large tensor's codes come from its thresholds
+        from refsim.code_thresholds import quantize_tensor
+
+        return quantize_tensor(x, scale, zero, bits=bits, spec=spec)
+    return refsim.quantize(x, scale, zero, bits=bits, spec=spec, **kw)
 
 
 def _cluster_int_gemm(a_codes, a_zero, b_codes_kn, b_zero_cn, ids, *, spec):
@@ -297,6 +302,28 @@ def _reduced_params(t: QuantizedTensor, rows: int, c: int, *, weight: bool):
     return np.broadcast_to(s.reshape(rows, -1), (rows, c)), np.broadcast_to(z.reshape(rows, -1), (rows, c))
 
 
+def reduced_clusters(a: QuantizedTensor, w: QuantizedTensor) -> tuple[np.ndarray, int]:
+    """(ids (K,), C): the cluster of each index of the reduced axis of a (M, K) x w (N, K)^T, and their count
+    (the activation's clusters, else the weight's input clusters, else one)."""
+    k = a.codes.shape[1]
+    if a.granularity is Granularity.CLUSTER:
+        ids, c = np.asarray(a.clusters, dtype=np.int64), a.n_clusters
+    elif w.granularity is Granularity.CLUSTER and w.axis in (1, -1):
+        ids, c = np.asarray(w.clusters, dtype=np.int64), w.n_clusters
+    else:
+        ids, c = np.zeros(k, np.int64), 1
+    if ids.size and int(ids.max()) + 1 != c:
+        raise ValueError(f"ids name {int(ids.max()) + 1} clusters, expected n_clusters={c}")
+    return ids, c
+
+
+def reduced_params(a: QuantizedTensor, w: QuantizedTensor, c: int):
+    """(s_a (C,), z_a (C,), s_w (N, C), z_w (N, C)) of a (M, K) x w (N, K)^T over its C reduced clusters."""
+    sa, za = _reduced_params(a, a.codes.shape[0], c, weight=False)
+    sw, zw = _reduced_params(w, w.codes.shape[0], c, weight=True)
+    return sa, za, sw, zw
+
+
 def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, spec: NumericsSpec):
     """Exact integer sums of a (M, K) x w (N, K)^T.
 
@@ -322,17 +349,7 @@ def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, spec: NumericsSpec):
             raise ValueError(f"SDR group sizes differ: {a.sdr.group_size} and {w.sdr.group_size}")
         return _sdr_gemm(a.codes, a.sdr.flags, w.codes.T, w.sdr.flags.T, group_size=a.sdr.group_size,
                          spec=spec)
-    k = a.codes.shape[1]
-    if a.granularity is Granularity.CLUSTER:
-        ids = np.asarray(a.clusters, dtype=np.int64)
-        c = a.n_clusters
-    elif w.granularity is Granularity.CLUSTER and w.axis in (1, -1):
-        ids = np.asarray(w.clusters, dtype=np.int64)
-        c = w.n_clusters
-    else:
-        ids, c = np.zeros(k, np.int64), 1
-    if ids.size and int(ids.max()) + 1 != c:
-        raise ValueError(f"ids name {int(ids.max()) + 1} clusters, expected n_clusters={c}")
+    ids, c = reduced_clusters(a, w)
     _, za = _reduced_params(a, a.codes.shape[0], c, weight=False)
     _, zw = _reduced_params(w, w.codes.shape[0], c, weight=True)
     return _cluster_int_gemm(np.asarray(a.codes), np.asarray(za).reshape(-1), np.asarray(w.codes).T,

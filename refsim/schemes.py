@@ -151,8 +151,8 @@ class RPTQScheme:
             return [Operand(None, p) for p in probs]
         qt = fixed_quantize(probs, PROB_SCALE, 0, bits=ctx.topology.prob_bits, signed=False, spec=self.spec)
         ctx.stages["probs_codes"] = qt.codes
-        value = qt.dequantize()
-        return [Operand(replace(qt, codes=qt.codes[h]), value[h]) for h in range(probs.shape[0])]
+        # the float value only where a product has a float operand (Operand dequantizes it then)
+        return [Operand(replace(qt, codes=qt.codes[h]), None) for h in range(probs.shape[0])]
 
     def finish_attention(self, ctx):
         pass

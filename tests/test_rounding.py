@@ -217,3 +217,71 @@ def test_round_to_bfloat16_equals_the_rational_twin_on_every_tie():
     ties = round_to_bfloat16(mids).astype(np.float32)  # on a tie: the neighbour with an even last bit
     even = np.where((b[:-1].astype(np.float32).view(np.uint32) >> 16) % 2 == 0, b[:-1], b[1:])
     assert np.array_equal(ties.astype(np.float64), even)
+
+
+@st.composite
+def float_rows(draw):
+    """Rows with wide exponents, exact cancellations, zeros of both signs and ties of the half-even fix."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    n = draw(st.integers(1, 300))
+    x = rng.standard_normal(n) * 2.0 ** rng.integers(-60, 60, n)
+    if draw(st.booleans()):
+        x = np.concatenate([x, -x[: n // 2]])  # cancellations
+    if draw(st.booleans()):
+        x[rng.integers(0, x.size, max(1, x.size // 3))] = draw(st.sampled_from([0.0, -0.0]))
+    if draw(st.booleans()):
+        x = np.concatenate([x, [1e16, 1.0, 1e-16, -1e16, 2.0**-1074, 2.0**1000, 2.0**1000]])
+    return rng.permutation(x)
+
+
+@given(float_rows(), st.booleans())
+def test_fsum_rows_equals_math_fsum(x, single):
+    """The compiled fsum is math.fsum, row by row (float64 and float32 rows; all-zero and one-term rows)."""
+    from refsim.floatops import fsum_rows, fsum_rows_python
+
+    x = np.clip(x, -3e38, 3e38).astype(np.float32) if single else x
+    rows = np.stack([x, np.zeros_like(x), np.full_like(x, -0.0), np.where(np.arange(x.size) == 0, x, 0)])
+    assert np.array_equal(fsum_rows(rows).view(np.int64), fsum_rows_python(rows).view(np.int64))
+
+
+def test_fsum_rows_leaves_inf_nan_and_overflow_to_math_fsum():
+    import math
+
+    from refsim.floatops import fsum_rows
+
+    got = fsum_rows(np.array([[1.0, np.inf, 2.0], [np.inf, -5.0, 1.0], [1.0, 2.0, 3.0]]))
+    assert got[0] == np.inf and got[1] == np.inf and got[2] == 6.0
+    assert np.isnan(fsum_rows(np.array([[np.nan, 1.0]])))[0]
+    for bad in ([np.inf, -np.inf], [1e308, 1e308]):
+        with pytest.raises((ValueError, OverflowError)):
+            math.fsum(bad)
+        with pytest.raises((ValueError, OverflowError)):
+            fsum_rows(np.array([bad]))
+
+
+@given(st.lists(st.floats(-110, 90, width=32) | st.sampled_from([-np.inf, np.inf, np.nan, -0.0]), min_size=1,
+                max_size=200))
+def test_exp_float32_equals_its_numpy_twin(xs):
+    """The compiled exp_float32 and the numpy one apply the same rule; both are correctly rounded."""
+    from refsim.floatops import exp_float32, exp_float32_numpy
+
+    x = np.array(xs, dtype=np.float32)
+    assert np.array_equal(exp_float32(x).view(np.uint32), exp_float32_numpy(x).view(np.uint32))
+
+
+@given(st.integers(1, 6), st.integers(1, 80), st.integers(0, 2**31), st.sampled_from([0.1, 3.0, 40.0]),
+       st.booleans())
+def test_softmax_equals_its_numpy_twin(rows, cols, seed, spread, causal):
+    """The compiled softmax and softmax_numpy agree bit for bit, masked (-inf) entries and NaN rows included."""
+    from refsim.models.floatops import softmax, softmax_numpy
+
+    rng = np.random.default_rng(seed)
+    s = (rng.standard_normal((2, rows, cols)) * spread).astype(np.float32)
+    if causal:
+        s[:, np.triu(np.ones((rows, cols), dtype=bool), k=1)] = -np.inf
+    s[1, 0, :] = -np.inf  # a fully masked row: NaN in both
+    if cols > 2:
+        s[0, -1, 1] = np.nan
+    with np.errstate(invalid="ignore"):
+        got, want = softmax(s), softmax_numpy(s)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -7,9 +7,12 @@ order, the BLAS build or the CPU. rms_norm, rope and silu (the LLaMA family) are
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
-from refsim.floatops import exp_float32, fsum_rows
+from refsim.floatops import _EXP_MARGIN, _exp_decimal_f32, exp_float32_numpy, fsum_rows, fsum_rows_python
 
 
 def layer_norm(x, gamma, beta, *, eps=1e-5, perm=None) -> np.ndarray:
@@ -40,12 +43,63 @@ def softmax(scores) -> np.ndarray:
 
         t = fl32(s - max(s));  e = exp_float32(t) (correctly rounded);  p = fl32(e / fsum(e))
 
-    (the quotient is taken in float64, then rounded to float32).
+    (the quotient is taken in float64, then rounded to float32). Compiled, rows in parallel; the
+    specification is ``softmax_numpy`` (the same steps as numpy array operations), equal bit for bit.
     """
+    s = np.ascontiguousarray(scores, dtype=np.float32)
+    if s.ndim == 0 or s.size == 0:
+        return softmax_numpy(s)
+    rows = s.reshape(-1, s.shape[-1])
+    e = np.empty_like(rows)
+    peak = np.empty(rows.shape[0], dtype=np.float32)
+    near = np.zeros(rows.shape, dtype=np.bool_)
+    _exp_shifted_rows(rows, e, peak, near, _EXP_MARGIN)
+    for r, j in zip(*np.nonzero(near), strict=True):  # near a float32 rounding boundary: rare, exact
+        e[r, j] = _exp_decimal_f32(float(np.float32(rows[r, j] - peak[r])))
+    total = fsum_rows(e)
+    p = np.empty_like(rows)
+    _divide_rows(e, total, p)
+    return p.reshape(s.shape)
+
+
+def softmax_numpy(scores) -> np.ndarray:
+    """``softmax`` as numpy array operations (its specification and test twin)."""
     s = np.asarray(scores, dtype=np.float32)
     t = (s - s.max(axis=-1, keepdims=True)).astype(np.float32)
-    e = exp_float32(t)
-    return (e.astype(np.float64) / fsum_rows(e)[..., None]).astype(np.float32)
+    e = exp_float32_numpy(t)
+    return (e.astype(np.float64) / fsum_rows_python(e)[..., None]).astype(np.float32)
+
+
+@numba.njit(cache=True, parallel=True)
+def _exp_shifted_rows(s, e, peak, near, margin):
+    """peak[r] = max(s[r]) (NaN if any is); e = float32 of exp(fl32(s - peak)) where exp * (1 -+ margin)
+    round alike (``refsim.floatops.exp_float32``), near = True where they do not and the argument is finite."""
+    for r in numba.prange(s.shape[0]):
+        m = s[r, 0]
+        for j in range(s.shape[1]):
+            v = s[r, j]
+            if v > m or math.isnan(v):
+                m = v
+                if math.isnan(v):
+                    break
+        peak[r] = m
+        for j in range(s.shape[1]):
+            t = s[r, j] - m  # float32 - float32: rounded to float32
+            if t == -np.inf:
+                e[r, j] = 0.0
+                continue
+            x = math.exp(np.float64(t))
+            lo = np.float32(x * (1.0 - margin))
+            hi = np.float32(x * (1.0 + margin))
+            e[r, j] = hi
+            near[r, j] = lo != hi and math.isfinite(t)
+
+
+@numba.njit(cache=True, parallel=True)
+def _divide_rows(e, total, p):
+    for r in numba.prange(e.shape[0]):
+        for j in range(e.shape[1]):
+            p[r, j] = np.float32(np.float64(e[r, j]) / total[r])
 
 
 def float_matmul(a, b_nk, bias=None) -> np.ndarray:

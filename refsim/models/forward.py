@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from refsim.fused import fused_qmatmul
 from refsim.models.floatops import float_matmul, layer_norm, relu, softmax
 from refsim.models.topology import MLPKind, NormKind, Topology
 from refsim.qtensor import QuantizedTensor, qmatmul
@@ -62,18 +63,27 @@ class Context:
         self.cache: dict = {}
 
 
-def product(ctx: Context, a: Operand, w: Operand, bias=None, *, acc_name=None, acc_list=None) -> np.ndarray:
-    """a (M, K) x w (N, K)^T (+ bias): exact when both are quantized (module docstring)."""
+def product(ctx: Context, a: Operand, w: Operand, bias=None, *, acc_name=None, acc_list=None,
+            causal_out=False, causal_in=False) -> np.ndarray:
+    """a (M, K) x w (N, K)^T (+ bias): exact when both are quantized (module docstring).
+    ``causal_out``: the causal mask applied (y[m, n] = -inf for n > m). ``causal_in``: a is a causal matrix
+    of probabilities, which lets the fused path stop row m's sum at k = m (``refsim.fused``)."""
     if a.qt is not None and w.qt is not None:
+        if not ctx.record_sums:  # no sums wanted: the fused path's y equals qmatmul's, bit for bit
+            y = fused_qmatmul(a.qt, w.qt, bias, spec=ctx.spec, causal_out=causal_out, causal_in=causal_in)
+            if y is not None:
+                return y
         isums, y = qmatmul(a.qt, w.qt, bias, spec=ctx.spec)
-        if not ctx.record_sums:
-            return y
-        if acc_name is not None:
-            ctx.stages[acc_name] = isums
-        if acc_list is not None:
-            acc_list.append(isums)
-        return y
-    return float_matmul(a.float_value(), w.float_value(), bias)
+        if ctx.record_sums:
+            if acc_name is not None:
+                ctx.stages[acc_name] = isums
+            if acc_list is not None:
+                acc_list.append(isums)
+    else:
+        y = float_matmul(a.float_value(), w.float_value(), bias)
+    if causal_out:
+        y[np.triu(np.ones(y.shape, dtype=bool), k=1)] = -np.inf
+    return y
 
 
 def norm(topology: Topology, block, name: str, x) -> np.ndarray:
@@ -158,18 +168,17 @@ def attention(ctx: Context, scheme, q, k, v) -> np.ndarray:
     qs = scheme.heads(ctx, "q", q, heads, side="a")
     ks = scheme.heads(ctx, "k", k, n_kv, side="w")
     vs = scheme.heads(ctx, "v", v, n_kv, side="wT")
+    causal = ctx.topology.attention.causal
     scores = np.empty((heads, t, t), dtype=np.float32)
     s_acc, a_acc = [], []
-    for h in range(heads):
-        scores[h] = product(ctx, qs[h], ks[h // group], acc_list=s_acc)
-    if ctx.topology.attention.causal:
-        scores[:, np.triu(np.ones((t, t), dtype=bool), k=1)] = -np.inf
+    for h in range(heads):  # masked scores are -inf
+        scores[h] = product(ctx, qs[h], ks[h // group], acc_list=s_acc, causal_out=causal)
     probs = softmax(scores)
     ctx.stages["scores"], ctx.stages["probs"] = scores, probs
     ps = scheme.probs(ctx, probs)
     attn = np.empty((t, width), dtype=np.float32)
     for h in range(heads):
-        attn[:, h * d:(h + 1) * d] = product(ctx, ps[h], vs[h // group], acc_list=a_acc)
+        attn[:, h * d:(h + 1) * d] = product(ctx, ps[h], vs[h // group], acc_list=a_acc, causal_in=causal)
     if s_acc:
         ctx.stages["scores_acc"] = np.stack(s_acc)
     if a_acc:

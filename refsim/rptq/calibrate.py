@@ -318,7 +318,7 @@ def calibrate_layers(base, calib_ids, *, wbits=4, n_clusters=32, head_clusters=4
                                 n_clusters=n_clusters, head_clusters=head_clusters, seed=seed, reorder=reorder,
                                 rtn=rtn, **kw)
             blocks.append(block)
-            xs = outs if chain is None else [forward(topology, block, x, chain)["out"] for x in xs]
+            xs = outs if chain is None else [forward(topology, block, x, chain, record_sums=False)["out"] for x in xs]
             if progress:
                 report_progress(f"calibrate {label}: layer", i + 1, len(base.blocks))
         return blocks
