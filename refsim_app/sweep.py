@@ -92,7 +92,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                      "@cN @hN @rtn @gN")
         else:
             help_ = f"refsim eval --{name}: {a.help}"
-        metavar = a.metavar or (None if a.choices else "N")
+        metavar = "LIST" if name == "configs" else a.metavar or (None if a.choices else "N")
         g.add_argument(f"--eval-{name}", dest=_dest(name), type=a.type, choices=a.choices, metavar=metavar,
                        default=None, help=help_)
     g.add_argument("--eval-cache", metavar="DIR",
@@ -190,6 +190,12 @@ def run(args) -> int:
     if not model:
         return sweep_cli.run(args)
     ctx = sweep_cli.prepare(args)  # every sweep argument and --out, before the long part
+    keys = sweep_cli.model_keys(ctx["models"])
+    if target and sweep_cli.model_key(target) not in keys:
+        raise UsageError(f"--eval {args.eval}: MODEL {target!r} is not one of --models ({args.models})")
+    if not target and sweep_cli.model_key(model) not in keys:
+        raise UsageError(f"--eval {args.eval}: the model is not one of --models ({args.models}); add it to "
+                         f"--models, or join its results to one with --eval {model}=MODEL")
     configs, not_evaluated = eval_configs(args)
     work = None
     try:
