@@ -11,7 +11,10 @@ the configurations vectorized inside it, on Dask through :func:`hwmodel.sweep.ma
 local cluster by default). Accuracy is joined by (model, configuration) from two kinds of source,
 never mixed: ``refsim eval --json`` results files (``source = "measured (refsim eval)"``) and the
 papers' published tables (:mod:`hwmodel.paper_accuracy`, ``source = "paper: ..."``). A point with
-several sources appears once per source; one without any has a null perplexity.
+several sources appears once per source; one without any has a null perplexity. ``--eval MODEL``
+(accuracy computed when asked) is the application layer's (``refsim_app.sweep``: hwmodel does not
+import refsim.eval): it runs ``refsim eval`` and hands the document to :func:`add_measured`, which
+joins it exactly as a results file.
 
 Pareto fronts, per (model, accuracy source and the model it was measured on, batch, sequence), among
 the points that fit the device:

@@ -54,20 +54,13 @@ def spread(lo, hi) -> float:
     return float(r.max() / np.median(r))
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(HERE / "smollm2_ranges.json"), help="the JSON file to write")
     ap.add_argument("--layers", default="0,11,29", help="layers whose ranges are kept (default 0,11,29)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from golden.bundle import sha256_file
     from refsim.corpus import austen_novel
     from refsim.formats.gguf import smollm2_gguf
     from refsim.outputs import atomic_write_text
