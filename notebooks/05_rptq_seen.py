@@ -235,6 +235,10 @@ else:
 
 # %%
 assert spread[POINT][LAYER] > 5, "the chosen point has outlier channels"
+for (L, p), v in kept.items():  # the per-layer spreads and the kept ranges are one measurement
+    r = np.array(v["max"], np.float64) - np.array(v["min"], np.float64)
+    assert round(float(r.max() / np.median(r)), 3) == spread[p][L], f"layer {L} {p}: spread and ranges disagree"
+    assert len(v["ids"]) == len(v["min"]) == len(v["perm"]) == sum(v["sizes"]), f"layer {L} {p}: sizes disagree"
 assert same_as_committed, "refsim's k-means on the committed ranges must give the committed reorder"
 assert sorted(perm.tolist()) == list(range(lo.size)), "the reorder is a permutation"
 assert np.all(np.diff(ids[perm]) >= 0) and sizes.sum() == lo.size, "clusters are contiguous after it"
