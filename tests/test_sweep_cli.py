@@ -127,6 +127,29 @@ def test_w3a3_is_rptq_costed_on_int3_rows_and_joins_eval_results(tmp_path, capsy
     assert rows["H200-int3", "W3A3"]["decode_tokens_per_s"] == rows["H200-int4", "W3A3"]["decode_tokens_per_s"]
     assert rows["H200", "W3A3"]["memory_gib"] < rows["H200", "W4A4"]["memory_gib"]
 
+def test_a_document_joined_by_add_measured_is_a_file_given_with_accuracy(tmp_path, capsys):
+    """refsim sweep --eval (refsim_app.sweep) hands its refsim eval document to add_measured: the rows it
+    joins are those of the same document read from an --accuracy file, and a bad one is refused alike."""
+    import argparse
+
+    from hwmodel import sweep_cli
+
+    doc = {"model": "opt-66b", "results": [{"config": "W4A4", "perplexity": 31.25, "tokens": 4096, "x": 1}]}
+    f = results_file(tmp_path / "eval.json", rows=doc["results"])
+    parser = argparse.ArgumentParser().add_subparsers()
+    p = sweep_cli.register(parser)
+    base = [*SMALL, "--scheduler", "inline", "--paper", "none"]
+    by_file = sweep_cli.prepare(p.parse_args([*base, "--accuracy", str(f)]))
+    ctx = sweep_cli.prepare(p.parse_args(base))
+    sweep_cli.add_measured(ctx, doc, flag="--eval", spec="m", target="", reference=str(f))
+    assert ctx["accuracy"] == by_file["accuracy"] and ctx["files"] == by_file["files"]
+    with pytest.raises(sweep_cli.UsageError, match=r"--eval m: results\[0\].perplexity"):
+        sweep_cli.add_measured(ctx, {"model": "opt-66b", "results": [{"config": "W4A8", "perplexity": -1,
+                                                                       "tokens": 1}]},
+                               flag="--eval", spec="m", target="", reference="r")
+    with pytest.raises(sweep_cli.UsageError, match="measured in"):
+        sweep_cli.add_measured(ctx, doc, flag="--eval", spec="m", target="", reference="r")
+
 def test_paper_table_rows_are_labelled():
     assert len(PAPER_ROWS) == 7 * 3
     for r in PAPER_ROWS:

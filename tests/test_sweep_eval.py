@@ -153,6 +153,27 @@ def test_bad_eval_combinations_are_one_line_errors(tiny, capsys, monkeypatch, ex
     assert out == "" and not (tiny["dir"] / "o").exists()
 
 
+def test_foreign_eval_cache_is_refused_and_ctrl_c_leaves_nothing(tiny, capsys, tmp_path, monkeypatch):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's file")
+    snap = snapshot(foreign)
+    rc, _, err = cli(capsys, "sweep", *grid(tiny), "--scheduler", "inline", "--eval", tiny["path"],
+                     *eval_flags(tiny), "--eval-cache", foreign)
+    assert_one_line_error(rc, err, names="--eval-cache")
+    assert snapshot(foreign) == snap
+    import refsim_app.eval
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(refsim_app.eval, "evaluate_command", interrupted)  # Ctrl-C while refsim eval runs
+    rc, out, err = cli(capsys, "sweep", *grid(tiny), "--scheduler", "inline", "--eval", tiny["path"],
+                       *eval_flags(tiny), "--out", tmp_path / "o")
+    assert rc == 130 and out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no output, no working cache
+
+
 @pytest.mark.parametrize("argv, names", [
     (["--eval-seqlen", "16"], "--eval-seqlen is an option of --eval MODEL"),
     (["--eval-cache", "c"], "--eval-cache is an option of --eval MODEL"),
