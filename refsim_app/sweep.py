@@ -197,12 +197,16 @@ def run(args) -> int:
         raise UsageError(f"--eval {args.eval}: the model is not one of --models ({args.models}); add it to "
                          f"--models, or join its results to one with --eval {model}=MODEL")
     configs, not_evaluated = eval_configs(args)
+    for c in not_evaluated:
+        print(f"refsim sweep: note: --configs {c} is not a refsim eval configuration: not evaluated",
+              file=sys.stderr)
     work = None
     try:
         if args.eval_cache is not None:
             cache = args.eval_cache
         elif args.out is not None:
             out = os.path.abspath(args.out)
+            os.makedirs(os.path.dirname(out), exist_ok=True)  # as staged_output will
             work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.{CACHE_DIR}-", dir=os.path.dirname(out))
             cache = os.path.join(work, CACHE_DIR)
             earlier = os.path.join(out, CACHE_DIR)
@@ -219,9 +223,6 @@ def run(args) -> int:
         ctx["eval"] = {"model": doc["model"], "configs": [r["config"] for r in doc["results"]],
                        "not_evaluated": not_evaluated, "text": doc["text"], "calibration": doc["calibration"],
                        "cache": os.path.join(args.out, CACHE_DIR) if work else cache}
-        for c in not_evaluated:
-            print(f"refsim sweep: note: --configs {c} is not a refsim eval configuration: not evaluated",
-                  file=sys.stderr)
         extra_files = {EVAL_JSON: to_json(doc) + "\n"} if args.out else None
         extra_dirs = {CACHE_DIR: cache} if work else None
         return sweep_cli.execute(args, ctx, extra_files=extra_files, extra_dirs=extra_dirs)
