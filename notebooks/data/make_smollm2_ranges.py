@@ -16,7 +16,7 @@ uses). Kept: for every layer, the spread (widest channel range / median range) o
 layers of ``--layers``, the points ``rms1`` (input RMSNorm output, R1), ``rms2`` (post-attention RMSNorm
 output, R4) and ``down_in`` (down_proj input, R5): per-channel min and max (float32, written as the
 shortest decimal that reads back to the same float32) and the 32-cluster reorder (perm, cluster ids
-in the original channel order, sizes).
+in the original channel order, sizes). The calibration token ids are kept too (``calib_ids``).
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def main(argv=None) -> int:
         "weights_note": "the GGUF's Q4_1 weights dequantized to float32 by transformers (float forward pass)",
         "calibration": note, "calib_tokens": int(ids.size),
         "calib_sha256": hashlib.sha256(np.ascontiguousarray(ids).tobytes()).hexdigest(),
+        "calib_ids": ids.tolist(),
         "calib_inputs": "float (each layer on the float outputs of the layers before it)",
         "clusters": CLUSTERS, "kmeans_seed": 0, "points": {p: reorder_of[p] for p in POINTS},
         "command": "REFSIM_DATA=/tmp/i12data python notebooks/data/make_smollm2_ranges.py --layers " + args.layers,
