@@ -34,6 +34,7 @@
 # `REFSIM_SMOLLM2_RANGES` / `REFSIM_SMOLLM2_EVAL` point the notebook at other files of the same format.
 
 # %%
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -235,6 +236,9 @@ else:
 
 # %%
 assert spread[POINT][LAYER] > 5, "the chosen point has outlier channels"
+calib = np.array(data["calib_ids"], np.int64)
+assert calib.size == data["calib_tokens"] == 512, "the first 512 tokens of Sense and Sensibility"
+assert hashlib.sha256(calib.tobytes()).hexdigest() == data["calib_sha256"], "the tokens are the recorded ones"
 for (L, p), v in kept.items():  # the per-layer spreads and the kept ranges are one measurement
     r = np.array(v["max"], np.float64) - np.array(v["min"], np.float64)
     assert round(float(r.max() / np.median(r)), 3) == spread[p][L], f"layer {L} {p}: spread and ranges disagree"
