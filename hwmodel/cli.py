@@ -89,11 +89,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true",
                    help="list known models, hardware and configurations (what is quantized at which bits)")
     p.set_defaults(func=run)
-    # `refsim sweep` lives in hwmodel too; registered from here so that refsim_app/cli.py names only
-    # hwmodel.cli (tests/test_layering.py allows no new hwmodel import in refsim/)
-    from . import sweep_cli
-
-    sweep_cli.register(subparsers)
+    # `refsim sweep` (hwmodel.sweep_cli) is registered by refsim_app.sweep, which adds --eval (refsim eval)
     return p
 
 

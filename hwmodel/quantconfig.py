@@ -10,7 +10,11 @@ A :class:`QuantConfig` names the bit width of every tensor class and the metadat
 
 Named presets (:data:`PRESETS`):
 
-* RPTQ Table 3 (Yuan et al., arXiv 2304.01089): ``W16A16 W4A16 W4A8 W4A4 W4A4KV W4A3KV W3A3KV``.
+* RPTQ Table 3 (Yuan et al., arXiv 2304.01089): ``W16A16 W4A16 W4A8 W4A4 W4A4KV W4A3KV W3A3KV``,
+  and ``W3A3`` (every GEMM operand at 3 bits: the configuration an int3 tensor core runs, not in the
+  paper's tables), counted as RPTQ's W4A4 is (``rptq(3, 3)``: reorder clusters, embeddings at 3 bits),
+  the same scheme as ``refsim eval``'s W3A3 (refsim.schemes.CONFIGS), so its measured perplexity joins
+  the cost of what it measured.
   ``WxAyKV`` means only the K/V cache is quantized to y bits (the public code's ``--only_quant_kv``);
   every other activation stays fp16.
 * QRazor (arXiv 2501.13331): ``qrazor-W4A4`` (weights razored from int8 and activations from int16
@@ -225,6 +229,7 @@ PRESETS: dict[str, QuantConfig] = {c.name: c for c in [
     rptq(4, 16),
     rptq(4, 8),
     rptq(4, 4),
+    rptq(3, 3),
     rptq(4, 4, only_kv=True),
     rptq(4, 3, only_kv=True),
     rptq(3, 3, only_kv=True),

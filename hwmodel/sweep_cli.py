@@ -11,7 +11,10 @@ the configurations vectorized inside it, on Dask through :func:`hwmodel.sweep.ma
 local cluster by default). Accuracy is joined by (model, configuration) from two kinds of source,
 never mixed: ``refsim eval --json`` results files (``source = "measured (refsim eval)"``) and the
 papers' published tables (:mod:`hwmodel.paper_accuracy`, ``source = "paper: ..."``). A point with
-several sources appears once per source; one without any has a null perplexity.
+several sources appears once per source; one without any has a null perplexity. ``--eval MODEL``
+(accuracy computed when asked) is the application layer's (``refsim_app.sweep``: hwmodel does not
+import refsim.eval): it runs ``refsim eval`` and hands the document to :func:`add_measured`, which
+joins it exactly as a results file.
 
 Pareto fronts, per (model, accuracy source and the model it was measured on, batch, sequence), among
 the points that fit the device:
@@ -137,10 +140,8 @@ def model_key(name: str) -> str:
 def load_accuracy(path: str) -> tuple[str, list[dict]]:
     """Read one ``refsim eval --json`` results file: (model, [{config, perplexity, tokens}, ...]).
 
-    Checked: a JSON object with a non-empty string ``model`` and a non-empty list ``results`` of
-    objects, each with a non-empty string ``config`` (unique in the file), a finite positive number
-    ``perplexity`` and a positive integer ``tokens``. Any problem is one ValueError naming the file and
-    the key (``results[2].perplexity``)."""
+    Any problem is one ValueError naming the file and the key (``results[2].perplexity``); the
+    document is checked by :func:`check_accuracy`."""
     where = f"--accuracy {path}"
     try:
         with open(path, encoding="utf-8") as f:
@@ -153,6 +154,17 @@ def load_accuracy(path: str) -> tuple[str, list[dict]]:
         raise ValueError(f"{where}: not JSON (line {exc.lineno}: {exc.msg})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{where}: not UTF-8 text") from None
+    return check_accuracy(doc, where)
+
+
+def check_accuracy(doc, where: str) -> tuple[str, list[dict]]:
+    """(model, [{config, perplexity, tokens}, ...]) of a ``refsim eval --json`` document, read from a
+    file or computed by the sweep itself (refsim_app.sweep): one check for both.
+
+    Checked: a JSON object with a non-empty string ``model`` and a non-empty list ``results`` of
+    objects, each with a non-empty string ``config`` (unique in the file), a finite positive number
+    ``perplexity`` and a positive integer ``tokens``. Any problem is one ValueError starting with
+    ``where`` and naming the key."""
     if not isinstance(doc, dict):
         raise ValueError(f"{where}: expected a JSON object with keys model and results, got {type(doc).__name__}")
     for key in ("model", "results"):
@@ -184,6 +196,42 @@ def load_accuracy(path: str) -> tuple[str, list[dict]]:
             raise ValueError(f"{at}.tokens must be a positive integer, got {tok!r}")
         rows.append({"config": cfg.strip(), "perplexity": float(ppl), "tokens": int(tok)})
     return model.strip(), rows
+
+
+def model_keys(models: list[tuple]) -> dict[str, str]:
+    """:func:`model_key` of each --models entry (as typed and by its shape's name) -> the entry."""
+    keys = {model_key(name): name for name, _ in models}
+    keys.update({model_key(s.name): name for name, s in models})
+    return keys
+
+
+def join_measured(measured: list, files: list, keys: dict, file_model: str, rows: list[dict], *, target: str,
+                  flag: str, spec: str, reference: str, models_text: str) -> None:
+    """Add the rows of one ``refsim eval --json`` document (a file of --accuracy, or one the sweep
+    computed) to ``measured`` (joined by model and configuration) and its entry to ``files``.
+
+    The document's model must be one of --models (:func:`model_key`), or ``target`` names the model it
+    joins instead; a (model, configuration) measured twice is refused. Errors are UsageErrors that name
+    ``flag`` and ``spec`` as typed."""
+    path = reference
+    if target:
+        if model_key(target) not in keys:
+            raise UsageError(f"{flag} {spec}: MODEL {target!r} is not one of --models ({models_text})")
+        joined_to = keys[model_key(target)]
+    elif model_key(file_model) in keys:
+        joined_to = keys[model_key(file_model)]
+    else:
+        raise UsageError(f"{flag} {spec}: key 'model' is {file_model!r}, not one of --models "
+                         f"({models_text}); add it to --models, or join it to one with {spec}=MODEL")
+    for r in rows:
+        dup = [m for m in measured if m["model"] == joined_to and m["config"].lower() == r["config"].lower()]
+        if dup:
+            raise UsageError(f"{flag} {spec}: {joined_to} {r['config']} is measured in "
+                             f"{dup[0]['file']} too; give one file per configuration")
+        measured.append({"model": joined_to, "config": r["config"], "perplexity": r["perplexity"],
+                         "tokens": r["tokens"], "accuracy_model": file_model, "dataset": None,
+                         "source": MEASURED, "reference": path, "file": path})
+    files.append({"file": path, "model": file_model, "joined_to": joined_to, "configs": len(rows)})
 
 
 def prepare(args) -> dict:
@@ -232,30 +280,13 @@ def prepare(args) -> dict:
     if args.no_plot and not args.out:
         raise UsageError("--no-plot skips pareto.png of --out; there is no --out here")
 
-    keys = {model_key(name): name for name, _ in models}
-    keys.update({model_key(s.name): name for name, s in models})
+    keys = model_keys(models)
     measured, files = [], []
     for spec in args.accuracy:
         path, _, target = spec.rpartition("=") if "=" in spec and not os.path.exists(spec) else (spec, "", "")
         file_model, rows = load_accuracy(path)
-        if target:
-            if model_key(target) not in keys:
-                raise UsageError(f"--accuracy {spec}: MODEL {target!r} is not one of --models ({args.models})")
-            joined_to = keys[model_key(target)]
-        elif model_key(file_model) in keys:
-            joined_to = keys[model_key(file_model)]
-        else:
-            raise UsageError(f"--accuracy {path}: key 'model' is {file_model!r}, not one of --models "
-                             f"({args.models}); add it to --models, or join the file to one with {path}=MODEL")
-        for r in rows:
-            dup = [m for m in measured if m["model"] == joined_to and m["config"].lower() == r["config"].lower()]
-            if dup:
-                raise UsageError(f"--accuracy {path}: {joined_to} {r['config']} is measured in "
-                                 f"{dup[0]['file']} too; give one file per configuration")
-            measured.append({"model": joined_to, "config": r["config"], "perplexity": r["perplexity"],
-                             "tokens": r["tokens"], "accuracy_model": file_model, "dataset": None,
-                             "source": MEASURED, "reference": path, "file": path})
-        files.append({"file": path, "model": file_model, "joined_to": joined_to, "configs": len(rows)})
+        join_measured(measured, files, keys, file_model, rows, target=target, flag="--accuracy", spec=spec,
+                      reference=path, models_text=args.models)
     datasets = () if args.paper == "none" else tuple(DATASETS) if args.paper == "all" else (args.paper,)
     names = {model_key(s.name): name for name, s in models}
     papers = []
@@ -276,7 +307,21 @@ def prepare(args) -> dict:
         inputs.update({f"--hw {h}": h for h in _items("--hw", args.hw) if os.path.exists(h)})
         out = check_output(args.out, flag="--out", kinds=(KIND,), replace=args.force, inputs=inputs)
     return {"models": models, "configs": configs, "hws": hws, "batches": batches, "seqs": seqs,
-            "accuracy": measured + papers, "files": files, "out": out, "n_points": n_points}
+            "measured": measured, "papers": papers, "accuracy": measured + papers, "files": files, "out": out,
+            "n_points": n_points, "models_text": args.models}
+
+
+def add_measured(ctx: dict, doc: dict, *, flag: str, spec: str, target: str, reference: str) -> None:
+    """Join one more ``refsim eval --json`` document to ``ctx`` (:func:`prepare`) exactly as a file of
+    --accuracy is joined (the same check, the same join, source ``measured (refsim eval)``): how
+    refsim_app.sweep joins the results it computed. ``reference`` stands where a file's path would."""
+    try:
+        file_model, rows = check_accuracy(doc, f"{flag} {spec}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    join_measured(ctx["measured"], ctx["files"], model_keys(ctx["models"]), file_model, rows, target=target,
+                  flag=flag, spec=spec, reference=reference, models_text=ctx["models_text"])
+    ctx["accuracy"] = ctx["measured"] + ctx["papers"]
 
 
 # ---- the computation --------------------------------------------------------------------------------
@@ -363,7 +408,15 @@ def unjoined(ctx: dict) -> list[dict]:
 
 
 def run(args) -> int:
-    ctx = prepare(args)
+    return execute(args, prepare(args))
+
+
+def execute(args, ctx: dict, *, extra_files: dict[str, str] | None = None,
+            extra_dirs: dict[str, str] | None = None) -> int:
+    """Cost the grid of ``ctx`` (:func:`prepare`), join its accuracy, print and write the outputs.
+
+    extra_files (name -> text) and extra_dirs (name -> a directory, copied) are written into --out beside
+    sweep.csv (refsim_app.sweep: the ``refsim eval`` results it computed, eval.json, and their cache)."""
     from .sweep import map_tasks
 
     cells = grid_cells(ctx)
@@ -376,7 +429,7 @@ def run(args) -> int:
         print(f"refsim sweep: note: {u['model']} {u['config']} ({u['source']}) is not in --configs: not joined",
               file=sys.stderr)
     if ctx["out"] is not None:
-        write_outputs(args, ctx, rows, summary)
+        write_outputs(args, ctx, rows, summary, extra_files=extra_files, extra_dirs=extra_dirs)
     if args.json:
         from .report import to_json
 
@@ -402,12 +455,14 @@ def make_summary(args, ctx: dict, rows: list[dict]) -> dict:
             "accuracy": {"files": ctx["files"], "measured": sum(a["source"] == MEASURED for a in ctx["accuracy"]),
                          "paper": sum(a["source"] != MEASURED for a in ctx["accuracy"]),
                          "rows_with_perplexity": sum(r["perplexity"] is not None for r in rows),
-                         "not_joined": unjoined(ctx)},
+                         "not_joined": unjoined(ctx), **({"eval": ctx["eval"]} if "eval" in ctx else {})},
             "out": args.out, "null": JSON_NULL,
             "pareto": [{k: r[k] for k in FRONT_KEYS} for r in front]}
 
 
-def write_outputs(args, ctx: dict, rows: list[dict], summary: dict) -> None:
+def write_outputs(args, ctx: dict, rows: list[dict], summary: dict, *, extra_files=None, extra_dirs=None) -> None:
+    import shutil
+
     from refsim.outputs import staged_output
 
     from .report import to_csv, to_json
@@ -421,11 +476,17 @@ def write_outputs(args, ctx: dict, rows: list[dict], summary: dict) -> None:
                            ("pareto.csv", to_csv(front) if front else ",".join(rows[0]) + "\n")):
             with open(os.path.join(tmp, name), "w", encoding="utf-8", newline="") as f:
                 f.write(text)
+        for name, text in (extra_files or {}).items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        for name, src in (extra_dirs or {}).items():
+            shutil.copytree(src, os.path.join(tmp, name))
         if not args.no_plot:
             from .plots import plot_accuracy_pareto
 
             plot_accuracy_pareto(rows, os.path.join(tmp, "pareto.png"))
     written = [n for n in OUT_FILES if not (args.no_plot and n == "pareto.png")]
+    written += [*(extra_files or {}), *(f"{d}/" for d in extra_dirs or {})]
     print(f"wrote {', '.join(written)} into {args.out}", file=sys.stderr)
 
 

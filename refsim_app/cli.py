@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = [
     "refsim_app.eval",
     "golden.cli",
     "hwmodel.cli",
+    "refsim_app.sweep",  # hwmodel.sweep_cli's `refsim sweep`, with --eval (refsim eval) joined in
     "cukernels.cli",
 ]
 

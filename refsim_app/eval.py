@@ -172,7 +172,10 @@ def _model_info(path):
     return info
 
 
-def run(args) -> int:
+def evaluate_command(args) -> dict:
+    """The document ``refsim eval --json`` prints, computed from the parsed arguments of ``refsim eval``
+    (every check, the loading, the cache of ``args.out``, the scheduler): shared by :func:`run` and by
+    ``refsim sweep --eval`` (refsim_app.sweep), which fills the same namespace from its own flags."""
     import numpy as np
 
     from refsim.eval import evaluate, parse_configs
@@ -248,15 +251,21 @@ def run(args) -> int:
            "results": results}
     if note:
         doc["weights_note"] = note
+    return doc
+
+
+def run(args) -> int:
+    doc = evaluate_command(args)
     if args.json:
         print(to_json(doc))  # an SQNR of identical tensors is +inf: null in strict JSON
         return 0
-    print(f"model: {doc['model']} ({cfg.model_type}); text: {text_src}, {ids.size} tokens")
-    print(f"calibration: {calib_note}")
+    print(f"model: {doc['model']} ({doc['model_type']}); text: {doc['text']}, {doc['text_tokens']} tokens")
+    print(f"calibration: {doc['calibration']}")
+    note = doc.get("weights_note")
     if note:
         print(f"note: {note}")
     print(f"{'config':<22} {'perplexity':>12} {'tokens':>8} {'logits SQNR dB':>15}")
-    for r in results:
+    for r in doc["results"]:
         print(f"{r['config']:<22} {r['perplexity']:>12.4f} {r['tokens']:>8} {r['sqnr_db']['logits']:>15.2f}")
     return 0
 

@@ -100,6 +100,56 @@ def test_two_files_for_one_model_are_two_fronts_and_a_repeat_is_refused(tmp_path
     assert_one_line_error(rc, err, names="measured in")
 
 
+def test_w3a3_is_rptq_costed_on_int3_rows_and_joins_eval_results(tmp_path, capsys):
+    """refsim eval's W3A3 (every GEMM operand at 3 bits) joins the cost of the same RPTQ scheme: 3-bit weights,
+    embeddings and activations, 32 reorder clusters (as W4A4 is counted), and only the int3 tensor cores of
+    H200-int3 prefill it faster than H200-int4; decode is bandwidth-bound, the same on both."""
+    import hwmodel
+    from hwmodel.quantconfig import parse_config, rptq
+
+    assert parse_config("W3A3") == rptq(3, 3) and parse_config("w3a3").method == "rptq"
+    f = results_file(tmp_path / "eval.json", rows=[{"config": "W3A3", "perplexity": 40.0, "tokens": 4096},
+                                                     {"config": "W4A4", "perplexity": 31.25, "tokens": 4096}])
+    rc, out, err = cli(capsys, "sweep", "--models", "opt-66b", "--configs", "W4A4,W3A3", "--hw",
+                       "H200,H200-int4,H200-int3", "--batch", "64", "--seq", "2048", "--paper", "none",
+                       "--scheduler", "inline", "--accuracy", f, "--out", tmp_path / "o", "--no-plot")
+    assert rc == 0, err
+    rows = {(r["hardware"], r["config"]): r for r in json.loads((tmp_path / "o" / "sweep.json").read_text())["rows"]}
+    assert len(rows) == 6 and "not joined" not in err
+    for hw in ("H200", "H200-int4", "H200-int3"):
+        r = rows[hw, "W3A3"]
+        assert (r["w_bits"], r["a_bits"], r["kv_bits"], r["perplexity"], r["source"]) == (3, 3, 3, 40.0, MEASURED)
+        api = hwmodel.throughput("opt-66b", "W3A3", hw, batch=64, seq=2048)
+        assert r["prefill_tokens_per_s"] == api["prefill"]["tokens_per_s"]
+    p = {hw: rows[hw, "W3A3"]["prefill_tokens_per_s"] for hw in ("H200", "H200-int4", "H200-int3")}
+    assert p["H200"] < p["H200-int4"] < p["H200-int3"]
+    assert rows["H200-int3", "W4A4"]["prefill_tokens_per_s"] == rows["H200-int4", "W4A4"]["prefill_tokens_per_s"]
+    assert rows["H200-int3", "W3A3"]["decode_tokens_per_s"] == rows["H200-int4", "W3A3"]["decode_tokens_per_s"]
+    assert rows["H200", "W3A3"]["memory_gib"] < rows["H200", "W4A4"]["memory_gib"]
+
+def test_a_document_joined_by_add_measured_is_a_file_given_with_accuracy(tmp_path, capsys):
+    """refsim sweep --eval (refsim_app.sweep) hands its refsim eval document to add_measured: the rows it
+    joins are those of the same document read from an --accuracy file, and a bad one is refused alike."""
+    import argparse
+
+    from hwmodel import sweep_cli
+
+    doc = {"model": "opt-66b", "results": [{"config": "W4A4", "perplexity": 31.25, "tokens": 4096, "x": 1}]}
+    f = results_file(tmp_path / "eval.json", rows=doc["results"])
+    parser = argparse.ArgumentParser().add_subparsers()
+    p = sweep_cli.register(parser)
+    base = [*SMALL, "--scheduler", "inline", "--paper", "none"]
+    by_file = sweep_cli.prepare(p.parse_args([*base, "--accuracy", str(f)]))
+    ctx = sweep_cli.prepare(p.parse_args(base))
+    sweep_cli.add_measured(ctx, doc, flag="--eval", spec="m", target="", reference=str(f))
+    assert ctx["accuracy"] == by_file["accuracy"] and ctx["files"] == by_file["files"]
+    with pytest.raises(sweep_cli.UsageError, match=r"--eval m: results\[0\].perplexity"):
+        sweep_cli.add_measured(ctx, {"model": "opt-66b", "results": [{"config": "W4A8", "perplexity": -1,
+                                                                       "tokens": 1}]},
+                               flag="--eval", spec="m", target="", reference="r")
+    with pytest.raises(sweep_cli.UsageError, match="measured in"):
+        sweep_cli.add_measured(ctx, doc, flag="--eval", spec="m", target="", reference="r")
+
 def test_paper_table_rows_are_labelled():
     assert len(PAPER_ROWS) == 7 * 3
     for r in PAPER_ROWS:
