@@ -28,8 +28,10 @@ import numpy as np
 from refsim.quantize import code_range, quantize
 from refsim.spec import NumericsSpec, Saturation, ScaleOp
 
-# Below this many elements refsim.quantize itself is cheaper than finding the thresholds.
+# Below this many elements, or above this many bits (2^bits - 1 thresholds to find), refsim.quantize itself
+# is cheaper than finding the thresholds.
 MIN_ELEMENTS = 1 << 16
+MAX_BITS = 10
 _MAX_KEY = 0x7F7FFFFF  # the order key of the largest finite float32
 
 
@@ -84,11 +86,11 @@ def _codes_by_thresholds(x, t, qmin, guess_scale, guess_zero, out):
 
 def quantize_tensor(x, scale, zero=0, *, bits: int, spec: NumericsSpec, min_elements=MIN_ELEMENTS) -> np.ndarray:
     """``refsim.quantize(x, scale, zero, bits=bits, spec=spec)`` for one (s, z), equal code for code (int32);
-    through the thresholds where the module docstring's conditions hold and x has at least ``min_elements``
-    elements, else refsim.quantize itself."""
+    through the thresholds where the module docstring's conditions hold, x has at least ``min_elements``
+    elements and bits <= MAX_BITS, else refsim.quantize itself."""
     x = np.asarray(x)
     s, z = np.asarray(scale), np.asarray(zero)
-    simple = (s.size == 1 and z.size == 1 and x.dtype == np.float32 and x.size >= min_elements
+    simple = (s.size == 1 and z.size == 1 and x.dtype == np.float32 and x.size >= min_elements and bits <= MAX_BITS
               and spec.saturation is Saturation.SATURATE and spec.scale_op is not ScaleOp.MUL_RANGE_RECIP)
     if simple and np.isfinite(float(s.reshape(-1)[0])) and float(s.reshape(-1)[0]) > 0:
         t = code_thresholds(s, z, bits=bits, spec=spec)

@@ -172,6 +172,17 @@ def build_config(base, calib_ids, cfg: EvalConfig, *, calib_inputs="quantized", 
     return base.with_blocks(blocks)
 
 
+def calibration_key(cfg: EvalConfig, calib_inputs: str):
+    """What a configuration's calibrated blocks depend on beyond the model, the calibration set and the seed:
+    with float calibration inputs, the weight bits, clusters, reordering and RTN only (configurations that
+    share them, e.g. W4A16 / W4A8 / W4A4 / W4A4KV, share one calibration); with quantized inputs also the
+    chain's scheme, so each configuration has its own."""
+    if cfg.name == "W16A16":
+        return ("float",)
+    key = (cfg.bits[0], cfg.clusters, cfg.head_clusters, cfg.reorder, cfg.rtn)
+    return key if calib_inputs == "float" else key + (cfg.label,)
+
+
 # --- the cache ------------------------------------------------------------------------------------
 def _safe(label):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
@@ -273,11 +284,15 @@ def evaluate(base, eval_ids, calib_ids, configs, *, seqlen=2048, max_tokens=None
             report_progress("eval", count[0], total, unit="tasks (configuration builds not counted)")
 
     by_label = {c.label: c for c in configs}
+    built = {}  # calibration_key -> model future (Dask), or the last one built (inline: one model in memory)
     if client is None:
         for label, idx in todo.items():
             c = by_label[label]
-            model = build_config(base, calib_ids, c, calib_inputs=calib_inputs, seed=seed, spec=spec,
-                                 progress=progress)
+            key = calibration_key(c, calib_inputs)
+            if key not in built:  # consecutive configurations that share a calibration share it
+                built = {key: build_config(base, calib_ids, c, calib_inputs=calib_inputs, seed=seed, spec=spec,
+                                           progress=progress)}
+            model = built[key]
             sch = c.scheme(spec)
             for i in idx:
                 a, b = spans[i]
@@ -293,8 +308,11 @@ def evaluate(base, eval_ids, calib_ids, configs, *, seqlen=2048, max_tokens=None
         for label, idx in todo.items():
             c = by_label[label]
             sch = c.scheme(spec)
-            model_f = client.submit(build_config, base_f, calib_f, c, calib_inputs=calib_inputs, seed=seed,
-                                    spec=spec, pure=False)
+            key = calibration_key(c, calib_inputs)
+            if key not in built:
+                built[key] = client.submit(build_config, base_f, calib_f, c, calib_inputs=calib_inputs, seed=seed,
+                                           spec=spec, pure=False)
+            model_f = built[key]
             for i in idx:
                 a, b = spans[i]
                 futures[client.submit(window_nll, model_f, eval_ids[a:b], sch, pure=False)] = (label, i)

@@ -306,3 +306,20 @@ def test_smollm2_float_perplexity_equals_transformers(capsys, tmp_path):
     hf, _, _ = load_causal_lm(str(path))
     ref = transformers_perplexity(hf, ids, 256)
     assert abs(r["perplexity"] - ref) <= 1e-4 * ref
+
+
+def test_float_calibration_is_shared_by_the_configurations_that_agree_on_it(tiny, monkeypatch):
+    """calib_inputs="float": W4A16, W4A8 and W4A4 share one calibration (same weights, clusters, reorders), @c1
+    has its own; the results equal those of each configuration evaluated alone."""
+    import refsim.eval as E
+
+    calls = []
+    real = E.build_config
+    monkeypatch.setattr(E, "build_config", lambda *a, **k: calls.append(a[2].label) or real(*a, **k))
+    cfgs = parse_configs("W4A16,W4A8,W4A4,W4A4@c1", clusters=4, head_clusters=2)
+    kw = dict(seqlen=SEQLEN, sqnr_tokens=SEQLEN, progress=False, calib_inputs="float")
+    together = evaluate(tiny["model"], tiny["ev"], tiny["cal"], cfgs, **kw)
+    assert calls == ["W4A16", "W4A4@c1"]
+    for c, r in zip(cfgs, together, strict=True):
+        alone = evaluate(tiny["model"], tiny["ev"], tiny["cal"], [c], **kw)[0]
+        assert r["nll"] == alone["nll"] and r["sqnr_db"] == alone["sqnr_db"], c.label
