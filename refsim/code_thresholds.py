@@ -27,6 +27,7 @@ import numpy as np
 
 from refsim.quantize import code_range, quantize
 from refsim.spec import NumericsSpec, Saturation, ScaleOp
+from refsim.threads import row_spans, run_all
 
 # Below this many elements, or above this many bits (2^bits - 1 thresholds to find), refsim.quantize itself
 # is cheaper than finding the thresholds.
@@ -63,16 +64,16 @@ def code_thresholds(scale, zero, *, bits: int, spec: NumericsSpec) -> np.ndarray
     return np.where(reached, t, np.float32(np.inf)).astype(np.float32)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _codes_by_thresholds(x, t, qmin, guess_scale, guess_zero, out):
     """out[i] = qmin + #{j : t[j] <= x[i]}, stepping from the guess x * guess_scale + guess_zero; returns
     False (out incomplete) if some x is not finite."""
     n = t.size
     bad = 0
-    for i in numba.prange(x.size):
+    for i in range(x.size):
         v = x[i]
         if not np.isfinite(v):
-            bad += 1  # a reduction: prange shares only reduced variables
+            bad += 1
             continue
         g = np.float64(v) * guess_scale + guess_zero - qmin
         j = 0 if not g > 0.0 else (n if g >= n else int(g + 0.5))
@@ -97,6 +98,9 @@ def quantize_tensor(x, scale, zero=0, *, bits: int, spec: NumericsSpec, min_elem
         qmin = code_range(bits, spec.signed, spec.narrow)[0]
         flat = np.ascontiguousarray(x).reshape(-1)
         out = np.empty(flat.shape, dtype=np.int32)
-        if _codes_by_thresholds(flat, t, qmin, 1.0 / float(s.reshape(-1)[0]), float(z.reshape(-1)[0]), out):
+        g_s, g_z = 1.0 / float(s.reshape(-1)[0]), float(z.reshape(-1)[0])
+        ok = run_all(lambda sp: _codes_by_thresholds(flat[sp[0]:sp[1]], t, qmin, g_s, g_z, out[sp[0]:sp[1]]),
+                     row_spans(flat.size, 1 << 16))
+        if all(ok):
             return out.reshape(x.shape)
     return quantize(x, scale, zero, bits=bits, spec=spec)

@@ -8,6 +8,8 @@ import math
 import numba
 import numpy as np
 
+from refsim.threads import row_spans, run_all
+
 
 def fused_multiply_add(a, b, c, dtype) -> np.ndarray:
     """fl(a * b + c) rounded once into ``dtype`` (float32 or float16), as an FMA unit computes it.
@@ -172,9 +174,9 @@ def _fsum(row, partials):
     return hi, True
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _fsum_rows(rows, out, fallback):
-    for r in numba.prange(rows.shape[0]):
+    for r in range(rows.shape[0]):
         partials = np.empty(128, dtype=np.float64)  # non-overlapping float64 partials: fewer than 40 ever exist
         total, ok = _fsum(rows[r], partials)
         out[r] = total
@@ -187,9 +189,9 @@ def fsum_rows(x) -> np.ndarray:
     A correctly rounded sum does not depend on the order of its terms, nor on the BLAS, SIMD
     width or numpy version that a pairwise or blocked sum would: it is the same on every IEEE
     machine, and the same for a channel-permuted row (RPTQ's reordered layout). Computed by a
-    compiled port of CPython's algorithm; a row with an infinite or NaN term, or one whose partial
-    sums overflow, is left to ``math.fsum`` itself (its result, or its error). The twin is
-    ``fsum_rows_python`` (``math.fsum`` on every row).
+    compiled port of CPython's algorithm (rows split over ``refsim.threads``); a row with an
+    infinite or NaN term, or one whose partial sums overflow, is left to ``math.fsum`` itself
+    (its result, or its error). The twin is ``fsum_rows_python`` (``math.fsum`` on every row).
     """
     a = np.asarray(x)
     if a.dtype not in (np.float32, np.float64):
@@ -197,7 +199,8 @@ def fsum_rows(x) -> np.ndarray:
     rows = np.ascontiguousarray(a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1))
     out = np.empty(rows.shape[0], dtype=np.float64)
     fallback = np.empty(rows.shape[0], dtype=np.bool_)
-    _fsum_rows(rows, out, fallback)
+    run_all(lambda span: _fsum_rows(rows[span[0]:span[1]], out[span[0]:span[1]], fallback[span[0]:span[1]]),
+            row_spans(rows.shape[0], 64))
     for r in np.nonzero(fallback)[0]:
         out[r] = math.fsum(rows[r].astype(np.float64).tolist())
     return out.reshape(a.shape[:-1])

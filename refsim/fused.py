@@ -17,7 +17,7 @@ integers, so no operation of BLAS (any blocking, order or FMA) rounds: S = f32(i
 bound is also <= 2^(acc_bits - 1) - 1, no accumulator rule (wrap, saturate, raise) changes a sum.
 Where either fails, ``fused_qmatmul`` returns None and the caller takes ``qmatmul``.
 
-Speed: the tiles are independent, so they run on a few Python threads (numpy's BLAS call and the
+Speed: the tiles are independent, so they run on a few Python threads (``refsim.threads``) (numpy's BLAS call and the
 compiled epilogue release the GIL) with BLAS held to one thread each: small products on a
 multi-threaded BLAS spend longer synchronizing its threads than multiplying (docs/benchmarks.md).
 Every tile computes the same operations whichever thread runs it, so y does not depend on the count.
@@ -32,8 +32,6 @@ cancels to zero is +0 under round-to-nearest) gives the same value.
 from __future__ import annotations
 
 import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -42,20 +40,18 @@ from refsim.accumulate import acc_limits, spec_acc
 from refsim.gemm import FLOAT32_EXACT, _minmax
 from refsim.qtensor import BlockOffsetTensor, QuantizedTensor, reduced_clusters, reduced_params
 from refsim.spec import NumericsSpec
+from refsim.threads import run_all
 
 # Elements per tile (rows x N): the fastest of 2^15 .. 2^20 on the development machine (W4A4 gate_proj).
 TILE_ELEMENTS = 1 << 18
 
 
 @functools.cache
-def _pool(pid: int) -> tuple[ThreadPoolExecutor, object]:
-    """(the tile threads, the BLAS thread-limit controller) of process ``pid`` (a forked child has none of
-    its parent's threads, so it makes its own); threads: the CPUs this process may use."""
+def _blas_limit():
+    """The controller that holds BLAS to one thread while the tiles run on the pool's threads."""
     from threadpoolctl import ThreadpoolController
 
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return ThreadPoolExecutor(max_workers=max(1, min(workers, 16)), thread_name_prefix="refsim-tile"), \
-        ThreadpoolController()
+    return ThreadpoolController()
 
 
 @numba.njit(cache=True, nogil=True)
@@ -171,12 +167,6 @@ def fused_qmatmul(a: QuantizedTensor, w: QuantizedTensor, bias=None, *, spec: Nu
             y[r0:r1, cols:] = -np.inf
         y[r0:r1, :cols] = acc
 
-    starts = range(0, m, tile)
-    pool, blas = _pool(os.getpid())
-    with blas.limit(limits=1, user_api="blas"):
-        if len(starts) > 1 and pool._max_workers > 1:
-            list(pool.map(run_tile, starts))
-        else:
-            for r0 in starts:
-                run_tile(r0)
+    with _blas_limit().limit(limits=1, user_api="blas"):
+        run_all(run_tile, range(0, m, tile))
     return y

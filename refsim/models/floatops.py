@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from refsim.floatops import _EXP_MARGIN, _exp_decimal_f32, exp_float32_numpy, fsum_rows, fsum_rows_python
+from refsim.threads import row_spans, run_all
 
 
 def layer_norm(x, gamma, beta, *, eps=1e-5, perm=None) -> np.ndarray:
@@ -43,7 +44,7 @@ def softmax(scores) -> np.ndarray:
 
         t = fl32(s - max(s));  e = exp_float32(t) (correctly rounded);  p = fl32(e / fsum(e))
 
-    (the quotient is taken in float64, then rounded to float32). Compiled, rows in parallel; the
+    (the quotient is taken in float64, then rounded to float32). Compiled, rows split over ``refsim.threads``; the
     specification is ``softmax_numpy`` (the same steps as numpy array operations), equal bit for bit.
     """
     s = np.ascontiguousarray(scores, dtype=np.float32)
@@ -53,12 +54,14 @@ def softmax(scores) -> np.ndarray:
     e = np.empty_like(rows)
     peak = np.empty(rows.shape[0], dtype=np.float32)
     near = np.zeros(rows.shape, dtype=np.bool_)
-    _exp_shifted_rows(rows, e, peak, near, _EXP_MARGIN)
+    spans = row_spans(rows.shape[0], 64)
+    run_all(lambda sp: _exp_shifted_rows(rows[sp[0]:sp[1]], e[sp[0]:sp[1]], peak[sp[0]:sp[1]], near[sp[0]:sp[1]],
+                                         _EXP_MARGIN), spans)
     for r, j in zip(*np.nonzero(near), strict=True):  # near a float32 rounding boundary: rare, exact
         e[r, j] = _exp_decimal_f32(float(np.float32(rows[r, j] - peak[r])))
     total = fsum_rows(e)
     p = np.empty_like(rows)
-    _divide_rows(e, total, p)
+    run_all(lambda sp: _divide_rows(e[sp[0]:sp[1]], total[sp[0]:sp[1]], p[sp[0]:sp[1]]), spans)
     return p.reshape(s.shape)
 
 
@@ -70,11 +73,11 @@ def softmax_numpy(scores) -> np.ndarray:
     return (e.astype(np.float64) / fsum_rows_python(e)[..., None]).astype(np.float32)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _exp_shifted_rows(s, e, peak, near, margin):
     """peak[r] = max(s[r]) (NaN if any is); e = float32 of exp(fl32(s - peak)) where exp * (1 -+ margin)
     round alike (``refsim.floatops.exp_float32``), near = True where they do not and the argument is finite."""
-    for r in numba.prange(s.shape[0]):
+    for r in range(s.shape[0]):
         m = s[r, 0]
         for j in range(s.shape[1]):
             v = s[r, j]
@@ -95,9 +98,9 @@ def _exp_shifted_rows(s, e, peak, near, margin):
             near[r, j] = lo != hi and math.isfinite(t)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _divide_rows(e, total, p):
-    for r in numba.prange(e.shape[0]):
+    for r in range(e.shape[0]):
         for j in range(e.shape[1]):
             p[r, j] = np.float32(np.float64(e[r, j]) / total[r])
 
