@@ -422,4 +422,9 @@ def evaluate(base, eval_ids, calib_ids, configs, *, seqlen=2048, max_tokens=None
                         "weights": _weights(c, native),
                         "group_size": c.group_size if c.is_qrazor else None,
                         "sqnr_db": done[c.label]["sqnr"], "cache": keys[c.label]})
+        if c.is_native and c.calibrated and c.reorder:  # block-aligned: at most one cluster per block (per head)
+            from refsim.rptq.native import block_clusters
+
+            results[-1]["block_clusters"] = block_clusters(base.topology, base.blocks[0], c.clusters,
+                                                           c.head_clusters)
     return results

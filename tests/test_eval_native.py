@@ -174,6 +174,10 @@ def test_native_blocks_have_block_aligned_column_reorders(tiny):
             assert f"{lin}.codes" not in bn.arrays  # no GPTQ
             assert np.array_equal(bn[f"{lin}.native.cols"], bn[f"{_in(lin)}.perm"])
         assert bn.meta["weight_quantizer"] == "gguf native"
+    # more clusters than blocks: one per block (hidden 256: 8, FFN 512: 16, head_dim 64: 2 per KV head)
+    from refsim.rptq.native import block_clusters
+
+    assert block_clusters(mn.topology, mn.blocks[0], 32, 4) == {"R1": 8, "R3": 2, "R4": 8, "R5": 16}
 
 
 def _in(lin):
@@ -204,6 +208,7 @@ def test_native_configurations_through_the_command(tiny, capsys):
         assert all(v is None or (math.isfinite(v) and v > 0) for v in r["sqnr_db"].values()), r["sqnr_db"]
         assert r["sqnr_db"]["logits"] is not None
     assert res["NATIVE_W4A4"]["weights"] == "gguf native Q4_1 codes, exact integer GEMM"
+    assert res["NATIVE_W4A4"]["block_clusters"] == {"R1": 4, "R3": 2, "R4": 4, "R5": 4}
     s = {k: v["sqnr_db"]["logits"] for k, v in res.items()}
     assert s["NATIVE_W4A8"] > s["NATIVE_W4A4"]
     assert s["NATIVE_W4A4KV"] > s["NATIVE_W4A4"]

@@ -116,3 +116,15 @@ def native_block(block, topology, tensors: dict):
             raise ValueError(f"the GGUF blocks of {lin!r} do not dequantize to the model's {lin} weights bit for bit "
                              "(another file, or its rows in another order)")
     return type(block)({**block.arrays, **arrays}, {**block.meta, "weight_quantizer": "gguf native"})
+
+
+def block_clusters(topology, block, n_clusters, head_clusters) -> dict:
+    """{column reorder: clusters it gets} when block-aligned: the requested count capped at the number of
+    blocks (per head for a per-head reorder), which is what ``native_reorders`` builds."""
+    d = int(block.meta.get("head_dim") or block.hidden // block.heads)
+    out = {}
+    for r in topology.reorders:
+        if r.name in column_reorders(topology):
+            units = d // BLOCK if r.per_head else np.asarray(block[f"{r.name}.perm"]).size // BLOCK
+            out[r.name] = min(int(head_clusters if r.per_head else n_clusters), units)
+    return out
