@@ -195,7 +195,8 @@ def build_config(base, calib_ids, cfg: EvalConfig, *, calib_inputs="quantized", 
         return base
     from refsim.rptq.calibrate import calibrate_layers
 
-    native = gguf_layers(base, cfg) if cfg.is_native else None
+    check_native(base.meta.get("gguf"), [cfg])
+    native = gguf_layers(base) if cfg.is_native else None
     if native is not None and not cfg.calibrated:
         from refsim.rptq.native import native_block
 
@@ -207,23 +208,25 @@ def build_config(base, calib_ids, cfg: EvalConfig, *, calib_inputs="quantized", 
     return base.with_blocks(blocks)
 
 
-def check_native(base, configs) -> None:
-    """A UsageError when a native configuration is asked of a model not loaded from a .gguf file."""
+def check_native(gguf, configs) -> None:
+    """A UsageError when a native configuration is asked of a model not loaded from a .gguf file (``gguf``: the
+    file, a model's ``meta["gguf"]``, or None)."""
     bad = [c.label for c in configs if c.is_native]
-    if bad and not base.meta.get("gguf"):
+    if bad and not gguf:
         raise UsageError(f"--configs {', '.join(bad)}: a NATIVE_* configuration runs a GGUF file's own weight "
                          "blocks and needs a .gguf MODEL; this MODEL is not one")
 
 
-def gguf_layers(base, cfg=None) -> list:
+def gguf_layers(base) -> list:
     """[{linear: BlockTensor in transformers' row order}] per layer of the model's GGUF file (``meta["gguf"]``),
     the file's ``general.architecture`` deciding the q/k row un-permutation (``llama_layer_tensors``)."""
     from gguf import GGUFReader
 
     from refsim.formats import gguf as G
 
-    check_native(base, [cfg] if cfg is not None else [])
-    path = base.meta["gguf"]
+    path = base.meta.get("gguf")
+    if not path:
+        raise ValueError("the model was not loaded from a .gguf file (no meta['gguf']); native weights need one")
     field = GGUFReader(path).fields["general.architecture"]
     arch = bytes(field.parts[field.data[0]]).decode("utf-8")
     tensors = G.read_gguf(path, [G.gguf_linear_name(i, lin) for i in range(len(base.blocks))
@@ -338,7 +341,7 @@ def evaluate(base, eval_ids, calib_ids, configs, *, seqlen=2048, max_tokens=None
     spans = windows(eval_ids.size, seqlen, max_tokens)
     if not spans:
         raise UsageError(f"the evaluation text has {eval_ids.size} tokens: no full window of --seqlen {seqlen}")
-    check_native(base, configs)
+    check_native(base.meta.get("gguf"), configs)
     calib_ids = np.asarray(calib_ids)
     sq_ids = calib_ids[0, :sqnr_tokens]
     info = dict(run_info or {}, seqlen=seqlen, windows=len(spans), calib_inputs=calib_inputs, seed=seed,

@@ -179,7 +179,7 @@ def evaluate_command(args) -> dict:
     ``refsim sweep --eval`` (refsim_app.sweep), which fills the same namespace from its own flags."""
     import numpy as np
 
-    from refsim.eval import evaluate, parse_configs
+    from refsim.eval import check_native, evaluate, parse_configs
 
     spec = None
     if args.preset is not None or args.spec is not None:
@@ -188,10 +188,7 @@ def evaluate_command(args) -> dict:
         spec = spec_from_args(args)
     configs = parse_configs(args.configs, clusters=args.clusters, head_clusters=args.head_clusters,
                             group_size=args.group_size)
-    native = [c.label for c in configs if c.is_native]
-    if native and not args.model.endswith(".gguf"):  # before loading anything (refsim.eval.check_native)
-        raise UsageError(f"--configs {', '.join(native)}: a NATIVE_* configuration runs a GGUF file's own weight "
-                         f"blocks and needs a .gguf MODEL; {args.model!r} is not one")
+    check_native(args.model if args.model.endswith(".gguf") else None, configs)  # before loading anything
     if args.max_tokens is not None and args.max_tokens < args.seqlen:
         raise UsageError(f"--max-tokens {args.max_tokens} is less than one window (--seqlen {args.seqlen})")
     require_extra("hf", *HF_MODULES, what="refsim eval")
