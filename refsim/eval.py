@@ -15,12 +15,22 @@ A configuration is a name of ``refsim.schemes.CONFIGS`` (RPTQ) or ``SDR_CONFIGS`
 options after ``@``: ``cN`` clusters of R1/R4/R5 (``c1``: the per-tensor baseline, no reordering, one
 range per tensor and per head), ``hN`` clusters per head (R2/R3), ``rtn`` round-to-nearest weights
 instead of GPTQ, ``gN`` QRazor's SDR group size. E.g. ``W4A4@c1``, ``W4A4@c8@rtn``, ``QRAZOR_W4A4@g32``.
+``NATIVE_CONFIGS`` names (a GGUF model's own weight blocks as exact integer codes, docs/gguf.md) take
+``cN`` and ``hN`` only: their weights are the file's, so ``rtn`` and ``gN`` do not apply.
 
 Calibration (``refsim.rptq.calibrate.calibrate_layers``) is RPTQ's: layer by layer, each layer's
 ranges and GPTQ Hessians measured by the float layer on its calibration inputs, which are the outputs
 of the already quantized layers before it (``calib_inputs="quantized"``, RPTQ's
 ``opt_reorder_quantize``), or the float model's (``"float"``: one calibration shared by every
 configuration).
+
+A native configuration (``NATIVE_*``, on a model loaded from a .gguf file: ``Model.meta["gguf"]``) is
+calibrated the same way, with the same ranges and chain, but the reorders that permute weight columns
+(R1, R3 per KV head, R4, R5) are block-aligned (``refsim.rptq.native.native_reorders``: each 32-column
+GGUF block lies in one activation cluster), there is no GPTQ, and each block carries the file's codes
+(``refsim.rptq.native.native_block``). A native configuration whose activations and K/V are all float
+(``NATIVE_W4A16``) needs no ranges: it runs the float blocks with the codes added (identity layout), so
+its perplexity is W16A16's bit for bit (the GGUF model's float weights are those codes dequantized).
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from refsim.progress import report_progress
 CALIB_INPUTS = ("quantized", "float")
 CACHE_KIND = "eval"
 _OPT = re.compile(r"^(c|h|g)(\d+)$|^rtn$")
+NATIVE_OPTIONS = ("c", "h")  # a native configuration's weights are the file's: no rtn, no QRazor group
 
 
 def windows(n_tokens: int, seqlen: int, max_tokens: int | None = None) -> list[tuple[int, int]]:
@@ -69,27 +80,43 @@ class EvalConfig:
         return self.name in SDR_CONFIGS
 
     @property
-    def bits(self):
-        from refsim.schemes import CONFIGS
+    def is_native(self) -> bool:
+        from refsim.schemes import NATIVE_CONFIGS
 
-        return (None, None, None) if self.is_qrazor else CONFIGS[self.name]
+        return self.name in NATIVE_CONFIGS
+
+    @property
+    def bits(self):
+        from refsim.schemes import CONFIGS, NATIVE_CONFIGS
+
+        if self.is_qrazor:
+            return (None, None, None)
+        return NATIVE_CONFIGS[self.name] if self.is_native else CONFIGS[self.name]
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether its blocks are calibrated: not W16A16, nor a native configuration with float activations
+        and K/V (its weights are the file's and nothing else has a range)."""
+        return self.name != "W16A16" and not (self.is_native and self.bits[1:] == (None, None))
 
     @property
     def reorder(self) -> bool:
         return not self.is_qrazor and self.clusters > 1
 
     def scheme(self, spec=None):
-        from refsim.schemes import scheme
+        from refsim.schemes import native_scheme, scheme
 
+        if self.is_native:  # whole-model runs hold no per-(block x cluster) sums
+            return native_scheme(self.name, keep_sums=False, spec=spec)
         # the given spec governs the RPTQ configurations; QRazor keeps its own preset
         return scheme(self.name, group_size=self.group_size, spec=None if self.is_qrazor else spec)
 
 
 def parse_configs(text: str, *, clusters=32, head_clusters=4, group_size=16) -> list[EvalConfig]:
     """``--configs`` as EvalConfigs; a UsageError naming the bad entry and the allowed names."""
-    from refsim.schemes import CONFIGS, SDR_CONFIGS
+    from refsim.schemes import CONFIGS, NATIVE_CONFIGS, SDR_CONFIGS
 
-    names = tuple(CONFIGS) + tuple(SDR_CONFIGS)
+    names = tuple(CONFIGS) + tuple(SDR_CONFIGS) + tuple(NATIVE_CONFIGS)
     out, seen = [], set()
     for label in (t.strip() for t in text.split(",")):
         if not label:
@@ -103,6 +130,9 @@ def parse_configs(text: str, *, clusters=32, head_clusters=4, group_size=16) -> 
             m = _OPT.match(o)
             if not m:
                 raise UsageError(f"--configs entry {label!r}: option {o!r} is not allowed; allowed: cN, hN, rtn, gN")
+            if name in NATIVE_CONFIGS and (m.group(1) or o) not in NATIVE_OPTIONS:
+                raise UsageError(f"--configs entry {label!r}: option {o!r} does not apply to a NATIVE_* configuration "
+                                 "(its weights are the GGUF file's own codes); allowed: cN, hN")
             if o == "rtn":
                 kw["rtn"] = True
             else:
@@ -165,11 +195,57 @@ def build_config(base, calib_ids, cfg: EvalConfig, *, calib_inputs="quantized", 
         return base
     from refsim.rptq.calibrate import calibrate_layers
 
+    check_native(base.meta.get("gguf"), [cfg])
+    native = gguf_layers(base) if cfg.is_native else None
+    if native is not None and not cfg.calibrated:
+        from refsim.rptq.native import native_block
+
+        return base.with_blocks([native_block(b, base.topology, t) for b, t in zip(base.blocks, native, strict=True)])
     chain = None if calib_inputs == "float" else cfg.scheme(spec)
     blocks = calibrate_layers(base, calib_ids, wbits=wbits, n_clusters=cfg.clusters,
                               head_clusters=cfg.head_clusters, seed=seed, reorder=cfg.reorder, rtn=cfg.rtn,
-                              chain=chain, progress=progress, label=cfg.label)
+                              chain=chain, progress=progress, label=cfg.label, native=native)
     return base.with_blocks(blocks)
+
+
+def check_native(gguf, configs) -> None:
+    """A UsageError when a native configuration is asked of a model not loaded from a .gguf file (``gguf``: the
+    file, a model's ``meta["gguf"]``, or None)."""
+    bad = [c.label for c in configs if c.is_native]
+    if bad and not gguf:
+        raise UsageError(f"--configs {', '.join(bad)}: a NATIVE_* configuration runs a GGUF file's own weight "
+                         "blocks and needs a .gguf MODEL; this MODEL is not one")
+
+
+def gguf_layers(base) -> list:
+    """[{linear: BlockTensor in transformers' row order}] per layer of the model's GGUF file (``meta["gguf"]``),
+    the file's ``general.architecture`` deciding the q/k row un-permutation (``llama_layer_tensors``)."""
+    from gguf import GGUFReader
+
+    from refsim.formats import gguf as G
+
+    path = base.meta.get("gguf")
+    if not path:
+        raise ValueError("the model was not loaded from a .gguf file (no meta['gguf']); native weights need one")
+    field = GGUFReader(path).fields["general.architecture"]
+    arch = bytes(field.parts[field.data[0]]).decode("utf-8")
+    tensors = G.read_gguf(path, [G.gguf_linear_name(i, lin) for i in range(len(base.blocks))
+                                 for lin in G.LLAMA_LINEARS])
+    kv = int(base.meta.get("kv_heads", base.meta["heads"]))
+    return [G.llama_layer_tensors(tensors, i, heads=int(base.meta["heads"]), kv_heads=kv, architecture=arch)
+            for i in range(len(base.blocks))]
+
+
+def native_weights(base) -> str:
+    """What a native configuration's weights are: the GGUF types of the model's linear weights."""
+    from gguf import GGUFReader
+
+    from refsim.formats.gguf import LLAMA_LINEARS
+
+    bases = tuple(f".{b}.weight" for b in LLAMA_LINEARS.values())
+    types = sorted({t.tensor_type.name for t in GGUFReader(base.meta["gguf"]).tensors
+                    if t.name.startswith("blk.") and t.name.endswith(bases)})
+    return f"gguf native {'/'.join(types)} codes"
 
 
 def calibration_key(cfg: EvalConfig, calib_inputs: str):
@@ -179,8 +255,20 @@ def calibration_key(cfg: EvalConfig, calib_inputs: str):
     chain's scheme, so each configuration has its own."""
     if cfg.name == "W16A16":
         return ("float",)
-    key = (cfg.bits[0], cfg.clusters, cfg.head_clusters, cfg.reorder, cfg.rtn)
+    if cfg.is_native and not cfg.calibrated:
+        return ("native", "float blocks")
+    # native calibrations (block-aligned reorders, no GPTQ) never share with RPTQ's
+    key = ("native" if cfg.is_native else "rptq", cfg.bits[0], cfg.clusters, cfg.head_clusters, cfg.reorder,
+           cfg.rtn)
     return key if calib_inputs == "float" else key + (cfg.label,)
+
+
+def _weights(c: EvalConfig, native) -> str:
+    if c.is_native:  # float activations: the codes dequantized (the GGUF float weights), a float product
+        return native + (", exact integer GEMM" if c.bits[1] is not None else ", dequantized, float GEMM")
+    if c.is_qrazor:
+        return "qrazor absmax + SDR"
+    return "float" if c.bits[0] is None else ("rtn" if c.rtn else "gptq")
 
 
 # --- the cache ------------------------------------------------------------------------------------
@@ -253,6 +341,7 @@ def evaluate(base, eval_ids, calib_ids, configs, *, seqlen=2048, max_tokens=None
     spans = windows(eval_ids.size, seqlen, max_tokens)
     if not spans:
         raise UsageError(f"the evaluation text has {eval_ids.size} tokens: no full window of --seqlen {seqlen}")
+    check_native(base.meta.get("gguf"), configs)
     calib_ids = np.asarray(calib_ids)
     sq_ids = calib_ids[0, :sqnr_tokens]
     info = dict(run_info or {}, seqlen=seqlen, windows=len(spans), calib_inputs=calib_inputs, seed=seed,
@@ -321,6 +410,7 @@ def evaluate(base, eval_ids, calib_ids, configs, *, seqlen=2048, max_tokens=None
         for fut in as_completed(list(futures)):
             label, name = futures[fut]
             record(label, name, fut.result())
+    native = native_weights(base) if any(c.is_native for c in configs) else None
     results = []
     for c in configs:
         ws = [done[c.label][i] for i in range(len(spans))]
@@ -332,8 +422,12 @@ def evaluate(base, eval_ids, calib_ids, configs, *, seqlen=2048, max_tokens=None
                         "scheme": c.name, "wbits": wb, "abits": ab, "kvbits": kvb,
                         "clusters": None if c.is_qrazor else c.clusters,
                         "head_clusters": None if c.is_qrazor else c.head_clusters,
-                        "weights": "float" if wb is None and not c.is_qrazor else
-                        ("qrazor absmax + SDR" if c.is_qrazor else ("rtn" if c.rtn else "gptq")),
+                        "weights": _weights(c, native),
                         "group_size": c.group_size if c.is_qrazor else None,
                         "sqnr_db": done[c.label]["sqnr"], "cache": keys[c.label]})
+        if c.is_native and c.calibrated and c.reorder:  # block-aligned: at most one cluster per block (per head)
+            from refsim.rptq.native import block_clusters
+
+            results[-1]["block_clusters"] = block_clusters(base.topology, base.blocks[0], c.clusters,
+                                                           c.head_clusters)
     return results

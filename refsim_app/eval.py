@@ -10,10 +10,11 @@ per-channel min/max, k-means reorders, GPTQ weights; ``@rtn`` for round-to-neare
 non-overlapping windows of the evaluation tokens (``refsim.eval``: window rule, reduction order).
 Configurations: RPTQ's names (refsim.schemes.CONFIGS), QRazor's (SDR_CONFIGS), each with options
 ``@cN`` (clusters; ``@c1`` is the per-tensor baseline without reordering), ``@hN`` (clusters per head),
-``@rtn``, ``@gN`` (QRazor group size). Progress goes to stderr; results are cached per configuration and
-window in ``--out DIR`` (a run with the same DIR resumes). Configurations and windows are Dask tasks on
-a local cluster by default (``--scheduler ADDRESS`` for a running one, ``--scheduler inline`` for none):
-the results are the same bits either way.
+``@rtn``, ``@gN`` (QRazor group size); and, for a .gguf MODEL, the native-weights names
+(refsim.schemes.NATIVE_CONFIGS: the file's own weight blocks as exact codes, docs/gguf.md). Progress
+goes to stderr; results are cached per configuration and window in ``--out DIR`` (a run with the same
+DIR resumes). Configurations and windows are Dask tasks on a local cluster by default (``--scheduler
+ADDRESS`` for a running one, ``--scheduler inline`` for none): the results are the same bits either way.
 
 Numerics: ``--preset`` / ``--spec`` (default: each method's preset) give the spec of the RPTQ
 configurations (activations, probabilities, every product's accumulator); QRazor configurations keep
@@ -178,7 +179,7 @@ def evaluate_command(args) -> dict:
     ``refsim sweep --eval`` (refsim_app.sweep), which fills the same namespace from its own flags."""
     import numpy as np
 
-    from refsim.eval import evaluate, parse_configs
+    from refsim.eval import check_native, evaluate, parse_configs
 
     spec = None
     if args.preset is not None or args.spec is not None:
@@ -187,6 +188,7 @@ def evaluate_command(args) -> dict:
         spec = spec_from_args(args)
     configs = parse_configs(args.configs, clusters=args.clusters, head_clusters=args.head_clusters,
                             group_size=args.group_size)
+    check_native(args.model if args.model.endswith(".gguf") else None, configs)  # before loading anything
     if args.max_tokens is not None and args.max_tokens < args.seqlen:
         raise UsageError(f"--max-tokens {args.max_tokens} is less than one window (--seqlen {args.seqlen})")
     require_extra("hf", *HF_MODULES, what="refsim eval")
@@ -207,7 +209,7 @@ def evaluate_command(args) -> dict:
     from refsim.rptq.calibrate import float_model, load_causal_lm
 
     hf, cfg, gguf_file = load_causal_lm(args.model)
-    model = float_model(hf, head_dtype=args.head_dtype)
+    model = float_model(hf, head_dtype=args.head_dtype, gguf=args.model if gguf_file else None)
     del hf
     for c in configs:
         for name, v, lim in (("clusters", c.clusters, min(model.meta["hidden"], model.meta["ffn"])),

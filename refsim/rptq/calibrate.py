@@ -245,12 +245,12 @@ class Calibration:
 
 
 # --- whole-model calibration in refsim's own dataflow (refsim eval) ----------------------------------
-def layer_statistics(topology, block, xs) -> tuple[dict, dict, list]:
+def layer_statistics(topology, block, xs, *, hessians=True) -> tuple[dict, dict, list]:
     """(stats {point: (min, max)}, hessians {group: torch H}, outputs) of a float block (original channel
     order, ``refsim.models.model.float_block``) on the sequences ``xs``: the per-channel running min / max of
     each calibration point's stage and GPTQ's H = 2/n sum X X^T of each Hessian group's input (the stage its
     linears' calibration point measures), read from the forward pass's stages: the topology gives the
-    points, so no framework hooks are needed."""
+    points, so no framework hooks are needed. ``hessians=False``: none ({}), for weights that need no GPTQ."""
     from refsim.models.forward import forward
     from refsim.schemes import scheme
 
@@ -268,7 +268,7 @@ def layer_statistics(topology, block, xs) -> tuple[dict, dict, list]:
             a, b = t.min(axis=0), t.max(axis=0)
             lo[p.name] = a if p.name not in lo else np.minimum(lo[p.name], a)
             hi[p.name] = b if p.name not in hi else np.maximum(hi[p.name], b)
-        for g, stage in groups.items():
+        for g, stage in groups.items() if hessians else ():
             if g not in hess:
                 hess[g] = Hessian(st[stage].shape[-1])
             hess[g].add_batch(torch.from_numpy(np.ascontiguousarray(st[stage]))[None])
@@ -278,7 +278,7 @@ def layer_statistics(topology, block, xs) -> tuple[dict, dict, list]:
 
 
 def calibrate_layers(base, calib_ids, *, wbits=4, n_clusters=32, head_clusters=4, seed=0, reorder=True, rtn=False,
-                     chain=None, progress=False, label="") -> list:
+                     chain=None, progress=False, label="", native=None) -> list:
     """The quantized blocks of every layer of ``base`` (a ``refsim.models.model.Model`` of float blocks),
     calibrated layer by layer on the token sequences ``calib_ids`` (n, t) (RPTQ's ``opt_reorder_quantize``):
 
@@ -287,6 +287,13 @@ def calibrate_layers(base, calib_ids, *, wbits=4, n_clusters=32, head_clusters=4
                  k-means reorders, GPTQ (or RTN) weights (``refsim.rptq.pipeline.build_block``);
                  x_i = the quantized layer i on x_{i-1} under ``chain`` (a scheme), or the float layer's
                  output when ``chain`` is None (float calibration inputs).
+
+    ``native``: native GGUF weights (docs/gguf.md), one {linear: BlockTensor} per layer
+    (``refsim.formats.gguf.llama_layer_tensors``). The same ranges and chain, but the reorders that
+    permute weight columns are block-aligned (``refsim.rptq.native.native_reorders``: R1, R3 per KV
+    head, R4, R5; R2 is RPTQ's own), there is no GPTQ (no Hessians, ``wbits`` unused: the weights are
+    the file's codes), and each block carries its native arrays (``refsim.rptq.native.native_block``),
+    so a ``NativeWeightsScheme`` chain runs it.
 
     torch runs with one thread here (GPTQ, the Hessians), so the result does not depend on the machine's or a
     Dask worker's thread count."""
@@ -305,8 +312,10 @@ def calibrate_layers(base, calib_ids, *, wbits=4, n_clusters=32, head_clusters=4
     try:
         xs = [base.embed(s) for s in ids]
         blocks = []
+        if native is not None and len(native) != len(base.blocks):
+            raise ValueError(f"native has {len(native)} layers of tensors; the model has {len(base.blocks)}")
         for i, fb in enumerate(base.blocks):
-            stats, hess, outs = layer_statistics(topology, fb, xs)
+            stats, hess, outs = layer_statistics(topology, fb, xs, hessians=native is None)
             layer = {k: v for k, v in fb.arrays.items()
                      if k.split(".")[0] not in topology.reorder_names and not k.startswith("stat.")}
             kw = {}
@@ -314,9 +323,19 @@ def calibrate_layers(base, calib_ids, *, wbits=4, n_clusters=32, head_clusters=4
                 kw["topology"] = topology
             if "family_meta" in params:
                 kw["family_meta"] = {k: v for k, v in fb.meta.items() if k not in ("wbits", "layout", "reorder")}
-            block = build_block(layer, stats, hess, heads=fb.heads, eps=float(fb.meta["eps"]), wbits=wbits,
-                                n_clusters=n_clusters, head_clusters=head_clusters, seed=seed, reorder=reorder,
-                                rtn=rtn, **kw)
+            if native is not None:
+                from refsim.rptq.native import native_reorders
+
+                kw["reorders"] = native_reorders(topology, stats, heads=fb.heads, n_clusters=n_clusters,
+                                                 head_clusters=head_clusters, seed=seed, reorder=reorder,
+                                                 head_dim=fb.meta.get("head_dim"))
+            block = build_block(layer, stats, hess, heads=fb.heads, eps=float(fb.meta["eps"]),
+                                wbits=None if native is not None else wbits, n_clusters=n_clusters,
+                                head_clusters=head_clusters, seed=seed, reorder=reorder, rtn=rtn, **kw)
+            if native is not None:
+                from refsim.rptq.native import native_block
+
+                block = native_block(block, topology, native[i])
             blocks.append(block)
             xs = outs if chain is None else [forward(topology, block, x, chain, record_sums=False)["out"] for x in xs]
             if progress:
@@ -355,8 +374,10 @@ def load_causal_lm(path):
     return model, cfg, kw.get("gguf_file")
 
 
-def float_model(hf_model, *, head_dtype="float32"):
-    """The ``refsim.models.model.Model`` of a transformers causal LM: its family's arrays, float blocks."""
+def float_model(hf_model, *, head_dtype="float32", gguf=None):
+    """The ``refsim.models.model.Model`` of a transformers causal LM: its family's arrays, float blocks.
+    ``gguf``: the .gguf file the model was loaded from (``load_causal_lm``), kept as ``meta["gguf"]`` (its
+    absolute path) for the native-weights configurations, which read the file's own blocks."""
     from refsim.models import family_of
     from refsim.models.model import Model, float_block
 
@@ -370,4 +391,6 @@ def float_model(hf_model, *, head_dtype="float32"):
     mmeta = {**meta, "vocab": int(cfg.vocab_size), "pos_offset": int(getattr(fam, "POS_OFFSET", 0)),
              "head_dtype": head_dtype, "family": fam.__name__.rsplit(".", 1)[-1], "model_type": cfg.model_type,
              "layers": len(blocks)}
+    if gguf is not None:
+        mmeta["gguf"] = os.path.abspath(os.fspath(gguf))
     return Model(fam.TOPOLOGY, fam.model_arrays(hf_model), blocks, mmeta)

@@ -78,19 +78,22 @@ def find_reorders(stats, *, heads, n_clusters=32, head_clusters=4, seed=0, reord
 
 def build_block(layer, stats, hessians, *, heads, eps=1e-5, wbits=4, n_clusters=32, head_clusters=4, seed=0,
                 reorder=True, act_order=False, rtn=False, timings=None, topology=OPT,
-                family_meta=None) -> QuantizedOPTBlock:
+                family_meta=None, reorders=None) -> QuantizedOPTBlock:
     """A QuantizedOPTBlock (physical layout) of one layer; ``timings`` (a dict) accumulates seconds per step.
 
     ``topology``: the layer's family (OPT by default); ``family_meta``: the family's block meta
     (``refsim.models.<family>.block_meta``: kv_heads, head_dim, rope_theta, ...), merged into the
-    block's meta (its hidden / heads / ffn / eps must agree with the arrays and ``heads`` / ``eps``)."""
+    block's meta (its hidden / heads / ffn / eps must agree with the arrays and ``heads`` / ``eps``).
+    ``reorders``: {name: Reorder} made elsewhere (the block-aligned ones of ``refsim.rptq.native``) instead
+    of calling ``find_reorders``."""
     from refsim.rptq.gptq import gptq_quantize, rtn_quantize
 
     family_meta = dict(family_meta or {})
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    reorders = find_reorders(stats, heads=heads, n_clusters=n_clusters, head_clusters=head_clusters, seed=seed,
-                             reorder=reorder, topology=topology, head_dim=family_meta.get("head_dim"))
+    if reorders is None:
+        reorders = find_reorders(stats, heads=heads, n_clusters=n_clusters, head_clusters=head_clusters, seed=seed,
+                                 reorder=reorder, topology=topology, head_dim=family_meta.get("head_dim"))
     t1 = time.perf_counter()
     timings["clustering"] = timings.get("clustering", 0.0) + t1 - t0
     arrays = permute_layer(layer, reorders, topology)
