@@ -40,6 +40,8 @@ def table(results: list[dict], float_ppl: float | None = None) -> str:
         rows = [r for r in results if keep(r["config"])]
         if not rows:
             continue
+        if title.startswith("Cluster"):
+            rows.sort(key=lambda r: r.get("clusters") or 0)
         out += [f"**{title}**", "", "| config | weights | perplexity | / W16A16 | predicted tokens | SQNR dB: "
                 + " / ".join(SQNR) + " |", "|---|---|---:|---:|---:|---|"]
         if float_ppl is not None and title.startswith("RPTQ"):
@@ -47,7 +49,7 @@ def table(results: list[dict], float_ppl: float | None = None) -> str:
                        f"{float_ppl / ref:.4f} | -- | -- |" if ref else "")
         for r in rows:
             ratio = f"{r['perplexity'] / ref:.3f}" if ref else "--"
-            sq = " / ".join(_db(r["sqnr_db"].get(s)) for s in SQNR)
+            sq = "(the reference)" if r["config"] == "W16A16" else " / ".join(_db(r["sqnr_db"].get(s)) for s in SQNR)
             out.append(f"| {r['config']} | {r.get('weights', '--')} | {r['perplexity']:.4f} | {ratio} | "
                        f"{r['tokens']} | {sq} |")
         out.append("")
