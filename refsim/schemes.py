@@ -284,9 +284,9 @@ def qrazor_scheme(name="W4A4", *, group_size=16, spec: NumericsSpec | None = Non
 # name -> (wbits, abits, kvbits), weights always the GGUF file's own codes (Q4_1: 4 bits). The
 # activations are RPTQ's, on the block's calibrated reorders; ``refsim eval`` builds those reorders
 # block-aligned (option (a) of docs/gguf.md: whole 32-channel blocks move, so each block's d and m serve
-# one activation cluster); the scheme itself runs any layout (option (b): scattered blocks). NATIVE_W4A16 (and the KV-only
-# configurations) multiply float activations by the dequantized GGUF weights: the W16A16 weights of a
-# GGUF model, computed from the codes.
+# one activation cluster); the scheme itself runs any layout (option (b): scattered blocks).
+# NATIVE_W4A16 (and the KV-only configurations) multiply float activations by the dequantized GGUF
+# weights: the W16A16 weights of a GGUF model, computed from the codes.
 NATIVE_CONFIGS = {
     "NATIVE_W4A16": (4, None, None),
     "NATIVE_W4A8": (4, 8, 8),
