@@ -8,9 +8,10 @@ spreads its attention over t + 1 keys, so the share of its mass that falls below
 runs SmolLM2-135M's first ``--layers`` layers in float (W16A16, refsim's forward) on the first ``--tokens``
 tokens of Persuasion and prints, per layer and range of query positions, the mean of
 
-    lost[h, t] = sum over keys j of p[h, t, j] where round(p[h, t, j] / s) == 0
+    lost[h, t] = sum over keys j of p[h, t, j] where code(p[h, t, j]) == 0
 
-(rint, ties to even, as the rptq preset rounds). Not a timing: a measurement the eval tables cite.
+with the codes of W4A4's own probability quantizer (``refsim.qtensor.fixed_quantize`` under the scheme's
+spec, as ``RPTQScheme.probs`` calls it). Not a timing: a measurement the eval tables cite.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
     from refsim.corpus import austen_novel
     from refsim.formats.gguf import smollm2_gguf
     from refsim.models.forward import forward
+    from refsim.qtensor import fixed_quantize
     from refsim.rptq.calibrate import float_model, load_causal_lm
     from refsim.schemes import PROB_SCALE, scheme
 
@@ -42,12 +44,14 @@ def main(argv=None) -> int:
     text = austen_novel("persuasion")
     ids = np.asarray(tok(text[: 16 * a.tokens], add_special_tokens=False)["input_ids"][: a.tokens])
     x = base.embed(ids)
+    w4a4, bits = scheme("W4A4"), base.topology.prob_bits
     edges = [e for e in (0, 256, 1024, a.tokens) if e <= a.tokens]
     print(f"{path.name}, the first {ids.size} tokens of Persuasion; s = {float(PROB_SCALE):.8f}")
     for i, block in enumerate(base.blocks):
         st = forward(base.topology, block, x, scheme("W16A16"), record_sums=False)
         p = st["probs"]
-        lost = np.where(np.rint(p / np.float32(PROB_SCALE)) == 0, p, 0).sum(axis=-1)  # (heads, T)
+        codes = fixed_quantize(p, PROB_SCALE, 0, bits=bits, signed=False, spec=w4a4.spec).codes
+        lost = np.where(codes == 0, p, 0).sum(axis=-1)  # (heads, T)
         spans = zip(edges[:-1], edges[1:], strict=True)
         parts = [f"rows {lo}-{hi - 1}: {lost[:, lo:hi].mean():.3f}" for lo, hi in spans]
         print(f"layer {i}: mean probability mass on code 0, " + "; ".join(parts))

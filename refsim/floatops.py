@@ -86,7 +86,10 @@ def exp_float32(x) -> np.ndarray:
     x32 = np.asarray(x, dtype=np.float32)
     flat = np.ascontiguousarray(x32).reshape(-1)
     out = np.empty(flat.shape, dtype=np.float32)
-    _fix_exp_boundaries(flat, out, _exp_f32_within(flat, out, _EXP_MARGIN))
+    near = np.empty(flat.shape, dtype=np.bool_)
+    _exp_f32_within(flat, out, near, _EXP_MARGIN)
+    for i in np.nonzero(near)[0]:
+        out[i] = _exp_decimal_f32(float(flat[i]))
     return out.reshape(x32.shape)
 
 
@@ -99,30 +102,20 @@ def exp_float32_numpy(x) -> np.ndarray:
     return _round_f32_within(e, _EXP_MARGIN, _exp_decimal_f32, x64).reshape(x32.shape)
 
 
-@numba.njit(cache=True)
-def _exp_f32_within(x, out, margin):
-    """out[i] = float32 of exp(x[i]) where exp * (1 -+ margin) round alike; returns the indices where they do
-    not (near a float32 rounding boundary, x finite), left for the exact path."""
-    flagged = np.empty(0, dtype=np.int64)
-    count = 0
+@numba.njit(cache=True, nogil=True, inline="always")
+def exp_f32_bracketed(x, margin):
+    """(float32 of exp(x), near): exp in float64 rounded to float32 at exp * (1 - margin) and exp * (1 + margin);
+    near is True where the two differ and x is finite (a float32 rounding boundary: the exact path decides)."""
+    e = math.exp(np.float64(x))
+    lo = np.float32(e * (1.0 - margin))
+    hi = np.float32(e * (1.0 + margin))
+    return hi, lo != hi and math.isfinite(x)
+
+
+@numba.njit(cache=True, nogil=True)
+def _exp_f32_within(x, out, near, margin):
     for i in range(x.size):
-        e = math.exp(np.float64(x[i]))
-        lo = np.float32(e * (1.0 - margin))
-        hi = np.float32(e * (1.0 + margin))
-        out[i] = hi
-        if lo != hi and math.isfinite(x[i]):
-            if count == flagged.size:
-                grown = np.empty(max(16, 2 * count), dtype=np.int64)
-                grown[:count] = flagged[:count]
-                flagged = grown
-            flagged[count] = i
-            count += 1
-    return flagged[:count]
-
-
-def _fix_exp_boundaries(x, out, flagged) -> None:
-    for i in flagged:
-        out[i] = _exp_decimal_f32(float(x[i]))
+        out[i], near[i] = exp_f32_bracketed(x[i], margin)
 
 
 @numba.njit(cache=True)

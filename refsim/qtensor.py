@@ -350,8 +350,7 @@ def qgemm(a: QuantizedTensor, w: QuantizedTensor, *, spec: NumericsSpec):
         return _sdr_gemm(a.codes, a.sdr.flags, w.codes.T, w.sdr.flags.T, group_size=a.sdr.group_size,
                          spec=spec)
     ids, c = reduced_clusters(a, w)
-    _, za = _reduced_params(a, a.codes.shape[0], c, weight=False)
-    _, zw = _reduced_params(w, w.codes.shape[0], c, weight=True)
+    _, za, _, zw = reduced_params(a, w, c)
     return _cluster_int_gemm(np.asarray(a.codes), np.asarray(za).reshape(-1), np.asarray(w.codes).T,
                              np.asarray(zw).T, ids, spec=spec)
 
@@ -388,8 +387,7 @@ def qmatmul(a: QuantizedTensor, w: QuantizedTensor, bias=None, *, spec: Numerics
         return block_offset_matmul(a, w, bias, spec=spec)
     isums = qgemm(a, w, spec=spec)
     c = 1 if isums.ndim == 2 else isums.shape[0]
-    sa, _ = _reduced_params(a, a.codes.shape[0], c, weight=False)
-    sw, _ = _reduced_params(w, w.codes.shape[0], c, weight=True)
+    sa, _, sw, _ = reduced_params(a, w, c)
     return isums, epilogue(isums, sa, sw, bias)
 
 

@@ -273,19 +273,28 @@ def test_within_bound_of_float64_and_dequantized_float_path(seed, abits, n_clust
 
 # ------------------------------------------------------------------ the NATIVE configurations on a block
 
-def native_opt_block(seed=0, hidden=64, ffn=128, heads=2, n_clusters=4, head_clusters=2):
-    """A synthetic OPT block whose weights are GGUF Q4_1 (quantized here): the float weights of the block are
-    the dequantized Q4_1 ones (what a GGUF model's W16A16 is), and the native arrays carry the codes."""
+def q4_1_opt_layer(rng, hidden, ffn):
+    """(a random OPT layer whose linear weights are their Q4_1 dequantization, {linear: its BlockTensor})."""
     from refsim.models.opt import OPT
-    from refsim.rptq.synthetic import calibrated_block, random_opt_layer
+    from refsim.rptq.synthetic import random_opt_layer
 
-    rng = np.random.default_rng(seed)
     layer = random_opt_layer(rng, hidden, ffn)
     tensors = {}
     for lin in OPT.linear_names:
         q, d, m = q4_1_quantize(layer[f"{lin}.weight"])
         tensors[lin] = G.BlockTensor(lin, "Q4_1", q.shape, codes=q, scale=d, offset=m)
         layer[f"{lin}.weight"] = tensors[lin].dequantize()
+    return layer, tensors
+
+
+def native_opt_block(seed=0, hidden=64, ffn=128, heads=2, n_clusters=4, head_clusters=2):
+    """A synthetic OPT block whose weights are GGUF Q4_1 (quantized here): the float weights of the block are
+    the dequantized Q4_1 ones (what a GGUF model's W16A16 is), and the native arrays carry the codes."""
+    from refsim.models.opt import OPT
+    from refsim.rptq.synthetic import calibrated_block
+
+    rng = np.random.default_rng(seed)
+    layer, tensors = q4_1_opt_layer(rng, hidden, ffn)
     calib = rng.standard_normal((16, hidden)).astype(np.float32)
     block, reorders, _ = calibrated_block(layer, calib, heads=heads, n_clusters=n_clusters,
                                           head_clusters=head_clusters)
@@ -484,17 +493,12 @@ def test_block_aligned_native_block_has_one_pair_per_block():
     from refsim.rptq.native import block_reorder
     from refsim.rptq.pipeline import find_reorders
     from refsim.rptq.reorder import permute_layer, permute_stats, reorder_arrays
-    from refsim.rptq.synthetic import calibrated_block, random_opt_layer
+    from refsim.rptq.synthetic import calibrated_block
     from refsim.schemes import native_scheme
 
     rng = np.random.default_rng(5)
     hidden, ffn, heads = 128, 256, 2
-    layer = random_opt_layer(rng, hidden, ffn)
-    tensors = {}
-    for lin in OPT.linear_names:
-        q, d, m = q4_1_quantize(layer[f"{lin}.weight"])
-        tensors[lin] = G.BlockTensor(lin, "Q4_1", q.shape, codes=q, scale=d, offset=m)
-        layer[f"{lin}.weight"] = tensors[lin].dequantize()
+    layer, tensors = q4_1_opt_layer(rng, hidden, ffn)
     calib = rng.standard_normal((16, hidden)).astype(np.float32)
     block, _, stats = calibrated_block(layer, calib, heads=heads, n_clusters=4, head_clusters=2)
     reorders = find_reorders(stats, heads=heads, n_clusters=4, head_clusters=2)

@@ -44,9 +44,9 @@ def table(results: list[dict], float_ppl: float | None = None) -> str:
             rows.sort(key=lambda r: r.get("clusters") or 0)
         out += [f"**{title}**", "", "| config | weights | perplexity | / W16A16 | predicted tokens | SQNR dB: "
                 + " / ".join(SQNR) + " |", "|---|---|---:|---:|---:|---|"]
-        if float_ppl is not None and title.startswith("RPTQ"):
-            out.append(f"| transformers float32 | GGUF dequantized | {float_ppl:.4f} | "
-                       f"{float_ppl / ref:.4f} | -- | -- |" if ref else "")
+        if float_ppl is not None and ref and title.startswith("RPTQ"):
+            out.append(f"| transformers float32 | GGUF dequantized | {float_ppl:.4f} | {float_ppl / ref:.4f} "
+                       "| -- | -- |")
         for r in rows:
             ratio = f"{r['perplexity'] / ref:.3f}" if ref else "--"
             sq = "(the reference)" if r["config"] == "W16A16" else " / ".join(_db(r["sqnr_db"].get(s)) for s in SQNR)

@@ -12,7 +12,14 @@ import math
 import numba
 import numpy as np
 
-from refsim.floatops import _EXP_MARGIN, _exp_decimal_f32, exp_float32_numpy, fsum_rows, fsum_rows_python
+from refsim.floatops import (
+    _EXP_MARGIN,
+    _exp_decimal_f32,
+    exp_f32_bracketed,
+    exp_float32_numpy,
+    fsum_rows,
+    fsum_rows_python,
+)
 from refsim.threads import row_spans, run_all
 
 
@@ -91,11 +98,7 @@ def _exp_shifted_rows(s, e, peak, near, margin):
             if t == -np.inf:
                 e[r, j] = 0.0
                 continue
-            x = math.exp(np.float64(t))
-            lo = np.float32(x * (1.0 - margin))
-            hi = np.float32(x * (1.0 + margin))
-            e[r, j] = hi
-            near[r, j] = lo != hi and math.isfinite(t)
+            e[r, j], near[r, j] = exp_f32_bracketed(t, margin)
 
 
 @numba.njit(cache=True, nogil=True)
