@@ -4,9 +4,13 @@ Compiled kernels (numba, ``nogil=True``) and numpy's BLAS calls release the GIL,
 threads run them in parallel. Every fast path splits its work into independent pieces (rows, tiles)
 whose operations do not depend on which thread runs them, so results never depend on the count.
 
-Why not numba's ``parallel=True``: its OpenMP threads keep spinning after a parallel region, and on a
-machine with few cores they then take the CPU from whatever runs next (measured: a GPTQ call took 4.2 s
-after one parallel kernel and 0.38 s without, on the 2-core machine). These threads sleep when idle.
+Why not numba's ``parallel=True``: it is a second thread mechanism (OpenMP) beside this one and BLAS's,
+and its threads may keep spinning after a parallel region. Once, on the loaded 2-core machine, a GPTQ
+call took 4.2 s after one parallel kernel against 0.38 s without, and 0.39 s with OMP_WAIT_POLICY=PASSIVE;
+``benchmarks/bench_threads.py`` does not reproduce that in a fresh process (0.95x), so it is an
+observation, not a measured rule. These threads sleep when idle. What is measured every run: small
+products on multi-threaded BLAS are many times slower than on one thread (``benchmarks/bench_threads.py``),
+so ``refsim.fused`` holds BLAS to one thread while its tiles run here.
 """
 
 from __future__ import annotations
